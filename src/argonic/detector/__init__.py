@@ -1,0 +1,1 @@
+"""Detector description and event simulation."""

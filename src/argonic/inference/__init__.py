@@ -1,0 +1,1 @@
+"""ModelInterface: one contract, local and remote implementations."""

@@ -1,0 +1,1 @@
+"""The EmTrackMichelId CNN: PyTorch definition, training, export, evaluation."""

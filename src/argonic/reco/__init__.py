@@ -1,0 +1,1 @@
+"""Reconstruction: hit finding, PointIdAlg patches, the EmTrackMichelId module and the chain."""

@@ -1,0 +1,1 @@
+"""The SONIC scaling study."""
