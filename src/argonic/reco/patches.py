@@ -11,6 +11,8 @@ Output: NHWC float32 [N, 48, 48, 1] in hit order (axis 1 wire, axis 2 drift).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
 from argonic.detector.event import Event, Hits, PlaneFrame
@@ -64,18 +66,27 @@ def cut_patches(image: np.ndarray, wire: np.ndarray, peak_tick: np.ndarray,
     return out
 
 
-def event_patches(event: Event, detector: Detector, hits: Hits | None = None) -> np.ndarray:
-    """All patches of an event, [N, 48, 48, 1] float32, in the order of ``hits`` (default: the event's)."""
+def plane_patches(event: Event, detector: Detector, hits: Hits | None = None
+                  ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """For each (TPC, plane) with hits in turn: (indices into ``hits``, their patches [n, 48, 48, 1])."""
     hits = event.hits if hits is None else hits
-    out = np.zeros((len(hits), PATCH_SIZE, PATCH_SIZE, 1), np.float32)
     frames = {(f.tpc, f.plane): f for f in event.frames}
     key = hits.tpc.astype(np.int64) * 8 + hits.plane
     for k in np.unique(key):
         tpc, plane = divmod(int(k), 8)
         idx = np.flatnonzero(key == k)
+        patches = np.zeros((len(idx), PATCH_SIZE, PATCH_SIZE, 1), np.float32)
         frame = frames.get((tpc, plane))
-        if frame is None:  # a hit without signal cannot happen from the hit finder; zeros if it does
-            continue
-        image = plane_image(frame, detector.planes[plane].calib_c)
-        out[idx, :, :, 0] = cut_patches(image, hits.wire[idx], hits.peak_tick[idx])
+        if frame is not None:  # the hit finder never makes hits without signal; zeros if given some
+            image = plane_image(frame, detector.planes[plane].calib_c)
+            cut_patches(image, hits.wire[idx], hits.peak_tick[idx], out=patches[..., 0])
+        yield idx, patches
+
+
+def event_patches(event: Event, detector: Detector, hits: Hits | None = None) -> np.ndarray:
+    """All patches of an event, [N, 48, 48, 1] float32, in the order of ``hits`` (default: the event's)."""
+    hits = event.hits if hits is None else hits
+    out = np.zeros((len(hits), PATCH_SIZE, PATCH_SIZE, 1), np.float32)
+    for idx, patches in plane_patches(event, detector, hits):
+        out[idx] = patches
     return out
