@@ -1,0 +1,204 @@
+"""Served throughput (argonic serve + NVIDIA perf_analyzer) vs in-process ONNX Runtime.
+
+For each batch size: (1) ONNX Runtime in this process, one session.run after another;
+(2) ``argonic serve`` in a child process on 127.0.0.1, measured by perf_analyzer over gRPC,
+once per ``--execution-batch-sizes`` value (the server's chunk size; "max" = no split).
+Optionally (``--identity``) an identity model on the same patches measures the protocol
+alone. Installing perf_analyzer: see benchmarks/BENCHMARKS.md, section "Server".
+
+    python benchmarks/bench_server.py --model-repository models --model emtrkmichelid \\
+        --perf-analyzer /work/tools/pa/tritonclient-2.41.0.data/data/bin/perf_analyzer \\
+        --batch-sizes 256 1693 --concurrency 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from google.protobuf import text_format
+
+from argonic.server.config import load_config
+
+
+def ort_throughput(model_file: Path, batch: int, seconds: float) -> float:
+    """Patches/s of back-to-back session.run calls at one batch size (after one warm-up)."""
+    session = ort.InferenceSession(str(model_file), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).random((batch, 48, 48, 1), dtype=np.float32)
+    name = session.get_inputs()[0].name
+    session.run(None, {name: x})
+    runs, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        session.run(None, {name: x})
+        runs += 1
+    return runs * batch / (time.perf_counter() - start)
+
+
+def write_identity_model(model_dir: Path) -> None:
+    """An identity model on [N, 48, 48, 1] with the CNN's input name."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    shape = ["N", 48, 48, 1]
+    graph = helper.make_graph([helper.make_node("Identity", ["main_input"], ["output"])], "identity",
+                              [helper.make_tensor_value_info("main_input", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, shape)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    (model_dir / "1").mkdir(parents=True)
+    onnx.save(model, str(model_dir / "1" / "model.onnx"))
+    (model_dir / "config.pbtxt").write_text(
+        'name: "identity"\nplatform: "onnxruntime_onnx"\nmax_batch_size: 4096\n'
+        'input [ { name: "main_input" data_type: TYPE_FP32 dims: [48, 48, 1] } ]\n'
+        'output [ { name: "output" data_type: TYPE_FP32 dims: [48, 48, 1] } ]\ndynamic_batching { }\n')
+
+
+def scratch_repository(source: Path, model: str, execution_batch_size: str, identity: bool,
+                       extra_parameters: list[str]) -> Path:
+    """A temporary repository: the model (files linked) with execution_batch_size set."""
+    root = Path(tempfile.mkdtemp(prefix="argonic-bench-"))
+    src = source / model
+    dst = root / model
+    dst.mkdir()
+    for version in (p for p in src.iterdir() if p.is_dir()):
+        (dst / version.name).mkdir()
+        for f in version.iterdir():
+            (dst / version.name / f.name).symlink_to(f.resolve())
+    config = load_config(src)
+    size = str(config.max_batch_size) if execution_batch_size == "max" else execution_batch_size
+    config.parameters["execution_batch_size"].string_value = size
+    for key, value in (item.split("=", 1) for item in extra_parameters):
+        config.parameters[key].string_value = value
+    (dst / "config.pbtxt").write_text(text_format.MessageToString(config))
+    if identity:
+        write_identity_model(root / "identity")
+    return root
+
+
+class Server:
+    """A server in a child process; ``ready`` matches the line that gives its gRPC port."""
+
+    def __init__(self, command: list[str], ready: str, stream: str = "stderr") -> None:
+        pipe = {stream: subprocess.PIPE}
+        self.process = subprocess.Popen(command, text=True, **{"stdout": subprocess.DEVNULL,
+                                                                "stderr": subprocess.DEVNULL, **pipe})
+        self.stream = getattr(self.process, stream)
+        for line in self.stream:
+            match = re.search(ready, line)
+            if match:
+                self.url = f"127.0.0.1:{match.group(1)}"
+                return
+        raise RuntimeError(f"{command[0]} exited before listening")
+
+    @classmethod
+    def argonic(cls, repository: Path) -> Server:
+        """`argonic serve` on 127.0.0.1 (port chosen by the server)."""
+        return cls([sys.executable, "-m", "argonic.cli", "serve", "--model-repository", str(repository),
+                    "--host", "127.0.0.1", "--grpc-port", "0", "--no-metrics"], r"gRPC on 127\.0\.0\.1:(\d+)")
+
+    @classmethod
+    def pytriton(cls, python: str, model_file: Path) -> Server:
+        """A real Triton via PyTriton (bench_server_pytriton.py) in another virtualenv."""
+        script = Path(__file__).with_name("bench_server_pytriton.py")
+        return cls([python, str(script), "--model-file", str(model_file)], r"READY (\d+)", "stdout")
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        self.stream.read()
+        return self.process.wait(120)
+
+
+def perf_analyzer(binary: str, url: str, model: str, batch: int, concurrency: int,
+                  measurement_ms: int, stability: int = 50) -> float:
+    """Throughput (inferences/s) perf_analyzer reports for one configuration (nan: unstable)."""
+    with tempfile.NamedTemporaryFile(suffix=".csv") as out:
+        cmd = [binary, "-m", model, "-u", url, "-i", "grpc", "-b", str(batch),
+               "--concurrency-range", str(concurrency), "--shape", "main_input:48,48,1",
+               "-p", str(measurement_ms), "-s", str(stability), "-r", "8", "-f", out.name]
+        run = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        if "Failed to obtain stable measurement" in run.stdout + run.stderr:
+            print(f"  (perf_analyzer: no stable measurement for {model} batch {batch})", flush=True)
+            return float("nan")
+        if run.returncode != 0:
+            raise RuntimeError(f"perf_analyzer failed ({' '.join(cmd)}):\n{run.stdout[-2000:]}{run.stderr[-2000:]}")
+        rows = list(csv.DictReader(open(out.name)))
+    return float(rows[0]["Inferences/Second"])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model-repository", type=Path, default=Path("models"))
+    p.add_argument("--model", default="emtrkmichelid")
+    p.add_argument("--perf-analyzer", default=shutil.which("perf_analyzer") or "perf_analyzer")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[256, 1693])
+    p.add_argument("--execution-batch-sizes", nargs="+", default=["256"],
+                   help='server chunk sizes to compare ("max": max_batch_size, i.e. no split)')
+    p.add_argument("--parameter", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra config.pbtxt parameter for the served model (repeatable)")
+    p.add_argument("--concurrency", type=int, default=2)
+    p.add_argument("--measurement-ms", type=int, default=5000)
+    p.add_argument("--ort-seconds", type=float, default=8.0)
+    p.add_argument("--stability-percentage", type=int, default=50,
+                   help="perf_analyzer -s (this shared 2-core machine is noisy)")
+    p.add_argument("--identity", action="store_true", help="also measure an identity model")
+    p.add_argument("--pytriton-python", help="python of a virtualenv with nvidia-pytriton: also "
+                   "measure a real Triton serving the same ONNX file (see bench_server_pytriton.py)")
+    p.add_argument("--json", type=Path, help="write the results here")
+    a = p.parse_args()
+
+    model_file = a.model_repository / a.model / "1" / "model.onnx"
+    repos, servers = [], {}
+    try:  # all servers up (idle) first, then every batch size measured back to back on each
+        for exec_size in a.execution_batch_sizes:
+            identity = a.identity and not repos
+            repos.append(scratch_repository(a.model_repository, a.model, exec_size, identity, a.parameter))
+            servers[f"argonic exec {exec_size}"] = Server.argonic(repos[-1])
+        if a.pytriton_python:
+            servers["Triton (PyTriton)"] = Server.pytriton(a.pytriton_python, model_file)
+        results = measure(a, model_file, servers)
+    finally:
+        codes = {name: server.stop() for name, server in servers.items()}
+        for repo in repos:
+            shutil.rmtree(repo, ignore_errors=True)
+    if any(code != 0 for name, code in codes.items() if name.startswith("argonic")):
+        raise SystemExit(f"argonic serve did not exit 0 on SIGTERM: {codes}")
+    if a.json:
+        a.json.write_text(json.dumps(results, indent=2))
+
+
+def measure(a: argparse.Namespace, model_file: Path, servers: dict[str, Server]) -> dict:
+    """In-process ORT, then each server, per batch size (ratios within one run)."""
+    results: dict = {"ort_in_process": {}, "served": {}, "identity": {}}
+    for batch in a.batch_sizes:
+        local = results["ort_in_process"][batch] = ort_throughput(model_file, batch, a.ort_seconds)
+        print(f"{'in-process ORT':24s} batch {batch:5d}: {local:7.0f} patches/s", flush=True)
+        for name, server in servers.items():
+            rate = perf_analyzer(a.perf_analyzer, server.url, a.model, batch, a.concurrency,
+                                 a.measurement_ms, a.stability_percentage)
+            results["served"][f"{name}/{batch}"] = rate
+            print(f"{name:24s} batch {batch:5d}: {rate:7.0f} patches/s ({rate / local:.2f}x in-process)",
+                  flush=True)
+    if a.identity:
+        url = next(iter(servers.values())).url
+        for batch in (1, *a.batch_sizes):
+            rate = results["identity"][batch] = perf_analyzer(a.perf_analyzer, url, "identity", batch,
+                                                              a.concurrency, a.measurement_ms,
+                                                              a.stability_percentage)
+            print(f"{'argonic identity':24s} batch {batch:5d}: {rate:7.0f} patches/s "
+                  f"({rate * 48 * 48 * 4 / 1e6:.0f} MB/s each way)", flush=True)
+    return results
+
+
+if __name__ == "__main__":
+    main()

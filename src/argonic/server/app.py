@@ -1,0 +1,192 @@
+"""Running the server: ``serve`` (blocking, SIGTERM drains) and ``running_server`` (tests)."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from argonic.server import health
+from argonic.server.dataplane import DataPlane
+from argonic.server.errors import ServerError
+from argonic.server.metrics import MetricsExporter, start_metrics_server
+from argonic.server.repository import ModelRepository
+from argonic.server.servicer import InferenceServicer, add_to_server
+
+log = logging.getLogger("argonic.server")
+
+MAX_MESSAGE_BYTES = 1 << 30  # 1 GiB: batches of thousands of 48x48 float32 patches
+
+
+class InferenceServer:
+    """gRPC inference service, health service and metrics endpoint over one DataPlane."""
+
+    def __init__(self, model_repository: str | Path, host: str = "0.0.0.0", grpc_port: int = 8001,
+                 metrics_port: int | None = 8002, models: list[str] | None = None,
+                 drain_timeout_s: float = 30.0) -> None:
+        self.model_repository = Path(model_repository)
+        self.host = host
+        self.grpc_port = grpc_port
+        self.metrics_port = metrics_port
+        self.models = models
+        self.drain_timeout_s = drain_timeout_s
+        self.dataplane: DataPlane | None = None
+        self._grpc: grpc.aio.Server | None = None
+        self._metrics = None
+        self._stop_requested: asyncio.Event | None = None
+        self._stopping: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        """Load the models, then listen (ports 0 are replaced by the ports actually bound)."""
+        self._stop_requested = asyncio.Event()
+        self.dataplane = dp = DataPlane(ModelRepository(self.model_repository))
+        await dp.load_all(self.models)
+        options = [("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                   ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                   ("grpc.so_reuseport", 0)]  # a busy port is an error, not a shared port
+        self._grpc = grpc.aio.server(options=options)
+        add_to_server(InferenceServicer(dp), self._grpc)
+        self._grpc.add_generic_rpc_handlers([health.health_handler(self._health_status)])
+        try:
+            self.grpc_port = self._grpc.add_insecure_port(f"{self.host}:{self.grpc_port}")
+            await self._grpc.start()
+            if self.metrics_port is not None:
+                exporter = MetricsExporter(self._model_stats)
+                self._metrics = start_metrics_server(exporter.render, self.host, self.metrics_port)
+                self.metrics_port = self._metrics.server_port
+        except (RuntimeError, OSError) as exc:
+            raise ServerError(f"cannot listen on {self.host} (gRPC port {self.grpc_port}, "
+                              f"metrics port {self.metrics_port}): {exc}") from None
+        served = ", ".join(f"{n} (versions {sorted(v)})" for n, v in sorted(dp.models.items()))
+        log.info("serving %d model(s) from %s: %s", len(dp.models), self.model_repository, served or "none")
+        log.info("gRPC on %s:%d, metrics on %s", self.host, self.grpc_port,
+                 f"http://{self.host}:{self.metrics_port}/metrics" if self._metrics else "(off)")
+
+    def request_stop(self) -> None:
+        """Ask ``wait`` to drain and stop (call on the server's event loop, e.g. from a signal)."""
+        assert self._stop_requested is not None
+        self._stop_requested.set()
+
+    async def wait(self) -> dict[str, Any]:
+        """Serve until ``request_stop``; then drain and return the summary."""
+        assert self._stop_requested is not None
+        await self._stop_requested.wait()
+        return await self.stop()
+
+    async def stop(self) -> dict[str, Any]:
+        """Drain: refuse new requests (UNAVAILABLE), finish in-flight ones, then close (idempotent)."""
+        if self._stopping is None:
+            self._stopping = asyncio.ensure_future(self._stop())
+        return await asyncio.shield(self._stopping)
+
+    async def _stop(self) -> dict[str, Any]:
+        assert self.dataplane is not None
+        log.info("draining: refusing new requests, waiting for in-flight ones")
+        drained = await self.dataplane.drain(self.drain_timeout_s)
+        summary = self.summary()
+        await self.dataplane.close()
+        if self._grpc is not None:
+            await self._grpc.stop(grace=5.0)
+        if self._metrics is not None:
+            self._metrics.shutdown()
+            self._metrics.server_close()
+        log.info("stopped (%s)", "all requests answered" if drained else "drain timed out")
+        return {**summary, "drained": drained}
+
+    def summary(self) -> dict[str, Any]:
+        """Ports, models and request counts so far."""
+        stats = [s for _, _, s in self._model_stats()]
+        return {"grpc_port": self.grpc_port, "metrics_port": self.metrics_port,
+                "models": {n: sorted(v) for n, v in self.dataplane.models.items()} if self.dataplane else {},
+                "requests_succeeded": sum(s.success.count for s in stats),
+                "requests_failed": sum(s.fail.count for s in stats),
+                "inferences": sum(s.inference_count for s in stats)}
+
+    def _model_stats(self):
+        models = list(self.dataplane.models.items()) if self.dataplane else []
+        return [(n, str(v), m.stats) for n, versions in models for v, m in list(versions.items())]
+
+    def _health_status(self, service: str) -> int | None:
+        dp = self.dataplane
+        if service in ("", "inference.GRPCInferenceService"):
+            return health.SERVING if dp and dp.ready else health.NOT_SERVING
+        if dp and service in dp.models:
+            return health.SERVING if dp.is_ready(service) else health.NOT_SERVING
+        return None
+
+
+def serve(model_repository: str | Path, host: str = "0.0.0.0", grpc_port: int = 8001,
+          metrics_port: int | None = 8002, models: list[str] | None = None,
+          drain_timeout_s: float = 30.0) -> dict[str, Any]:
+    """Run the server until SIGTERM or SIGINT, drain, and return a summary."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+    async def main() -> dict[str, Any]:
+        server = InferenceServer(model_repository, host, grpc_port, metrics_port, models, drain_timeout_s)
+        try:
+            await server.start()
+        except BaseException:
+            if server.dataplane is not None:
+                await server.stop()
+            raise
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, server.request_stop)
+        return await server.wait()
+
+    return asyncio.run(main())
+
+
+class ServerHandle:
+    """A server running on its own event loop in a background thread."""
+
+    def __init__(self, server: InferenceServer, loop: asyncio.AbstractEventLoop) -> None:
+        self.server = server
+        self.loop = loop
+
+    @property
+    def url(self) -> str:
+        """host:port of the gRPC endpoint, as tritonclient wants it."""
+        return f"{self.server.host}:{self.server.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        """URL of the /metrics page."""
+        return f"http://{self.server.host}:{self.server.metrics_port}/metrics"
+
+    def begin_stop(self) -> concurrent.futures.Future:
+        """Start draining; the future gives the summary when the server has stopped."""
+        return asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop)
+
+    def stop(self, timeout_s: float = 60.0) -> dict[str, Any]:
+        """Drain and stop; return the summary."""
+        return self.begin_stop().result(timeout_s)
+
+
+@contextlib.contextmanager
+def running_server(model_repository: str | Path, host: str = "127.0.0.1", grpc_port: int = 0,
+                   metrics_port: int | None = 0, **kwargs: Any) -> Iterator[ServerHandle]:
+    """Run a server in a background thread (port 0: any free port); stop it on exit."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="argonic-server", daemon=True)
+    thread.start()
+    server = InferenceServer(model_repository, host, grpc_port, metrics_port, **kwargs)
+    handle = ServerHandle(server, loop)
+    try:
+        asyncio.run_coroutine_threadsafe(server.start(), loop).result(300)
+        yield handle
+    finally:
+        if server.dataplane is not None:
+            handle.stop()
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(30)
+        loop.close()

@@ -1,0 +1,178 @@
+"""Backends: one loaded model instance that runs a batch of numpy arrays.
+
+A backend is chosen by the config's platform (or backend) string, as in Triton:
+``onnxruntime_onnx`` (ONNX Runtime; CPU, or CUDA when the CUDA provider is present) and
+``pytorch_libtorch`` (TorchScript ``model.pt``; CPU or CUDA; fp32, or fp16/bf16 via the
+``precision`` parameter). Other backends can be added with :func:`register_backend`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+from tritonclient.grpc import model_config_pb2 as mc
+
+from argonic.server.config import InstanceSpec, int_parameter, numpy_dtype, parameter, platform_of
+from argonic.server.errors import InvalidArgument
+
+
+class Backend(Protocol):
+    """One model instance. ``run`` is called from one worker thread at a time."""
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run one batch: input name -> array, returns output name -> array (same batch size)."""
+        ...
+
+    def close(self) -> None:
+        """Release the instance's resources."""
+        ...
+
+
+BackendFactory = Callable[[mc.ModelConfig, Path, InstanceSpec], Backend]
+_FACTORIES: dict[str, BackendFactory] = {}
+
+
+def register_backend(platform: str, factory: BackendFactory) -> None:
+    """Make ``factory(config, model_file, instance)`` the backend for a platform/backend string."""
+    _FACTORIES[platform] = factory
+
+
+def create_backend(config: mc.ModelConfig, model_file: Path, instance: InstanceSpec) -> Backend:
+    """Load one instance of a model with the backend its config names."""
+    platform = platform_of(config)
+    if platform == "argonic_plane" and platform not in _FACTORIES:
+        import argonic.server.plane  # noqa: F401 - registers the plane model's backend
+    if platform not in _FACTORIES:
+        raise InvalidArgument(f"model '{config.name}': platform/backend '{platform}' is not "
+                              f"supported (supported: {', '.join(sorted(_FACTORIES))})")
+    if not model_file.is_file():
+        raise InvalidArgument(f"model '{config.name}': model file {model_file} does not exist")
+    return _FACTORIES[platform](config, model_file, instance)
+
+
+def cuda_device_count(platform: str) -> int:
+    """CUDA devices usable by a platform (0 without CUDA); imports torch only when needed."""
+    if platform.startswith("onnxruntime"):
+        import onnxruntime as ort
+
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            return 0
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return 0
+    return torch.cuda.device_count()
+
+
+_ORT_TYPES = {"tensor(float)": mc.TYPE_FP32, "tensor(double)": mc.TYPE_FP64,
+              "tensor(float16)": mc.TYPE_FP16, "tensor(int64)": mc.TYPE_INT64,
+              "tensor(int32)": mc.TYPE_INT32, "tensor(int16)": mc.TYPE_INT16,
+              "tensor(int8)": mc.TYPE_INT8, "tensor(uint8)": mc.TYPE_UINT8,
+              "tensor(bool)": mc.TYPE_BOOL}
+
+
+class OnnxRuntimeBackend:
+    """ONNX Runtime session; threads from ``intra_op_thread_count`` / ``inter_op_thread_count``."""
+
+    def __init__(self, config: mc.ModelConfig, model_file: Path, instance: InstanceSpec) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = int_parameter(config, "intra_op_thread_count", 0)
+        options.inter_op_num_threads = int_parameter(config, "inter_op_thread_count", 0)
+        spinning = parameter(config, "allow_spinning", "")
+        if spinning:
+            options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
+        providers: list = ["CPUExecutionProvider"]
+        if instance.device == "cuda":
+            providers.insert(0, ("CUDAExecutionProvider", {"device_id": instance.index}))
+        self.session = ort.InferenceSession(str(model_file), options, providers=providers)
+        self.output_names = [o.name for o in config.output]
+        _check_onnx_io(config, self.session)
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run the session on one batch."""
+        return dict(zip(self.output_names, self.session.run(self.output_names, inputs)))
+
+    def close(self) -> None:
+        """Drop the session."""
+        del self.session
+
+
+def _check_onnx_io(config: mc.ModelConfig, session: object) -> None:
+    """Refuse a config whose inputs/outputs the ONNX file does not have (clear error at load)."""
+    have_in = {i.name: i.type for i in session.get_inputs()}  # type: ignore[attr-defined]
+    have_out = {o.name for o in session.get_outputs()}  # type: ignore[attr-defined]
+    for tensor in config.input:
+        if tensor.name not in have_in:
+            raise InvalidArgument(f"model '{config.name}': input '{tensor.name}' is not in the "
+                                  f"ONNX model (it has {sorted(have_in)})")
+        if _ORT_TYPES.get(have_in[tensor.name], tensor.data_type) != tensor.data_type:
+            raise InvalidArgument(f"model '{config.name}': input '{tensor.name}' is "
+                                  f"{have_in[tensor.name]} in the ONNX model but "
+                                  f"{mc.DataType.Name(tensor.data_type)} in config.pbtxt")
+    for tensor in config.output:
+        if tensor.name not in have_out:
+            raise InvalidArgument(f"model '{config.name}': output '{tensor.name}' is not in the "
+                                  f"ONNX model (it has {sorted(have_out)})")
+
+
+class TorchScriptBackend:
+    """TorchScript module; inputs passed positionally in config order, outputs in config order."""
+
+    _PRECISIONS = ("fp32", "fp16", "bf16")
+
+    def __init__(self, config: mc.ModelConfig, model_file: Path, instance: InstanceSpec) -> None:
+        import torch
+
+        precision = parameter(config, "precision", "fp32").lower()
+        if precision not in self._PRECISIONS:
+            raise InvalidArgument(f"model '{config.name}': precision must be one of "
+                                  f"{self._PRECISIONS}, got {precision!r}")
+        threads = int_parameter(config, "intra_op_thread_count", 0)
+        if threads:
+            torch.set_num_threads(threads)  # process-wide in PyTorch
+        self.torch = torch
+        self.device = torch.device(instance.device, instance.index if instance.device == "cuda" else None)
+        self.dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+        with warnings.catch_warnings():  # TorchScript is what Triton's pytorch backend loads
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self.module = torch.jit.load(str(model_file), map_location=self.device).eval()
+        if self.dtype != torch.float32:
+            self.module = self.module.to(self.dtype)
+        self.input_names = [i.name for i in config.input]
+        self.outputs = [(o.name, numpy_dtype(o.data_type)) for o in config.output]
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run the module on one batch."""
+        torch = self.torch
+        with torch.inference_mode():
+            args = []
+            for name in self.input_names:
+                array = inputs[name] if inputs[name].flags.writeable else inputs[name].copy()
+                tensor = torch.from_numpy(array).to(self.device)
+                args.append(tensor.to(self.dtype) if tensor.is_floating_point() else tensor)
+            result = self.module(*args)
+            if isinstance(result, dict):
+                result = [result[name] for name, _ in self.outputs]
+            elif isinstance(result, torch.Tensor):
+                result = [result]
+            if len(result) != len(self.outputs):
+                raise InvalidArgument(f"model returned {len(result)} outputs, config.pbtxt "
+                                      f"lists {len(self.outputs)}")
+            return {name: (t.float() if t.is_floating_point() else t).cpu().numpy().astype(dtype, copy=False)
+                    for (name, dtype), t in zip(self.outputs, result)}
+
+    def close(self) -> None:
+        """Drop the module."""
+        del self.module
+
+
+for _name in ("onnxruntime_onnx", "onnxruntime"):
+    register_backend(_name, OnnxRuntimeBackend)
+for _name in ("pytorch_libtorch", "pytorch"):
+    register_backend(_name, TorchScriptBackend)

@@ -1,0 +1,161 @@
+"""Triton model configuration (config.pbtxt) parsed into ``model_config_pb2.ModelConfig``.
+
+Holds the pieces of Triton's configuration semantics the rest of the server needs:
+data types, version policy, instance groups and the ``parameters`` map. argonic reads
+these extra ``parameters`` keys (all string values, as Triton's ``parameters`` are):
+
+- ``execution_batch_size``: rows per model execution; larger requests and merged batches
+  are split into chunks of this size (default 256 on CPU, max_batch_size on GPU).
+- ``intra_op_thread_count`` / ``inter_op_thread_count``: ONNX Runtime session threads
+  (the same keys as Triton's onnxruntime backend; default: ONNX Runtime's own).
+- ``precision``: PyTorch backend compute precision, ``fp32`` (default), ``fp16`` or
+  ``bf16``; inputs are cast on the way in and outputs cast back to the configured type.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from argonic.server.errors import InvalidArgument
+
+CONFIG_FILE = "config.pbtxt"
+
+# Triton TYPE_* enum <-> protocol datatype string <-> numpy dtype (BYTES/BF16 not supported).
+_NUMPY = {
+    mc.TYPE_BOOL: np.bool_, mc.TYPE_UINT8: np.uint8, mc.TYPE_UINT16: np.uint16,
+    mc.TYPE_UINT32: np.uint32, mc.TYPE_UINT64: np.uint64, mc.TYPE_INT8: np.int8,
+    mc.TYPE_INT16: np.int16, mc.TYPE_INT32: np.int32, mc.TYPE_INT64: np.int64,
+    mc.TYPE_FP16: np.float16, mc.TYPE_FP32: np.float32, mc.TYPE_FP64: np.float64,
+}
+
+DEFAULT_FILENAMES = {"onnxruntime_onnx": "model.onnx", "onnxruntime": "model.onnx",
+                     "pytorch_libtorch": "model.pt", "pytorch": "model.pt"}
+
+
+def datatype_name(data_type: int) -> str:
+    """Protocol datatype string for a TYPE_* enum value: TYPE_FP32 -> "FP32"."""
+    return mc.DataType.Name(data_type).removeprefix("TYPE_").replace("STRING", "BYTES")
+
+
+def numpy_dtype(data_type: int) -> np.dtype:
+    """numpy dtype for a TYPE_* enum value; InvalidArgument for BYTES and BF16."""
+    try:
+        return np.dtype(_NUMPY[data_type])
+    except KeyError:
+        raise InvalidArgument(f"data type {mc.DataType.Name(data_type)} is not supported") from None
+
+
+def parse_config(text: str, name: str = "") -> mc.ModelConfig:
+    """Parse config.pbtxt text; fill ``name`` if the file leaves it out."""
+    config = mc.ModelConfig()
+    try:
+        text_format.Parse(text, config)
+    except text_format.ParseError as exc:
+        raise InvalidArgument(f"bad config.pbtxt for model '{name}': {exc}") from None
+    if not config.name:
+        config.name = name
+    if name and config.name != name:
+        raise InvalidArgument(f"config.pbtxt names model '{config.name}' but its directory is '{name}'")
+    return config
+
+
+def load_config(model_dir: Path) -> mc.ModelConfig:
+    """Read ``<model_dir>/config.pbtxt`` and fill the platform from the model file if left out."""
+    path = model_dir / CONFIG_FILE
+    if not path.is_file():
+        raise InvalidArgument(f"model '{model_dir.name}' has no {CONFIG_FILE}")
+    config = parse_config(path.read_text(), model_dir.name)
+    if not config.platform and not config.backend:
+        config.platform = _guess_platform(model_dir, config.default_model_filename)
+    return config
+
+
+def _guess_platform(model_dir: Path, filename: str) -> str:
+    for platform, default in (("onnxruntime_onnx", "model.onnx"), ("pytorch_libtorch", "model.pt")):
+        wanted = filename or default
+        if wanted.endswith(Path(default).suffix) and any(model_dir.glob(f"*/{wanted}")):
+            return platform
+    raise InvalidArgument(f"model '{model_dir.name}': no platform or backend in config.pbtxt "
+                          "and no model.onnx / model.pt to guess it from")
+
+
+def platform_of(config: mc.ModelConfig) -> str:
+    """The backend key: platform if set, else backend (onnxruntime, pytorch, ...)."""
+    return config.platform or config.backend
+
+
+def model_filename(config: mc.ModelConfig) -> str:
+    """File name of the model inside a version directory."""
+    return config.default_model_filename or DEFAULT_FILENAMES.get(platform_of(config), "model")
+
+
+def parameter(config: mc.ModelConfig, key: str, default: str = "") -> str:
+    """A string value from the config's ``parameters`` map."""
+    return config.parameters[key].string_value if key in config.parameters else default
+
+
+def int_parameter(config: mc.ModelConfig, key: str, default: int) -> int:
+    """An integer value from the config's ``parameters`` map, with a clear error if it is not one."""
+    text = parameter(config, key, "")
+    if not text:
+        return default
+    try:
+        return int(text)
+    except ValueError:
+        raise InvalidArgument(f"model '{config.name}': parameter {key} must be an integer, "
+                              f"got {text!r}") from None
+
+
+def select_versions(config: mc.ModelConfig, available: list[int]) -> list[int]:
+    """Versions to load under the config's version_policy (default: the latest one)."""
+    policy = config.version_policy
+    kind = policy.WhichOneof("policy_choice")
+    available = sorted(available)
+    if kind == "all":
+        return available
+    if kind == "specific":
+        missing = sorted(set(policy.specific.versions) - set(available))
+        if missing:
+            raise InvalidArgument(f"model '{config.name}': version(s) {missing} requested by "
+                                  "version_policy are not in the repository")
+        return sorted(set(policy.specific.versions))
+    n = policy.latest.num_versions if kind == "latest" and policy.latest.num_versions else 1
+    return available[-n:]
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    """One model instance: device kind ("cpu" or "cuda") and device index."""
+
+    device: str
+    index: int = 0
+
+
+def instance_specs(config: mc.ModelConfig, cuda_devices: int) -> list[InstanceSpec]:
+    """Expand instance_group into one spec per instance (KIND_AUTO picks CUDA when present)."""
+    groups = list(config.instance_group) or [mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_AUTO)]
+    specs: list[InstanceSpec] = []
+    for group in groups:
+        count = group.count or 1
+        kind = group.kind
+        if kind == mc.ModelInstanceGroup.KIND_AUTO:
+            kind = mc.ModelInstanceGroup.KIND_GPU if cuda_devices else mc.ModelInstanceGroup.KIND_CPU
+        if kind == mc.ModelInstanceGroup.KIND_CPU:
+            specs += [InstanceSpec("cpu")] * count
+        elif kind == mc.ModelInstanceGroup.KIND_GPU:
+            if not cuda_devices:
+                raise InvalidArgument(f"model '{config.name}': instance_group asks for KIND_GPU "
+                                      "but no CUDA device is available")
+            for gpu in list(group.gpus) or range(cuda_devices):
+                if gpu >= cuda_devices:
+                    raise InvalidArgument(f"model '{config.name}': GPU {gpu} does not exist")
+                specs += [InstanceSpec("cuda", gpu)] * count
+        else:
+            raise InvalidArgument(f"model '{config.name}': instance kind "
+                                  f"{mc.ModelInstanceGroup.Kind.Name(kind)} is not supported")
+    return specs

@@ -1,0 +1,179 @@
+"""The data plane: loaded models, inference, repository control and draining.
+
+Everything the gRPC servicer answers comes from here; the servicer only converts messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from argonic.server.batcher import DynamicBatcher
+from argonic.server.errors import InvalidArgument, NotFound, ServerError, Unavailable, unknown_model
+from argonic.server.model import ModelVersion, batch_policy
+from argonic.server.repository import ModelRepository
+from argonic.server.stats import ModelStats
+from argonic.server.tensors import InferRequest, InferResponse
+
+log = logging.getLogger("argonic.server")
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    """One row of RepositoryIndex: a model (version) and its state."""
+
+    name: str
+    version: str
+    state: str
+    reason: str = ""
+
+
+class DataPlane:
+    """Holds the loaded models and serves them; all methods run on the server's event loop."""
+
+    def __init__(self, repository: ModelRepository) -> None:
+        self.repository = repository
+        self.models: dict[str, dict[int, ModelVersion]] = {}
+        self.failures: dict[str, str] = {}   # model in the repository -> why its last load failed
+        self.startup_failures: set[str] = set()
+        self.unloaded: set[str] = set()
+        self.draining = False
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._repository_lock = asyncio.Lock()  # one load/unload at a time
+
+    # --- health -------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """Ready: not draining, and every model asked for at start-up has loaded (Triton's rule)."""
+        return not self.draining and not self.startup_failures
+
+    def model(self, name: str, version: str = "") -> ModelVersion:
+        """A loaded version (empty: the highest loaded); NotFound otherwise."""
+        versions = self.models.get(name)
+        if not versions:
+            raise unknown_model(name)
+        if not version:
+            return versions[max(versions)]
+        if not version.isdigit() or int(version) not in versions:
+            raise unknown_model(name, version)
+        return versions[int(version)]
+
+    def versions(self, name: str) -> list[ModelVersion]:
+        """All loaded versions of a model, oldest first; NotFound if none."""
+        if not self.models.get(name):
+            raise unknown_model(name)
+        return [v for _, v in sorted(self.models[name].items())]
+
+    def is_ready(self, name: str, version: str = "") -> bool:
+        """ModelReady: loaded (and not draining)."""
+        try:
+            self.model(name, version)
+        except NotFound:
+            return False
+        return not self.draining
+
+    # --- inference ----------------------------------------------------------------------
+
+    async def infer(self, request: InferRequest) -> InferResponse:
+        """Run one request; UNAVAILABLE once draining has begun."""
+        if self.draining:
+            raise Unavailable("Server is shutting down: new requests are refused")
+        model = self.model(request.model_name, request.model_version)
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            return await model.infer(request)
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle.set()
+
+    # --- repository ---------------------------------------------------------------------
+
+    def index(self, ready_only: bool = False) -> list[IndexEntry]:
+        """RepositoryIndex: every model in the repository with its state."""
+        entries = []
+        for name in sorted(set(self.repository.names()) | set(self.models)):
+            if self.models.get(name):
+                entries += [IndexEntry(name, str(v), "READY") for v in sorted(self.models[name])]
+            elif not ready_only:
+                reason = self.failures.get(name, "unloaded" if name in self.unloaded else "")
+                entries.append(IndexEntry(name, "", "UNAVAILABLE", reason))
+        return entries
+
+    async def load(self, name: str) -> list[ModelVersion]:
+        """Load (or reload) a model: the new versions replace the old, which drain then close."""
+        async with self._repository_lock:
+            try:
+                config, loaded = await asyncio.to_thread(self.repository.load, name)
+            except NotFound:
+                raise
+            except ServerError as exc:
+                self.failures[name] = str(exc)
+                raise
+            except Exception as exc:  # noqa: BLE001 - a broken model file must not stop the server
+                self.failures[name] = f"failed to load '{name}': {type(exc).__name__}: {exc}"
+                raise InvalidArgument(self.failures[name]) from exc
+            versions = {}
+            for files in loaded:
+                stats = ModelStats()
+                on_gpu = all(spec.device == "cuda" for spec in files.instances)
+                batcher = DynamicBatcher(files.backends, batch_policy(config, on_gpu), stats,
+                                         name=f"{name}-v{files.version}")
+                versions[files.version] = ModelVersion(config, files.version, files.sha256, stats, batcher)
+                log.info("loaded model '%s' version %d (%s, %d instance(s) on %s, sha256 %s)",
+                         name, files.version, versions[files.version].platform, len(files.backends),
+                         ",".join(sorted({s.device for s in files.instances})), files.sha256[:12])
+            old = self.models.get(name, {})
+            self.models[name] = versions
+            self.failures.pop(name, None)
+            self.startup_failures.discard(name)
+            self.unloaded.discard(name)
+        await self._close(old.values())
+        return list(versions.values())
+
+    async def unload(self, name: str) -> None:
+        """Unload a model; its queued and running requests finish first."""
+        async with self._repository_lock:
+            if name not in self.models and name not in self.repository.names():
+                raise unknown_model(name)
+            old = self.models.pop(name, {})
+            self.unloaded.add(name)
+            self.failures.pop(name, None)
+        await self._close(old.values())
+        log.info("unloaded model '%s'", name)
+
+    async def load_all(self, names: list[str] | None = None) -> None:
+        """Load the named models (default: every model in the repository); log failures."""
+        for name in names if names is not None else self.repository.names():
+            try:
+                await self.load(name)
+            except ServerError as exc:
+                self.startup_failures.add(name)
+                log.error("model '%s' failed to load: %s", name, exc)
+
+    # --- shutdown -----------------------------------------------------------------------
+
+    async def drain(self, timeout_s: float | None = None) -> bool:
+        """Refuse new requests and wait for in-flight ones; True if all finished in time."""
+        self.draining = True
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        except asyncio.TimeoutError:
+            return False
+        return True
+
+    async def close(self) -> None:
+        """Unload every model (their queued and running requests finish first)."""
+        models = [v for versions in self.models.values() for v in versions.values()]
+        self.models = {}
+        await self._close(models)
+
+    @staticmethod
+    async def _close(models: Iterable[ModelVersion]) -> None:
+        await asyncio.gather(*(m.batcher.close() for m in models))

@@ -1,0 +1,94 @@
+"""The plane model: PointIdAlg patch building + the network, as one served model.
+
+The server-side equivalent of a Triton ensemble "patch builder -> emtrkmichelid": a model
+whose config names ``backend: "argonic_plane"`` and ``parameters["network"]`` (another
+model of the same repository) takes one (TPC, plane) image and its hits (the tensors of
+:mod:`argonic.reco.planes`), cuts each hit's 48x48 patch with the same code as the
+client (:func:`argonic.reco.patches.cut_patches`), runs the network in chunks of
+``execution_batch_size`` patches and answers the network's two heads for the N hits.
+
+The repository resolves the network's model file and checksum (see repository.py); each
+plane-model instance loads its own copy of the network with the network's own backend
+(ONNX Runtime or TorchScript, as its config says).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from tritonclient.grpc import model_config_pb2 as mc
+
+from argonic.reco.planes import PlaneRequestError, decode_plane, plane_patch_chunks
+from argonic.server.backends import Backend, create_backend, register_backend
+from argonic.server.config import InstanceSpec, int_parameter, load_config
+from argonic.server.errors import InvalidArgument
+
+PLANE_BACKEND = "argonic_plane"
+
+
+class PlaneBackend:
+    """Builds patches from a plane request and runs the network on them."""
+
+    def __init__(self, config: mc.ModelConfig, model_file: Path, instance: InstanceSpec) -> None:
+        network_config = load_config(model_file.parent.parent)
+        if network_config.max_batch_size < 1:
+            raise InvalidArgument(f"model '{config.name}': network '{network_config.name}' must "
+                                  "have max_batch_size >= 1")
+        self.network: Backend = create_backend(network_config, model_file, instance)
+        self.input_name = network_config.input[0].name
+        self.output_names = [o.name for o in config.output]
+        self.output_dims = {o.name: tuple(max(int(d), 0) for d in o.dims[1:]) for o in config.output}
+        missing = sorted(set(self.output_names) - {o.name for o in network_config.output})
+        if missing:
+            raise InvalidArgument(f"model '{config.name}': outputs {missing} are not outputs of "
+                                  f"network '{network_config.name}'")
+        default_chunk = min(256, network_config.max_batch_size)
+        self.chunk = min(int_parameter(config, "execution_batch_size", default_chunk),
+                         network_config.max_batch_size)
+        self.patches_ns = 0   # time spent decoding planes and cutting patches (server CPU)
+        self.network_ns = 0
+        self._lock = threading.Lock()
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Answer one plane request: outputs [N, ...] for its N hits."""
+        t0 = time.perf_counter_ns()
+        try:
+            image, wire, tick = decode_plane(inputs)
+        except PlaneRequestError as exc:
+            raise InvalidArgument(f"bad plane request: {exc}") from None
+        outputs: dict[str, np.ndarray] = {}
+        cut_ns = time.perf_counter_ns() - t0
+        net_ns = 0
+        chunks = plane_patch_chunks(image, wire, tick, self.chunk)
+        while True:
+            t1 = time.perf_counter_ns()
+            item = next(chunks, None)
+            t2 = time.perf_counter_ns()
+            cut_ns += t2 - t1
+            if item is None:
+                break
+            start, stop, patches = item
+            result = self.network.run({self.input_name: patches})
+            for name in self.output_names:
+                array = np.asarray(result[name])
+                if name not in outputs:
+                    outputs[name] = np.empty((len(wire), *array.shape[1:]), array.dtype)
+                outputs[name][start:stop] = array
+            net_ns += time.perf_counter_ns() - t2
+        if not len(wire):  # no hits: empty heads, widths from the config
+            outputs = {name: np.zeros((0, *self.output_dims[name]), np.float32)
+                       for name in self.output_names}
+        with self._lock:
+            self.patches_ns += cut_ns
+            self.network_ns += net_ns
+        return outputs
+
+    def close(self) -> None:
+        """Release the network."""
+        self.network.close()
+
+
+register_backend(PLANE_BACKEND, PlaneBackend)

@@ -1,0 +1,142 @@
+"""``inference.GRPCInferenceService`` on tritonclient's generated stubs: a thin layer.
+
+Each method converts the protobuf request (codec.py), calls the data plane and converts
+the answer back; ServerError becomes the gRPC status it carries.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc
+
+from argonic import __version__
+from argonic.server import codec, wire
+from argonic.server.dataplane import DataPlane
+from argonic.server.errors import InvalidArgument, ServerError
+
+log = logging.getLogger("argonic.server")
+
+EXTENSIONS = ["model_repository", "model_configuration", "schedule_policy", "statistics",
+              "parameters"]
+
+
+def _answers_errors(method):
+    """Turn ServerError into its gRPC status, anything else into INTERNAL (and log it)."""
+
+    @functools.wraps(method)
+    async def wrapper(self, request, context: grpc.aio.ServicerContext):
+        try:
+            return await method(self, request, context)
+        except ServerError as exc:
+            await context.abort(exc.code, str(exc))
+        except Exception as exc:  # noqa: BLE001 - the server keeps serving
+            log.exception("%s failed", method.__name__)
+            await context.abort(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+
+    return wrapper
+
+
+class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
+    """KServe v2 / Triton gRPC protocol over a DataPlane."""
+
+    def __init__(self, dataplane: DataPlane) -> None:
+        self.dataplane = dataplane
+
+    async def ServerLive(self, request, context):
+        return pb.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request, context):
+        return pb.ServerReadyResponse(ready=self.dataplane.ready)
+
+    async def ModelReady(self, request, context):
+        return pb.ModelReadyResponse(ready=self.dataplane.is_ready(request.name, request.version))
+
+    async def ServerMetadata(self, request, context):
+        return pb.ServerMetadataResponse(name="argonic", version=__version__, extensions=EXTENSIONS)
+
+    @_answers_errors
+    async def ModelMetadata(self, request, context):
+        if request.version:
+            return codec.metadata_response([self.dataplane.model(request.name, request.version)])
+        return codec.metadata_response(self.dataplane.versions(request.name))
+
+    @_answers_errors
+    async def ModelConfig(self, request, context):
+        return codec.config_response(self.dataplane.model(request.name, request.version))
+
+    @_answers_errors
+    async def ModelInfer(self, request: wire.InferRequestMessage, context):
+        request = codec.infer_request(request.message, request.raw)
+        return codec.infer_response(await self.dataplane.infer(request))
+
+    async def ModelStreamInfer(self, request_iterator, context) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        async for request in request_iterator:
+            try:
+                response = codec.infer_response(await self.dataplane.infer(codec.infer_request(request)))
+                yield pb.ModelStreamInferResponse(infer_response=response.to_message())
+            except Exception as exc:  # noqa: BLE001 - errors travel in the stream, as Triton's
+                if not isinstance(exc, ServerError):
+                    log.exception("ModelStreamInfer failed")
+                yield pb.ModelStreamInferResponse(
+                    error_message=str(exc),
+                    infer_response=pb.ModelInferResponse(model_name=request.model_name, id=request.id))
+
+    @_answers_errors
+    async def ModelStatistics(self, request, context):
+        names = [request.name] if request.name else sorted(self.dataplane.models)
+        stats = []
+        for name in names:
+            versions = ([self.dataplane.model(name, request.version)] if request.version
+                        else self.dataplane.versions(name))
+            stats += [v.stats.to_proto(name, str(v.version)) for v in versions]
+        return pb.ModelStatisticsResponse(model_stats=stats)
+
+    @_answers_errors
+    async def RepositoryIndex(self, request, context):
+        return codec.index_response(self.dataplane.index(request.ready))
+
+    @_answers_errors
+    async def RepositoryModelLoad(self, request, context):
+        if request.parameters:
+            raise InvalidArgument(f"load parameters {sorted(request.parameters)} are not supported: "
+                                  "edit the model repository and load again")
+        await self.dataplane.load(request.model_name)
+        return pb.RepositoryModelLoadResponse()
+
+    @_answers_errors
+    async def RepositoryModelUnload(self, request, context):
+        await self.dataplane.unload(request.model_name)
+        return pb.RepositoryModelUnloadResponse()
+
+
+_HANDLER_KINDS = {(False, False): grpc.unary_unary_rpc_method_handler,
+                  (False, True): grpc.unary_stream_rpc_method_handler,
+                  (True, False): grpc.stream_unary_rpc_method_handler,
+                  (True, True): grpc.stream_stream_rpc_method_handler}
+
+
+def _unimplemented(name: str):
+    async def handler(request, context: grpc.aio.ServicerContext):
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"argonic does not implement {name}")
+    return handler
+
+
+def add_to_server(servicer: InferenceServicer, server: grpc.aio.Server) -> None:
+    """Register every method of the service (ModelInfer with wire.py's zero-copy codec)."""
+    service = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+    handlers = {}
+    for method in service.methods:
+        implemented = method.name in InferenceServicer.__dict__
+        impl = getattr(servicer, method.name) if implemented else _unimplemented(method.name)
+        deserialize = getattr(pb, method.input_type.name).FromString
+        serialize = getattr(pb, method.output_type.name).SerializeToString
+        if method.name == "ModelInfer":
+            deserialize, serialize = wire.parse_infer_request, wire.serialize_infer_response
+        kind = _HANDLER_KINDS[(method.client_streaming, method.server_streaming)]
+        handlers[method.name] = kind(impl, request_deserializer=deserialize, response_serializer=serialize)
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(service.full_name, handlers)])
