@@ -1,0 +1,125 @@
+"""Plane-mode requests: one (TPC, plane) image and its hits instead of their patches.
+
+A plane-mode request carries, per (TPC, plane), the preprocessed image of
+:func:`argonic.reco.patches.plane_image` reduced to what the patches can see, losslessly,
+plus the hit coordinates; the receiver rebuilds every patch with the same PointIdAlg code
+(:func:`argonic.reco.patches.cut_patches`), so the network sees bit-identical inputs.
+
+Tensors (KServe v2 names and datatypes, all without a batch dimension)::
+
+    plane_shape  INT32 [2]   n_wires, n_bins of the image
+    pixel_delta  INT32 [P]   flat (row-major) index of each sent pixel minus the previous
+                             one's (the first: minus 0); indices strictly increase
+    pixel_value  FP32  [P]   the image value of each sent pixel (float32, exact)
+    hit_wire     INT32 [N]   wire of each hit
+    hit_tick     FP32  [N]   peak tick of each hit (float32, as Hits stores it)
+
+Sent pixels: the non-zero pixels inside at least one hit's patch. The others are zero in
+every patch or in none, so leaving them out changes no patch. Index deltas are mostly
+small numbers: a general-purpose compressor (zstd) shrinks them about 10x.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from argonic.reco.patches import PATCH_SIZE, cut_patches, patch_origin
+
+PLANE_INPUTS = ("plane_shape", "pixel_delta", "pixel_value", "hit_wire", "hit_tick")
+PLANE_DATATYPES = {"plane_shape": "INT32", "pixel_delta": "INT32", "pixel_value": "FP32",
+                   "hit_wire": "INT32", "hit_tick": "FP32"}
+
+
+class PlaneRequestError(ValueError):
+    """A plane-mode request whose tensors do not describe a plane and its hits."""
+
+
+def patch_coverage(shape: tuple[int, int], wire: np.ndarray, peak_tick: np.ndarray) -> np.ndarray:
+    """Boolean [n_wires, n_bins] mask of the pixels inside at least one hit's patch.
+
+    A 2-D difference array of the patch rectangles, summed along both axes: O(pixels + hits).
+    """
+    n_wires, n_bins = shape
+    w0, d0 = patch_origin(wire, peak_tick)
+    # rectangles clipped to the plane; an empty one (hit far outside) adds nothing
+    w_lo, w_hi = np.clip(w0, 0, n_wires), np.clip(w0 + PATCH_SIZE, 0, n_wires)
+    d_lo, d_hi = np.clip(d0, 0, n_bins), np.clip(d0 + PATCH_SIZE, 0, n_bins)
+    keep = (w_lo < w_hi) & (d_lo < d_hi)
+    w_lo, w_hi, d_lo, d_hi = w_lo[keep], w_hi[keep], d_lo[keep], d_hi[keep]
+    stride = n_bins + 1
+    size = (n_wires + 1) * stride
+    diff = (np.bincount(w_lo * stride + d_lo, minlength=size)
+            - np.bincount(w_hi * stride + d_lo, minlength=size)
+            - np.bincount(w_lo * stride + d_hi, minlength=size)
+            + np.bincount(w_hi * stride + d_hi, minlength=size))
+    counts = diff.reshape(n_wires + 1, stride).cumsum(axis=0).cumsum(axis=1)
+    return counts[:n_wires, :n_bins] > 0
+
+
+def encode_plane(image: np.ndarray, wire: np.ndarray, peak_tick: np.ndarray) -> dict[str, np.ndarray]:
+    """The plane-mode tensors of one preprocessed image and its hits (see the module doc)."""
+    image = np.asarray(image, np.float32)
+    if image.ndim != 2:
+        raise PlaneRequestError(f"image must be 2-D [n_wires, n_bins], got shape {list(image.shape)}")
+    wire = np.asarray(wire)
+    peak_tick = np.asarray(peak_tick)
+    if wire.shape != peak_tick.shape or wire.ndim != 1:
+        raise PlaneRequestError(f"wire {list(wire.shape)} and peak_tick {list(peak_tick.shape)} "
+                                "must be 1-D of the same length")
+    index = np.flatnonzero((image != 0) & patch_coverage(image.shape, wire, peak_tick))
+    delta = np.diff(index, prepend=0).astype(np.int32)
+    return {
+        "plane_shape": np.asarray(image.shape, np.int32),
+        "pixel_delta": delta,
+        "pixel_value": image.ravel()[index],
+        "hit_wire": wire.astype(np.int32),
+        "hit_tick": peak_tick.astype(np.float32),
+    }
+
+
+def decode_plane(tensors: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(image [n_wires, n_bins] float32, hit wires, hit peak ticks) of plane-mode tensors.
+
+    Raises PlaneRequestError naming the first problem (missing tensor, bad shape or
+    dtype, pixel indices outside the plane or not increasing, NaN/inf values).
+    """
+    missing = [n for n in PLANE_INPUTS if n not in tensors]
+    if missing:
+        raise PlaneRequestError(f"plane request lacks tensor(s) {missing}")
+    shape = np.asarray(tensors["plane_shape"]).reshape(-1)
+    if shape.size != 2 or (shape < 1).any() or (shape > 1 << 20).any():
+        raise PlaneRequestError(f"plane_shape must be 2 positive sizes, got {shape.tolist()}")
+    n_wires, n_bins = (int(s) for s in shape)
+    if n_wires * n_bins > 1 << 28:
+        raise PlaneRequestError(f"plane_shape {[n_wires, n_bins]} is too large")
+    delta = np.asarray(tensors["pixel_delta"]).reshape(-1)
+    value = np.asarray(tensors["pixel_value"], np.float32).reshape(-1)
+    if delta.size != value.size:
+        raise PlaneRequestError(f"pixel_delta has {delta.size} values but pixel_value {value.size}")
+    index = np.cumsum(delta, dtype=np.int64)
+    if delta.size and ((delta[1:] <= 0).any() or index[0] < 0 or index[-1] >= n_wires * n_bins):
+        raise PlaneRequestError("pixel indices must increase strictly and lie inside plane_shape "
+                                f"{[n_wires, n_bins]}")
+    if not np.isfinite(value).all():
+        raise PlaneRequestError("pixel_value contains NaN or inf")
+    wire = np.asarray(tensors["hit_wire"]).reshape(-1)
+    tick = np.asarray(tensors["hit_tick"], np.float32).reshape(-1)
+    if wire.size != tick.size:
+        raise PlaneRequestError(f"hit_wire has {wire.size} values but hit_tick {tick.size}")
+    if not np.isfinite(tick).all() or (np.abs(tick) > 1e9).any():
+        raise PlaneRequestError("hit_tick contains NaN, inf or absurd values")
+    image = np.zeros(n_wires * n_bins, np.float32)
+    image[index] = value
+    return image.reshape(n_wires, n_bins), wire, tick
+
+
+def plane_patch_chunks(image: np.ndarray, wire: np.ndarray, peak_tick: np.ndarray, chunk: int):
+    """Yield (start, stop, patches [n, 48, 48, 1]) for hits in chunks of ``chunk`` (one buffer reused)."""
+    buffer = np.empty((min(chunk, max(len(wire), 1)), PATCH_SIZE, PATCH_SIZE, 1), np.float32)
+    for start in range(0, len(wire), chunk):
+        stop = min(start + chunk, len(wire))
+        patches = buffer[: stop - start]
+        cut_patches(image, wire[start:stop], peak_tick[start:stop], out=patches[..., 0])
+        yield start, stop, patches

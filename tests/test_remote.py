@@ -1,0 +1,618 @@
+"""RemoteInterface against `argonic serve` over real loopback sockets, faults included.
+
+Truth is ONNX Runtime run in this process on the same patches and the same tiny model
+(the production names and shapes, a linear layer per head), never the client's output.
+Every server process a test starts is killed (its whole process group) when it ends.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from argonic import ArgonicError
+from argonic.inference import InvalidPatchesError, make_interface
+from argonic.inference.base import InterfaceError
+from argonic.inference.fallback import free_port, wait_ready
+from argonic.inference.remote import ModelMismatchError, RemoteInferenceError, RemoteInterface
+from argonic.server import running_server
+
+MODEL = "emtrkmichelid"
+CONFIG = """
+name: "{name}"
+platform: "onnxruntime_onnx"
+max_batch_size: {max_batch_size}
+input [ {{ name: "main_input" data_type: TYPE_FP32 dims: [ 48, 48, 1 ] }} ]
+output [
+  {{ name: "em_trk_none_netout" data_type: TYPE_FP32 dims: [ 3 ] }},
+  {{ name: "michel_netout" data_type: TYPE_FP32 dims: [ {michel} ] }}
+]
+dynamic_batching {{ }}
+"""
+
+
+# --- helpers shared with test_triton_real.py --------------------------------------------------
+
+
+def tiny_onnx(path: Path, seed: int = 0, michel: int = 1) -> None:
+    """A linear layer per head on the flattened patch, with emtrkmichelid's names and shapes."""
+    rng = np.random.default_rng(seed)
+    weights = {
+        "w3": rng.normal(0, 0.05, (2304, 3)),
+        "b3": rng.normal(0, 0.1, 3),
+        "w1": rng.normal(0, 0.05, (2304, michel)),
+        "b1": rng.normal(0, 0.1, michel),
+    }
+    inits = [numpy_helper.from_array(v.astype(np.float32), k) for k, v in weights.items()]
+    inits.append(numpy_helper.from_array(np.array([-1, 2304], np.int64), "flat"))
+    nodes = [
+        helper.make_node("Reshape", ["main_input", "flat"], ["x"]),
+        helper.make_node("MatMul", ["x", "w3"], ["m3"]),
+        helper.make_node("Add", ["m3", "b3"], ["z3"]),
+        helper.make_node("Softmax", ["z3"], ["em_trk_none_netout"], axis=-1),
+        helper.make_node("MatMul", ["x", "w1"], ["m1"]),
+        helper.make_node("Add", ["m1", "b1"], ["z1"]),
+        helper.make_node("Sigmoid", ["z1"], ["michel_netout"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("main_input", TensorProto.FLOAT, ["N", 48, 48, 1])],
+        [
+            helper.make_tensor_value_info("em_trk_none_netout", TensorProto.FLOAT, ["N", 3]),
+            helper.make_tensor_value_info("michel_netout", TensorProto.FLOAT, ["N", michel]),
+        ],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+
+
+def make_repository(root: Path, seed: int = 0, michel: int = 1, max_batch_size: int = 4096) -> Path:
+    """A model repository <root>/emtrkmichelid/{config.pbtxt, 1/model.onnx, 1/model.onnx.sha256}."""
+    version = root / MODEL / "1"
+    version.mkdir(parents=True)
+    (root / MODEL / "config.pbtxt").write_text(
+        CONFIG.format(name=MODEL, max_batch_size=max_batch_size, michel=michel)
+    )
+    tiny_onnx(version / "model.onnx", seed, michel)
+    digest = hashlib.sha256((version / "model.onnx").read_bytes()).hexdigest()
+    (version / "model.onnx.sha256").write_text(f"{digest}  model.onnx\n")
+    return root
+
+
+def ort_scores(repository: Path, patches: np.ndarray) -> np.ndarray:
+    """Independent truth: ONNX Runtime in this process, [N, 4]."""
+    session = ort.InferenceSession(
+        str(repository / MODEL / "1" / "model.onnx"), providers=["CPUExecutionProvider"]
+    )
+    softmax, michel = session.run(["em_trk_none_netout", "michel_netout"], {"main_input": patches})
+    return np.concatenate([softmax, michel], axis=1)
+
+
+def make_patches(n: int, seed: int = 1) -> np.ndarray:
+    """Sparse non-negative patches, like deconvolved charge around hits."""
+    rng = np.random.default_rng(seed)
+    patches = rng.exponential(2.0, (n, 48, 48, 1)).astype(np.float32)
+    patches[rng.random(patches.shape) < 0.8] = 0.0
+    return patches
+
+
+@contextlib.contextmanager
+def serve_process(
+    repository: Path, port: int | None = None
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`argonic serve` as a subprocess on 127.0.0.1; its process group is killed on exit."""
+    port = port or free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "argonic.cli",
+        "serve",
+        "--model-repository",
+        str(repository),
+        "--grpc-port",
+        str(port),
+        "--metrics-port",
+        "0",
+        "--host",
+        "127.0.0.1",
+    ]
+    process = subprocess.Popen(
+        command,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    address = f"127.0.0.1:{port}"
+    try:
+        wait_ready(address, MODEL, 60.0, process)
+        yield address, process
+    finally:
+        kill(process)
+
+
+def kill(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the process group and reap it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(10)
+
+
+def remote(servers: list[str], repository: Path, **options: object) -> RemoteInterface:
+    """A RemoteInterface built the way the reco chain builds it, with fast-failing defaults."""
+    table = {
+        "servers": servers,
+        "model_repository": str(repository),
+        "timeout_s": 5.0,
+        "retries": 1,
+        "backoff_s": 0.05,
+        **options,
+    }
+    batch_size = table.pop("batch_size", 235)
+    interface = make_interface({"interface": "remote", "batch_size": batch_size, "remote": table})
+    assert isinstance(interface, RemoteInterface)
+    return interface
+
+
+def assert_same_scores(got: np.ndarray, truth: np.ndarray) -> None:
+    assert got.shape == truth.shape and got.dtype == np.float32
+    np.testing.assert_allclose(got, truth, rtol=1e-5, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_repository(tmp_path_factory.mktemp("repo"))
+
+
+@pytest.fixture(scope="module")
+def server(repository: Path) -> Iterator[str]:
+    with serve_process(repository) as (address, _):
+        yield address
+
+
+@pytest.fixture(scope="module")
+def patches() -> np.ndarray:
+    return make_patches(3000)
+
+
+@pytest.fixture(scope="module")
+def truth(repository: Path, patches: np.ndarray) -> np.ndarray:
+    return ort_scores(repository, patches)
+
+
+# --- configuration (no server) ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"mode": "fast"}, "mode"),
+        ({"servers": ["nohost"]}, "host:port"),
+        ({"compression": "zip"}, "compression"),
+        ({"timeout_s": 0}, "timeout_s"),
+        ({"max_in_flight": 0}, "max_in_flight"),
+        ({"colour": "red"}, "unknown"),
+        ({"root_cert": "/nonexistent.pem"}, "no such file"),
+    ],
+)
+def test_bad_configuration_is_named(repository: Path, options: dict, message: str) -> None:
+    with pytest.raises(ArgonicError, match=message):
+        remote(**{"servers": ["127.0.0.1:1"], "repository": repository, **options})
+
+
+def test_expected_sha256_read_from_repository(repository: Path) -> None:
+    digest = (repository / MODEL / "1" / "model.onnx.sha256").read_text().split()[0]
+    with remote(["127.0.0.1:1"], repository) as interface:
+        assert interface.signature.sha256 == digest
+    with remote(["127.0.0.1:1"], repository, expected_sha256="") as interface:
+        assert interface.signature.sha256 == ""
+
+
+# --- normal operation -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "mode, batch_size, compression",
+    [
+        ("sync", 235, "none"),
+        ("async", 1693, "none"),
+        ("async", 100, "gzip"),
+        ("sync", 64, "deflate"),
+    ],
+)
+def test_scores_equal_local_onnxruntime(
+    server: str,
+    repository: Path,
+    patches: np.ndarray,
+    truth: np.ndarray,
+    mode: str,
+    batch_size: int,
+    compression: str,
+) -> None:
+    server_stats = "call" if mode == "sync" else "total"
+    with remote(
+        [server],
+        repository,
+        mode=mode,
+        batch_size=batch_size,
+        compression=compression,
+        max_in_flight=3,
+        token="secret",
+        server_stats=server_stats,
+    ) as interface:
+        assert_same_scores(interface.predict(patches), truth)
+        stats = interface.stats()
+    last = stats["last_call"]
+    assert last["requests"] == -(-len(patches) // batch_size)
+    assert last["patches"] == len(patches) and last["failovers"] == 0
+    assert last["bytes_sent"] > patches.nbytes and last["bytes_received"] > len(patches) * 16
+    assert json.loads(json.dumps(stats)) == stats  # plain data, ready for `argonic reco --json`
+    server_side = stats["last_call" if server_stats == "call" else "total"]["server"]
+    assert server_side["inferences"] == len(patches)  # ModelStatistics delta
+    assert server_side["compute_infer_s"] > 0
+
+
+def test_preferred_server_takes_all_requests(
+    server: str, repository: Path, patches: np.ndarray, truth: np.ndarray
+) -> None:
+    with running_server(repository) as second:
+        for order in ([server, second.url], [second.url, server]):
+            with remote(order, repository, mode="async") as interface:
+                assert_same_scores(interface.predict(patches[:1000]), truth[:1000])
+                assert interface.stats()["last_call"]["requests_by_server"] == {order[0]: 5}
+
+
+def test_batch_above_max_batch_size_is_split(tmp_path: Path, patches: np.ndarray) -> None:
+    repository = make_repository(tmp_path, max_batch_size=100)
+    with (
+        serve_process(repository) as (address, _),
+        remote([address], repository, batch_size=1693, mode="async") as interface,
+    ):
+        assert_same_scores(
+            interface.predict(patches[:1000]), ort_scores(repository, patches[:1000])
+        )
+        assert interface.stats()["last_call"]["requests"] == 10
+
+
+def test_empty_and_bad_input(server: str, repository: Path) -> None:
+    with remote([server], repository) as interface:
+        assert interface.predict(np.zeros((0, 48, 48, 1), np.float32)).shape == (0, 4)
+        with pytest.raises(InvalidPatchesError, match="shape"):
+            interface.predict(np.zeros((3, 48, 48), np.float32))
+        with pytest.raises(InvalidPatchesError, match="float32"):
+            interface.predict(np.zeros((3, 48, 48, 1), np.float64))
+    with pytest.raises(InterfaceError, match="closed"):
+        interface.predict(np.zeros((1, 48, 48, 1), np.float32))
+
+
+# --- faults ---------------------------------------------------------------------------------
+
+
+def _kill_when_started(
+    interface: RemoteInterface, process: subprocess.Popen[bytes], sig: int = signal.SIGKILL
+) -> threading.Thread:
+    """Signal ``process`` (SIGKILL: its group) once the running predict has some, not all,
+    replies; SIGTERM asks `argonic serve` to drain and stop."""
+
+    def watch() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            done, total = interface.progress
+            if 0 < done < total:
+                break
+            time.sleep(0.002)
+        if sig == signal.SIGKILL:
+            kill(process)
+        else:
+            process.send_signal(sig)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize(
+    "mode, sig", [("sync", signal.SIGKILL), ("async", signal.SIGKILL), ("async", signal.SIGTERM)]
+)
+def test_server_killed_mid_predict_fails_over(
+    tmp_path: Path, repository: Path, server: str, mode: str, sig: int
+) -> None:
+    patches = make_patches(6000, seed=2)
+    with (
+        serve_process(repository) as (doomed, process),
+        remote([doomed, server], repository, mode=mode, batch_size=64) as interface,
+    ):
+        interface.connect()
+        watcher = _kill_when_started(interface, process, sig)
+        scores = interface.predict(patches)
+        watcher.join()
+        last = interface.stats()["last_call"]
+        assert process.wait(30) is not None
+    assert_same_scores(scores, ort_scores(repository, patches))
+    assert last["requests_by_server"].get(doomed, 0) > 0 and last["requests_by_server"][server] > 0
+    assert last["failovers"] >= 1
+
+
+def test_server_killed_mid_predict_without_second_server(repository: Path) -> None:
+    patches = make_patches(6000, seed=3)
+    with (
+        serve_process(repository) as (doomed, process),
+        remote([doomed], repository, batch_size=64, retries=2) as interface,
+    ):
+        interface.connect()
+        watcher = _kill_when_started(interface, process)
+        with pytest.raises(
+            RemoteInferenceError, match=rf"3 round\(s\) over \[{doomed}\].*last error"
+        ):
+            interface.predict(patches)
+        watcher.join()
+        assert interface.stats()["last_call"]["retries"] == 2
+
+
+@contextlib.contextmanager
+def silent_listener() -> Iterator[str]:
+    """A TCP server that accepts connections and never says a word."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            with contextlib.suppress(OSError):
+                accepted.append(listener.accept()[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join()
+        for conn in accepted:
+            conn.close()
+        listener.close()
+
+
+def test_silent_server_times_out_and_fails_over(
+    server: str, repository: Path, patches: np.ndarray, truth: np.ndarray
+) -> None:
+    with (
+        silent_listener() as silent,
+        remote([silent, server], repository, timeout_s=2.0) as interface,
+    ):
+        assert_same_scores(interface.predict(patches), truth)
+        assert interface.stats()["last_call"]["requests_by_server"] == {server: 13}
+    with (
+        silent_listener() as silent,
+        remote([silent], repository, timeout_s=1.0, retries=0) as interface,
+    ):
+        with pytest.raises(RemoteInferenceError, match="DEADLINE_EXCEEDED|SETTINGS frame"):
+            interface.predict(patches[:10])
+
+
+@contextlib.contextmanager
+def proxy(
+    target: str, stall_s: float = 0.0, token: str = "", tls: tuple[bytes, bytes] | None = None
+) -> Iterator[str]:
+    """A gRPC server forwarding every call to ``target``: ModelInfer hangs ``stall_s`` first;
+    with ``token``, calls without "authorization: Bearer <token>" are refused; with ``tls``
+    (key, certificate PEM), it listens with TLS."""
+    channel = grpc.insecure_channel(target, [("grpc.max_receive_message_length", -1)])
+
+    def handler(details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        forward = channel.unary_unary(details.method)
+
+        def answer(request: bytes, context: grpc.ServicerContext) -> bytes:
+            if (
+                token
+                and dict(context.invocation_metadata()).get("authorization") != f"Bearer {token}"
+            ):
+                context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong token")
+            if details.method.endswith("/ModelInfer"):
+                time.sleep(stall_s)
+            return forward(request, timeout=10)
+
+        return grpc.unary_unary_rpc_method_handler(answer)
+
+    class Generic(grpc.GenericRpcHandler):
+        def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+            return handler(details)
+
+    server = grpc.server(
+        concurrent.futures.ThreadPoolExecutor(4), options=[("grpc.max_receive_message_length", -1)]
+    )
+    server.add_generic_rpc_handlers([Generic()])
+    if tls:
+        port = server.add_secure_port("127.0.0.1:0", grpc.ssl_server_credentials([tls]))
+    else:
+        port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.stop(0)
+        channel.close()
+
+
+def test_request_deadline_enforced_then_failover(
+    server: str, repository: Path, patches: np.ndarray, truth: np.ndarray
+) -> None:
+    with (
+        proxy(server, stall_s=3.0) as stalling,
+        remote([stalling, server], repository, timeout_s=1.0, mode="async") as interface,
+    ):
+        assert_same_scores(interface.predict(patches[:1000]), truth[:1000])
+        last = interface.stats()["last_call"]
+    assert last["failovers"] >= 1 and last["requests_by_server"][server] == 5
+
+
+def test_different_model_is_refused(tmp_path: Path, repository: Path, patches: np.ndarray) -> None:
+    other_weights = make_repository(tmp_path / "weights", seed=7)
+    with serve_process(other_weights) as (address, _):
+        with remote([address], repository) as interface:
+            with pytest.raises(
+                ModelMismatchError,
+                match=rf"server {address} serves a different "
+                "emtrkmichelid model: sha256",
+            ):
+                interface.predict(patches[:10])
+        with remote([address], repository, expected_sha256="") as interface:  # check disabled
+            assert interface.predict(patches[:10]).shape == (10, 4)
+    other_shape = make_repository(tmp_path / "shape", michel=2)
+    with (
+        serve_process(other_shape) as (address, _),
+        remote([address], repository, expected_sha256="") as interface,
+    ):
+        with pytest.raises(ModelMismatchError, match=r"michel_netout FP32 \[2\]"):
+            interface.connect()
+
+
+def test_server_restart_between_predicts(
+    repository: Path, patches: np.ndarray, truth: np.ndarray
+) -> None:
+    port = free_port()
+    with remote([f"127.0.0.1:{port}"], repository, retries=3, backoff_s=0.1) as interface:
+        with serve_process(repository, port):
+            assert_same_scores(interface.predict(patches[:500]), truth[:500])
+        with serve_process(repository, port):
+            assert_same_scores(interface.predict(patches), truth)
+
+
+def test_tls_and_token(
+    tmp_path: Path, server: str, repository: Path, patches: np.ndarray, truth: np.ndarray
+) -> None:
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    with proxy(server, token="s3cret", tls=(key.read_bytes(), cert.read_bytes())) as secure:
+        with remote([secure], repository, root_cert=str(cert), token="s3cret") as interface:
+            assert_same_scores(interface.predict(patches[:500]), truth[:500])
+        with remote([secure], repository, root_cert=str(cert), token="wrong") as interface:
+            with pytest.raises(RemoteInferenceError, match="UNAUTHENTICATED"):
+                interface.predict(patches[:10])
+
+
+# --- fallback server ------------------------------------------------------------------------
+
+FALLBACK_CHILD = """
+import os, sys, numpy as np
+from argonic.inference import make_interface
+cfg = {"interface": "remote", "batch_size": 256, "remote": {"servers": [sys.argv[1]],
+       "model_repository": sys.argv[2], "fallback": True, "retries": 0, "timeout_s": 5.0}}
+interface = make_interface(cfg)
+scores = interface.predict(np.load(sys.argv[3]))
+np.save(sys.argv[4], scores)
+print(interface._fallback.process.pid, interface.stats()["fallback_server"], flush=True)
+sys.stdin.read()  # wait to be killed
+"""
+
+
+def test_fallback_server_serves_and_dies_with_its_client(
+    tmp_path: Path, repository: Path, patches: np.ndarray, truth: np.ndarray
+) -> None:
+    np.save(tmp_path / "patches.npy", patches[:700])
+    dead = f"127.0.0.1:{free_port()}"
+    client = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            FALLBACK_CHILD,
+            dead,
+            str(repository),
+            str(tmp_path / "patches.npy"),
+            str(tmp_path / "scores.npy"),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+    )
+    fallback_pid = 0
+    try:
+        line = client.stdout.readline().decode().split() if client.stdout else []
+        assert line, "the client printed nothing"
+        fallback_pid = int(line[0])
+        assert line[1].startswith("127.0.0.1:") and line[1] != dead
+        assert_same_scores(np.load(tmp_path / "scores.npy"), truth[:700])
+        os.kill(client.pid, signal.SIGKILL)  # no atexit, no close(): only PR_SET_PDEATHSIG
+        client.wait(10)
+        deadline = time.monotonic() + 15
+        while _alive(fallback_pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(fallback_pid), "the fallback server outlived its client"
+    finally:
+        kill(client)
+        if fallback_pid and _alive(fallback_pid):
+            os.killpg(fallback_pid, signal.SIGKILL)
+
+
+def test_fallback_stopped_at_close(
+    repository: Path, patches: np.ndarray, truth: np.ndarray
+) -> None:
+    with remote([f"127.0.0.1:{free_port()}"], repository, fallback=True, retries=0) as interface:
+        assert_same_scores(interface.predict(patches[:300]), truth[:300])
+        process = interface._fallback.process
+        assert interface.stats()["fallback_server"] is not None
+    assert process.poll() is not None
+
+
+def test_fallback_with_unloadable_model_fails_fast(tmp_path: Path, patches: np.ndarray) -> None:
+    broken = make_repository(tmp_path)
+    (broken / MODEL / "1" / "model.onnx").write_bytes(b"not an onnx model")
+    dead = f"127.0.0.1:{free_port()}"
+    with remote([dead], broken, fallback=True, expected_sha256="") as interface:
+        with pytest.raises(ArgonicError, match="failed to load 'emtrkmichelid'"):
+            interface.predict(patches[:10])
+        assert not interface._fallback.alive
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` exists and is not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
