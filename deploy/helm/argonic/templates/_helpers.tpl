@@ -1,0 +1,39 @@
+{{/* Names and labels shared by the templates. */}}
+{{- define "argonic.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "argonic.selectorLabels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: inference-server
+{{- end -}}
+
+{{- define "argonic.labels" -}}
+{{ include "argonic.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+argonic/server: {{ .Values.server }}
+{{- end -}}
+
+{{/* The model repository path inside the server container. */}}
+{{- define "argonic.modelPath" -}}
+{{- if eq .Values.modelRepository.source "image" -}}
+{{- .Values.modelRepository.imagePath -}}
+{{- else -}}
+{{- .Values.modelRepository.mountPath -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "argonic.proxyLabels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: proxy
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}

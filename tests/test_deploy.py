@@ -1,0 +1,563 @@
+"""Deployment files: the Helm chart, nginx template, Grafana dashboard, container and Slurm files.
+
+No helm binary exists here: the chart is rendered with deploy/helm/minihelm.py, and every
+rendered manifest is validated offline against the Kubernetes OpenAPI schemas bundled in
+kubernetes-validate (strict: unknown fields fail). The CRDs (KEDA ScaledObject,
+ServiceMonitor) are validated against the JSON schemas in deploy/helm/schemas/. The
+container arguments are parsed by argonic's own CLI parser, PromQL by Prometheus's promtool
+and the nginx configuration by nginx -t.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+yaml = pytest.importorskip("yaml")  # PyYAML (test extra)
+
+ROOT = Path(__file__).resolve().parents[1]
+DEPLOY = ROOT / "deploy"
+CHART = DEPLOY / "helm" / "argonic"
+SUPERSONIC_QUERY = (
+    "sum(rate(nv_inference_queue_duration_us[30s])) / "
+    "(sum(rate(nv_inference_exec_count[30s]))*1000)"
+)
+K8S_VERSIONS = ["1.29.0", "1.33.0"]
+
+kubernetes_validate = pytest.importorskip("kubernetes_validate")
+jsonschema = pytest.importorskip("jsonschema")
+
+
+def _load(path: Path, name: str):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+minihelm = _load(DEPLOY / "helm" / "minihelm.py", "minihelm")
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML loader that refuses duplicate keys (the API server's strict decoding does too)."""
+
+
+def _no_duplicates(loader, node, deep=False):
+    keys = [loader.construct_object(k, deep=deep) for k, _ in node.value]
+    dup = {k for k in keys if keys.count(k) > 1}
+    if dup:
+        raise yaml.constructor.ConstructorError(
+            None, None, f"duplicate keys {dup}", node.start_mark
+        )
+    return yaml.SafeLoader.construct_mapping(loader, node, deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
+
+
+def render(values: dict | None = None, **kw) -> list[dict]:
+    rendered = minihelm.render_chart(CHART, values or {}, **kw)
+    docs = []
+    for text in rendered.values():
+        docs += [d for d in yaml.load_all(text, Loader=_UniqueKeyLoader) if d]
+    return docs
+
+
+def by_kind(docs: list[dict], kind: str) -> list[dict]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def deployment(docs: list[dict], component: str = "inference-server") -> dict:
+    (dep,) = [
+        d
+        for d in by_kind(docs, "Deployment")
+        if d["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == component
+    ]
+    return dep
+
+
+def server_container(docs: list[dict]) -> dict:
+    (c,) = deployment(docs)["spec"]["template"]["spec"]["containers"]
+    return c
+
+
+CASES = {
+    "defaults": {},
+    "gpu-keda-proxy-monitor": {
+        "gpu": 1,
+        "gpuNodeSelector": {"nvidia.com/gpu.present": "true"},
+        "autoscaling": {"enabled": True},
+        "proxy": {"enabled": True},
+        "metrics": {"serviceMonitor": {"enabled": True}},
+    },
+    "triton-pvc-hpa": {
+        "server": "triton",
+        "gpu": 2,
+        "modelRepository": {"source": "pvc", "pvc": {"create": True}},
+        "autoscaling": {
+            "enabled": True,
+            "kind": "hpa",
+            "hpa": {"queueTimeMetric": "argonic_queue_time_ms"},
+        },
+    },
+    "hostpath": {
+        "modelRepository": {"source": "hostPath"},
+        "replicas": 3,
+        "env": [{"name": "OMP_NUM_THREADS", "value": "2"}],
+    },
+    "init-container": {
+        "modelRepository": {"source": "init"},
+        "argonic": {"extraArgs": ["--load-model=emtrkmichelid"]},
+    },
+    "triton-existing-pvc": {
+        "server": "triton",
+        "modelRepository": {"source": "pvc", "pvc": {"existingClaim": "models"}},
+    },
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_chart_renders_to_valid_kubernetes_manifests(case):
+    docs = render(CASES[case])
+    assert by_kind(docs, "Deployment") and by_kind(docs, "Service")
+    builtin = [d for d in docs if d["apiVersion"] in ("v1", "apps/v1", "autoscaling/v2")]
+    crds = [d for d in docs if d not in builtin]
+    for doc in builtin:
+        for version in K8S_VERSIONS:
+            kubernetes_validate.validate(doc, version, strict=True)
+    schemas = {
+        "ScaledObject": "keda-scaledobject.schema.json",
+        "ServiceMonitor": "servicemonitor.schema.json",
+    }
+    for doc in crds:
+        schema = json.loads((DEPLOY / "helm" / "schemas" / schemas[doc["kind"]]).read_text())
+        jsonschema.validate(doc, schema)
+
+
+def test_install_notes_name_the_client_endpoint():
+    (notes,) = minihelm.render_chart(
+        CHART, {}, release="sonic", namespace="lartpc", notes=True
+    ).values()
+    assert "sonic-argonic.lartpc.svc.cluster.local:8001" in notes
+    (notes,) = minihelm.render_chart(
+        CHART, {"proxy": {"enabled": True}}, "sonic", "lartpc", notes=True
+    ).values()
+    assert "sonic-argonic-proxy.lartpc.svc.cluster.local:8001" in notes
+
+
+def test_validation_catches_a_broken_manifest():
+    """The validators used above do reject what they should (a test that can fail)."""
+    dep = deployment(render())
+    dep["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["grpc"]["port"] = "grpc"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(dep, K8S_VERSIONS[0], strict=True)
+    (so,) = by_kind(render(CASES["gpu-keda-proxy-monitor"]), "ScaledObject")
+    so["spec"]["triggers"][0]["metadata"]["ignoreNullValues"] = True  # must be a string
+    schema = json.loads((DEPLOY / "helm" / "schemas" / "keda-scaledobject.schema.json").read_text())
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(so, schema)
+    with pytest.raises(minihelm.TemplateError, match="server must be argonic or triton"):
+        render({"server": "tensorflow"})
+    with pytest.raises(minihelm.TemplateError, match="Triton image holds no models"):
+        render({"server": "triton"})
+
+
+def _argonic_parser():
+    from argonic.cli import build_parser
+
+    return build_parser()
+
+
+def test_argonic_container_command_is_accepted_by_argonic_serve():
+    c = server_container(render())
+    assert c["command"] == ["argonic", "serve"]
+    args = _argonic_parser().parse_args(["serve", *c["args"]])
+    assert args.grpc_port == 8001 and args.metrics_port == 8002
+    assert args.model_repository == "/opt/argonic/models"  # baked into the image
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert c[probe]["grpc"] == {"port": ports["grpc"]}  # Kubernetes native gRPC health probe
+    c = server_container(render(CASES["init-container"]))
+    args = _argonic_parser().parse_args(["serve", *c["args"]])
+    assert args.model_repository == "/models" and args.load_model == ["emtrkmichelid"]
+
+
+def test_gpu_requests_and_model_volumes():
+    docs = render(CASES["triton-pvc-hpa"])
+    c = server_container(docs)
+    assert c["command"] == ["tritonserver"]
+    assert "--model-repository=/models" in c["args"]
+    assert c["resources"]["requests"]["nvidia.com/gpu"] == 2
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == 2
+    pod = deployment(docs)["spec"]["template"]["spec"]
+    (vol,) = pod["volumes"]
+    (pvc,) = by_kind(docs, "PersistentVolumeClaim")
+    assert vol["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"]
+    assert c["volumeMounts"] == [{"name": "models", "mountPath": "/models", "readOnly": True}]
+    assert {t["key"] for t in pod["tolerations"]} == {"nvidia.com/gpu"}
+    cpu = server_container(render())
+    assert "nvidia.com/gpu" not in json.dumps(cpu["resources"])
+    assert "volumes" not in deployment(render())["spec"]["template"]["spec"]
+    init = deployment(render(CASES["init-container"]))["spec"]["template"]["spec"]
+    assert init["volumes"] == [{"name": "models", "emptyDir": {}}]
+    assert init["initContainers"][0]["volumeMounts"][0]["mountPath"] == "/models"
+
+
+def test_service_selects_the_pods_and_names_their_ports():
+    for case in CASES.values():
+        docs = render(case)
+        pod_labels = deployment(docs)["spec"]["template"]["metadata"]["labels"]
+        port_names = {p["name"] for p in server_container(docs)["ports"]}
+        for svc in by_kind(docs, "Service"):
+            if svc["spec"]["selector"].get("app.kubernetes.io/component") == "proxy":
+                continue
+            assert svc["spec"]["selector"].items() <= pod_labels.items()
+            assert {p["targetPort"] for p in svc["spec"]["ports"]} <= port_names
+
+
+def test_keda_scales_the_deployment_on_the_supersonic_query():
+    docs = render(CASES["gpu-keda-proxy-monitor"])
+    (so,) = by_kind(docs, "ScaledObject")
+    dep = deployment(docs)
+    assert "replicas" not in dep["spec"]  # the autoscaler owns it
+    assert so["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": dep["metadata"]["name"],
+    }
+    (trigger,) = so["spec"]["triggers"]
+    assert trigger["type"] == "prometheus"
+    assert " ".join(trigger["metadata"]["query"].split()) == SUPERSONIC_QUERY
+    # KEDA hands `behavior` to an autoscaling/v2 HPA: check it with the Kubernetes schema.
+    behavior = so["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+    hpa = {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "x"},
+        "spec": {
+            "scaleTargetRef": so["spec"]["scaleTargetRef"],
+            "maxReplicas": 2,
+            "behavior": behavior,
+        },
+    }
+    kubernetes_validate.validate(hpa, K8S_VERSIONS[0], strict=True)
+    assert not by_kind(docs, "HorizontalPodAutoscaler")
+    docs = render(CASES["triton-pvc-hpa"])
+    (hpa,) = by_kind(docs, "HorizontalPodAutoscaler")
+    assert not by_kind(docs, "ScaledObject")
+    assert [m["type"] for m in hpa["spec"]["metrics"]] == ["Resource", "External"]
+
+
+def test_prometheus_scraping_configuration():
+    docs = render(CASES["gpu-keda-proxy-monitor"])
+    ann = deployment(docs)["spec"]["template"]["metadata"]["annotations"]
+    assert ann == {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": "8002",
+        "prometheus.io/path": "/metrics",
+    }
+    (sm,) = by_kind(docs, "ServiceMonitor")
+    scraped = [
+        s
+        for s in by_kind(docs, "Service")
+        if sm["spec"]["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()
+        and any(p["name"] == "metrics" for p in s["spec"]["ports"])
+    ]
+    assert len(scraped) == 1 and sm["spec"]["endpoints"][0]["port"] == "metrics"
+
+
+def test_envoy_proxy_config_points_at_the_headless_service():
+    docs = render(CASES["gpu-keda-proxy-monitor"], release="sonic", namespace="lartpc")
+    (cm,) = by_kind(docs, "ConfigMap")
+    envoy = yaml.load(cm["data"]["envoy.yaml"], Loader=_UniqueKeyLoader)
+    (cluster,) = envoy["static_resources"]["clusters"]
+    assert cluster["lb_policy"] == "LEAST_REQUEST" and cluster["type"] == "STRICT_DNS"
+    address = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+    headless = [s for s in by_kind(docs, "Service") if s["spec"].get("clusterIP") == "None"]
+    assert (
+        address["socket_address"]["address"]
+        == f"{headless[0]['metadata']['name']}.lartpc.svc.cluster.local"
+    )
+    route = envoy["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0][
+        "typed_config"
+    ]
+    retry = route["route_config"]["virtual_hosts"][0]["routes"][0]["route"]["retry_policy"]
+    assert "unavailable" in retry["retry_on"].split(",")
+    proxy = deployment(docs, "proxy")
+    assert (
+        proxy["spec"]["template"]["spec"]["volumes"][0]["configMap"]["name"]
+        == cm["metadata"]["name"]
+    )
+
+
+# --- nginx --------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(
+    shutil.which("nginx") is None, reason="nginx not installed (Debian package nginx)"
+)
+def test_nginx_template_renders_to_a_config_nginx_accepts(tmp_path):
+    from argonic.cluster import nginx_template, render_nginx_config
+
+    conf = render_nginx_config(
+        nginx_template(),
+        tmp_path,
+        "127.0.0.1:18001",
+        ["127.0.0.1:19001", "127.0.0.1:19002", "127.0.0.1:19003"],
+    )
+    assert "grpc_pass grpc://argonic_replicas;" in conf and "least_conn;" in conf
+    body = "\n".join(ln for ln in conf.splitlines() if not ln.lstrip().startswith("#"))
+    assert body.count("max_fails=1 fail_timeout=5s;") == 3 and "@" not in body
+    (tmp_path / "nginx.conf").write_text(conf)
+    (tmp_path / "nginx-tmp").mkdir()
+    cmd = [
+        "nginx",
+        "-t",
+        "-p",
+        str(tmp_path),
+        "-e",
+        str(tmp_path / "err.log"),
+        "-c",
+        str(tmp_path / "nginx.conf"),
+    ]
+    ok = subprocess.run(cmd, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    # A gRPC status is not an nginx retry condition: the brief's `unavailable` is refused.
+    (tmp_path / "nginx.conf").write_text(
+        conf.replace("error timeout non_idempotent", "error timeout unavailable")
+    )
+    bad = subprocess.run(cmd, capture_output=True, text=True)
+    assert bad.returncode != 0 and 'invalid value "unavailable"' in bad.stderr
+
+
+def test_nginx_template_carried_by_argonic_cluster_is_the_shipped_one():
+    from argonic.cluster import NGINX_TEMPLATE
+
+    assert NGINX_TEMPLATE == (DEPLOY / "nginx" / "argonic-grpc.conf.template").read_text()
+
+
+# --- Grafana and PromQL -------------------------------------------------------------------
+
+
+def dashboard_queries() -> list[str]:
+    dash = json.loads((DEPLOY / "grafana" / "argonic.json").read_text())
+    return [t["expr"] for p in dash["panels"] for t in p["targets"]]
+
+
+def test_grafana_dashboard_shows_the_metrics_to_watch():
+    dash = json.loads((DEPLOY / "grafana" / "argonic.json").read_text())
+    titles = " ".join(p["title"].lower() for p in dash["panels"])
+    for word in ("throughput", "queue time", "batch size", "cpu", "gpu"):
+        assert word in titles
+    queries = dashboard_queries()
+    assert SUPERSONIC_QUERY in queries
+    ids = [p["id"] for p in dash["panels"]]
+    assert len(ids) == len(set(ids))
+    for p in dash["panels"]:
+        assert p["datasource"]["uid"] == "${datasource}"
+
+
+@pytest.mark.skipif(
+    shutil.which("promtool") is None, reason="promtool not installed (Debian package prometheus)"
+)
+def test_every_promql_expression_parses(tmp_path):
+    """Dashboard and autoscaling queries are checked by Prometheus's own parser (promtool)."""
+    exprs = [e.replace("$__rate_interval", "1m") for e in dashboard_queries()]
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    exprs.append(" ".join(values["autoscaling"]["keda"]["query"].split()))
+    rules = {
+        "groups": [
+            {
+                "name": "argonic",
+                "rules": [{"record": f"argonic:check{i}", "expr": e} for i, e in enumerate(exprs)],
+            }
+        ]
+    }
+    (tmp_path / "rules.yml").write_text(yaml.safe_dump(rules))
+    out = subprocess.run(
+        ["promtool", "check", "rules", str(tmp_path / "rules.yml")], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    (tmp_path / "bad.yml").write_text(
+        yaml.safe_dump(
+            {"groups": [{"name": "x", "rules": [{"record": "x:y", "expr": "sum(rate(x[30s])"}]}]}
+        )
+    )
+    assert (
+        subprocess.run(
+            ["promtool", "check", "rules", str(tmp_path / "bad.yml")], capture_output=True
+        ).returncode
+        != 0
+    )
+
+
+# --- container file -----------------------------------------------------------------------
+
+
+def test_containerfile_builds_from_the_package_and_runs_argonic_serve():
+    text = (DEPLOY / "Containerfile").read_text()
+    lines = [ln for ln in re.sub(r"\\\n", " ", text).splitlines() if ln and not ln.startswith("#")]
+    instructions = [ln.split(None, 1) for ln in lines]
+    assert instructions[0][0] == "FROM"
+    for verb, arg in instructions:
+        assert verb in {
+            "FROM",
+            "ARG",
+            "ENV",
+            "WORKDIR",
+            "COPY",
+            "RUN",
+            "USER",
+            "EXPOSE",
+            "STOPSIGNAL",
+            "ENTRYPOINT",
+            "CMD",
+        }, verb
+        if verb == "COPY":
+            for src in arg.split()[:-1]:
+                assert (ROOT / src).exists(), f"COPY source {src} missing from the repository"
+    assert any(
+        v == "RUN" and "pip install" in a and a.split("&&")[0].rstrip().endswith(" .")
+        for v, a in instructions
+    )
+    entry = json.loads(dict(instructions)["ENTRYPOINT"])
+    cmd = json.loads(dict(instructions)["CMD"])
+    assert entry == ["argonic"]
+    args = _argonic_parser().parse_args(cmd)
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert args.model_repository == values["modelRepository"]["imagePath"]
+    exposed = {int(p) for p in dict(instructions)["EXPOSE"].split()}
+    assert (
+        exposed
+        == {values["ports"]["grpc"], values["ports"]["metrics"]}
+        == {args.grpc_port, args.metrics_port}
+    )
+    assert "STOPSIGNAL SIGTERM" in text
+    # The build-context filter lets every COPY source through.
+    allowed = (DEPLOY / "Containerfile.dockerignore").read_text().split()
+    for verb, arg in instructions:
+        if verb == "COPY":
+            for src in arg.split()[:-1]:
+                assert f"!{src}" in allowed or f"!{src}/" in allowed, src
+
+
+# --- Slurm --------------------------------------------------------------------------------
+
+SLURM_SCRIPTS = sorted((DEPLOY / "slurm").glob("*.sbatch")) + [DEPLOY / "slurm" / "submit.sh"]
+
+
+@pytest.mark.parametrize("script", SLURM_SCRIPTS, ids=lambda p: p.name)
+def test_slurm_scripts_are_valid_bash(script):
+    out = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    if script.suffix == ".sbatch":
+        directives = [ln for ln in script.read_text().splitlines() if ln.startswith("#SBATCH")]
+        assert directives and all(re.match(r"#SBATCH --[a-z-]+(=\S+)?$", d) for d in directives), (
+            directives
+        )
+
+
+def test_slurm_client_finds_the_published_servers(tmp_path):
+    """Run the client script without Slurm: it must find the servers and build --server args."""
+    shared = tmp_path / "shared"
+    (shared / "servers").mkdir(parents=True)
+    (shared / "servers" / "101").write_text("gpu1:8001\n")
+    (shared / "servers" / "102").write_text("gpu2:8001\n")
+    (shared / "servers" / "103.tmp").write_text("half-written:8001\n")
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "argonic").write_text('#!/bin/sh\necho "ARGS $*"\n')  # records the command line
+    (fake_bin / "argonic").chmod(0o755)
+    env = {
+        "PATH": f"{fake_bin}:/usr/bin:/bin",
+        "ARGONIC_SHARED": str(shared),
+        "ARGONIC_EVENTS": "/data/ev-%a.h5",
+        "SLURM_ARRAY_TASK_ID": "3",
+    }
+    out = subprocess.run(
+        ["bash", str(DEPLOY / "slurm" / "argonic-clients.sbatch")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 0, out.stderr
+    (line,) = [ln for ln in out.stdout.splitlines() if ln.startswith("ARGS ")]
+    assert line == (
+        f"ARGS reco /data/ev-3.h5 -o {shared}/output/reco-3.h5 --interface remote "
+        "--server gpu2:8001 --server gpu1:8001"
+    )
+    args = _argonic_parser().parse_args(line.split()[1:])
+    assert args.server == ["gpu2:8001", "gpu1:8001"] and args.interface == "remote"
+
+
+# --- the chart's Triton container against a real Triton -----------------------------------
+
+
+def _tritonserver() -> Path | None:
+    """The tritonserver binary bundled with nvidia-pytriton, in this interpreter or in
+    $ARGONIC_PYTRITON_PYTHON's (a separate numpy<2 environment, see .ci/run)."""
+    python = os.environ.get("ARGONIC_PYTRITON_PYTHON", sys.executable)
+    found = subprocess.run([python, "-c", "import pathlib, pytriton; print(pathlib.Path(pytriton.__file__).parent)"],
+                           capture_output=True, text=True, timeout=60)
+    if found.returncode:
+        return None
+    binary = Path(found.stdout.strip()) / "tritonserver" / "bin" / "tritonserver"
+    return binary if binary.is_file() else None
+
+
+@pytest.mark.skipif(_tritonserver() is None, reason="needs nvidia-pytriton (bundles tritonserver)")
+def test_real_triton_accepts_the_charts_arguments_and_answers_its_grpc_probe(tmp_path):
+    """server: triton: NVIDIA's tritonserver takes the rendered args, and the Kubernetes gRPC
+    probe's call (grpc.health.v1.Health/Check on the gRPC port) answers SERVING."""
+    import sysconfig
+    import time
+    import urllib.error
+    import urllib.request
+
+    from test_cluster_support import free_port_block
+
+    from argonic.cluster import health_check
+
+    base = free_port_block(3)
+    values = {
+        "server": "triton",
+        "ports": {"http": base, "grpc": base + 1, "metrics": base + 2},
+        "modelRepository": {"source": "hostPath", "mountPath": str(tmp_path)},
+    }
+    c = server_container(render(values))
+    probe_port = c["readinessProbe"]["grpc"]["port"]
+    env = {"PATH": "/usr/bin:/bin", "LD_LIBRARY_PATH": sysconfig.get_config_var("LIBDIR") or ""}
+    proc = subprocess.Popen(
+        [str(_tritonserver()), *c["args"]],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not health_check(f"127.0.0.1:{probe_port}", timeout_s=0.5):
+            assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "Triton never answered SERVING"
+            time.sleep(0.1)
+        port = {p["name"]: p["containerPort"] for p in c["ports"]}["metrics"]
+        while True:  # Triton opens its metrics port a little after gRPC answers
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+                    assert "nv_cpu_utilization" in r.read().decode()
+                break
+            except urllib.error.URLError:
+                assert time.monotonic() < deadline + 30, "Triton's metrics port never opened"
+                time.sleep(0.2)
+    finally:
+        proc.terminate()  # SIGTERM: Triton drains (--exit-timeout-secs from the chart)
+        proc.wait(timeout=60)
+    assert proc.returncode == 0
