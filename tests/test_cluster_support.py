@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import socket
 from pathlib import Path
 
 import numpy as np
+
+from argonic.cluster import port_free
 
 MODEL_NAME = "emtrkmichelid"
 PATCH = 48
@@ -141,19 +142,9 @@ def free_port_block(n: int, host: str = "127.0.0.1", start: int = 20000, stop: i
     rng = np.random.default_rng()
     for _ in range(200):
         base = int(rng.integers(start, stop - n))
-        if all(_free(host, base + i) for i in range(n)):
+        if all(port_free(host, base + i) for i in range(n)):
             return base
     raise RuntimeError(f"no block of {n} free ports found")
-
-
-def _free(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
 
 
 def random_patches(n: int, seed: int = 0) -> np.ndarray:

@@ -532,6 +532,9 @@ def test_real_triton_accepts_the_charts_arguments_and_answers_its_grpc_probe(tmp
         "server": "triton",
         "ports": {"http": base, "grpc": base + 1, "metrics": base + 2},
         "modelRepository": {"source": "hostPath", "mountPath": str(tmp_path)},
+        # PyTriton's tritonserver has only the Python backend, so it cannot load the
+        # shipped ONNX model: start it on an empty repository, loading nothing
+        "triton": {"loadModels": []},
     }
     c = server_container(render(values))
     probe_port = c["readinessProbe"]["grpc"]["port"]

@@ -123,7 +123,8 @@ def health_check(target: str, timeout_s: float = 1.0, service: str = "") -> bool
         return False
 
 
-def _port_free(host: str, port: int) -> bool:
+def port_free(host: str, port: int) -> bool:
+    """Whether ``port`` can be bound on ``host`` right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -270,7 +271,7 @@ class Cluster:
             *range(self.replica_port, self.replica_port + self.n_replicas),
             *range(self.metrics_port, self.metrics_port + self.n_replicas),
         ]
-        busy = [p for p in ports if not _port_free(self.host, p)]
+        busy = [p for p in ports if not port_free(self.host, p)]
         if busy:
             raise ClusterError(
                 f"port(s) already in use on {self.host}: {', '.join(map(str, busy))}"

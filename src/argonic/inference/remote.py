@@ -33,7 +33,7 @@ Configuration: the ``[inference]`` table of the project's TOML file, as a dict::
                                 # server: a warning (once) and patch mode from then on
     plane_model_name = "emtrkmichelid_plane"
     transport = "fp32"          # patch mode: "fp32" or "fp16" (half the bytes; the server casts
-                                # back to fp32; same class for every hit, scores differ ~1e-3)
+                                # back to fp32; lossy: scores differ ~1e-3, near-ties may flip)
     tensor_compression = "none" # "none", "zstd" or "lz4": each request tensor compressed
                                 # (lossless; argonic.transport), both modes
     fallback = false            # no server answers: start a local `argonic serve` and use it

@@ -43,18 +43,17 @@ def patch_coverage(shape: tuple[int, int], wire: np.ndarray, peak_tick: np.ndarr
     """
     n_wires, n_bins = shape
     w0, d0 = patch_origin(wire, peak_tick)
-    # rectangles clipped to the plane; an empty one (hit far outside) adds nothing
+    # rectangles clipped to the plane; an empty one (hit far outside) adds +1 and -1 to the
+    # same cells, i.e. nothing
     w_lo, w_hi = np.clip(w0, 0, n_wires), np.clip(w0 + PATCH_SIZE, 0, n_wires)
     d_lo, d_hi = np.clip(d0, 0, n_bins), np.clip(d0 + PATCH_SIZE, 0, n_bins)
-    keep = (w_lo < w_hi) & (d_lo < d_hi)
-    w_lo, w_hi, d_lo, d_hi = w_lo[keep], w_hi[keep], d_lo[keep], d_hi[keep]
-    stride = n_bins + 1
-    size = (n_wires + 1) * stride
-    diff = (np.bincount(w_lo * stride + d_lo, minlength=size)
-            - np.bincount(w_hi * stride + d_lo, minlength=size)
-            - np.bincount(w_lo * stride + d_hi, minlength=size)
-            + np.bincount(w_hi * stride + d_hi, minlength=size))
-    counts = diff.reshape(n_wires + 1, stride).cumsum(axis=0).cumsum(axis=1)
+    counts = np.zeros((n_wires + 1, n_bins + 1), np.int32)
+    np.add.at(counts, (w_lo, d_lo), 1)
+    np.add.at(counts, (w_hi, d_lo), -1)
+    np.add.at(counts, (w_lo, d_hi), -1)
+    np.add.at(counts, (w_hi, d_hi), 1)
+    np.cumsum(counts, axis=0, out=counts)
+    np.cumsum(counts, axis=1, out=counts)
     return counts[:n_wires, :n_bins] > 0
 
 
