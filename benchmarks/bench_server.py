@@ -120,8 +120,8 @@ class Server:
 
 
 def perf_analyzer(binary: str, url: str, model: str, batch: int, concurrency: int,
-                  measurement_ms: int, stability: int = 50) -> float:
-    """Throughput (inferences/s) perf_analyzer reports for one configuration (nan: unstable)."""
+                  measurement_ms: int, stability: int = 50) -> tuple[float, float]:
+    """(inferences/s, p99 latency ms) perf_analyzer reports for one configuration (nan: unstable)."""
     with tempfile.NamedTemporaryFile(suffix=".csv") as out:
         cmd = [binary, "-m", model, "-u", url, "-i", "grpc", "-b", str(batch),
                "--concurrency-range", str(concurrency), "--shape", "main_input:48,48,1",
@@ -129,11 +129,11 @@ def perf_analyzer(binary: str, url: str, model: str, batch: int, concurrency: in
         run = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         if "Failed to obtain stable measurement" in run.stdout + run.stderr:
             print(f"  (perf_analyzer: no stable measurement for {model} batch {batch})", flush=True)
-            return float("nan")
+            return float("nan"), float("nan")
         if run.returncode != 0:
             raise RuntimeError(f"perf_analyzer failed ({' '.join(cmd)}):\n{run.stdout[-2000:]}{run.stderr[-2000:]}")
         rows = list(csv.DictReader(open(out.name)))
-    return float(rows[0]["Inferences/Second"])
+    return float(rows[0]["Inferences/Second"]), float(rows[0]["p99 latency"]) / 1000
 
 
 def main() -> None:
@@ -184,17 +184,18 @@ def measure(a: argparse.Namespace, model_file: Path, servers: dict[str, Server])
         local = results["ort_in_process"][batch] = ort_throughput(model_file, batch, a.ort_seconds)
         print(f"{'in-process ORT':24s} batch {batch:5d}: {local:7.0f} patches/s", flush=True)
         for name, server in servers.items():
-            rate = perf_analyzer(a.perf_analyzer, server.url, a.model, batch, a.concurrency,
-                                 a.measurement_ms, a.stability_percentage)
+            rate, p99 = perf_analyzer(a.perf_analyzer, server.url, a.model, batch, a.concurrency,
+                                      a.measurement_ms, a.stability_percentage)
             results["served"][f"{name}/{batch}"] = rate
-            print(f"{name:24s} batch {batch:5d}: {rate:7.0f} patches/s ({rate / local:.2f}x in-process)",
-                  flush=True)
+            results.setdefault("p99_ms", {})[f"{name}/{batch}"] = p99
+            print(f"{name:24s} batch {batch:5d}: {rate:7.0f} patches/s ({rate / local:.2f}x in-process), "
+                  f"p99 {p99:.0f} ms", flush=True)
     if a.identity:
         url = next(iter(servers.values())).url
         for batch in (1, *a.batch_sizes):
             rate = results["identity"][batch] = perf_analyzer(a.perf_analyzer, url, "identity", batch,
                                                               a.concurrency, a.measurement_ms,
-                                                              a.stability_percentage)
+                                                              a.stability_percentage)[0]
             print(f"{'argonic identity':24s} batch {batch:5d}: {rate:7.0f} patches/s "
                   f"({rate * 48 * 48 * 4 / 1e6:.0f} MB/s each way)", flush=True)
     return results
