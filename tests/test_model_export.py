@@ -67,7 +67,7 @@ def test_config_pbtxt_parses_into_model_config(repository):
         ("michel_netout", mc.TYPE_FP32, [1]),
     ]
     assert config.HasField("dynamic_batching") and len(config.instance_group) == 1
-    assert config.parameters["execution_batch_size"].string_value == "256"
+    assert config.parameters["execution_batch_size"].string_value == "auto"
 
 
 def test_sha256_file_matches_model_file(repository):

@@ -149,7 +149,8 @@ def model_config(
     config.output.add(name=OUTPUT_NAMES[1], data_type=mc.TYPE_FP32, dims=[1])
     config.dynamic_batching.max_queue_delay_microseconds = MAX_QUEUE_DELAY_US
     config.instance_group.add(count=instances, kind=mc.ModelInstanceGroup.Kind.Value(kind))
-    config.parameters["execution_batch_size"].string_value = str(EXECUTION_BATCH_SIZE)
+    # the server measures the fastest execution size on its own hardware at load
+    config.parameters["execution_batch_size"].string_value = "auto"
     return config
 
 

@@ -11,6 +11,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from argonic.server.batcher import DynamicBatcher
+from argonic.server.calibrate import fastest_execution_batch_size
+from argonic.server.config import parameter
 from argonic.server.errors import InvalidArgument, NotFound, ServerError, Unavailable, unknown_model
 from argonic.server.model import ModelVersion, batch_policy
 from argonic.server.repository import ModelRepository
@@ -123,7 +125,13 @@ class DataPlane:
             for files in loaded:
                 stats = ModelStats()
                 on_gpu = all(spec.device == "cuda" for spec in files.instances)
-                batcher = DynamicBatcher(files.backends, batch_policy(config, on_gpu), stats,
+                exec_size = None
+                if parameter(config, "execution_batch_size") == "auto" and config.max_batch_size > 0:
+                    exec_size, rates = await asyncio.to_thread(fastest_execution_batch_size, config,
+                                                               files.backends[0])
+                    log.info("model '%s' version %d: execution_batch_size auto -> %d (rows/s: %s)", name,
+                             files.version, exec_size, ", ".join(f"{k}: {v:.0f}" for k, v in rates.items()))
+                batcher = DynamicBatcher(files.backends, batch_policy(config, on_gpu, exec_size), stats,
                                          name=f"{name}-v{files.version}")
                 versions[files.version] = ModelVersion(config, files.version, files.sha256, stats, batcher)
                 log.info("loaded model '%s' version %d (%s, %d instance(s) on %s, sha256 %s)",

@@ -11,17 +11,25 @@ import numpy as np
 from tritonclient.grpc import model_config_pb2 as mc
 
 from argonic.server.batcher import BatchPolicy, DynamicBatcher, QueuePolicy
-from argonic.server.config import datatype_name, int_parameter, numpy_dtype, platform_of
+from argonic.server.config import datatype_name, int_parameter, numpy_dtype, parameter, platform_of
 from argonic.server.errors import InvalidArgument, ServerError
 from argonic.server.stats import ModelStats
 from argonic.server.tensors import InferRequest, InferResponse, InputTensor, OutputTensor
 
 
-def batch_policy(config: mc.ModelConfig, on_gpu: bool) -> BatchPolicy:
-    """The batcher settings a config asks for (see config.py for execution_batch_size)."""
+def batch_policy(config: mc.ModelConfig, on_gpu: bool, execution_batch_size: int | None = None) -> BatchPolicy:
+    """The batcher settings a config asks for (see config.py for execution_batch_size);
+    ``execution_batch_size`` is the calibrated size when the config says "auto"."""
     batched = config.max_batch_size > 0
     default_exec = config.max_batch_size if on_gpu else min(256, config.max_batch_size)
-    exec_size = int_parameter(config, "execution_batch_size", default_exec) if batched else 1
+    if not batched:
+        exec_size = 1
+    elif execution_batch_size is not None:
+        exec_size = execution_batch_size
+    elif parameter(config, "execution_batch_size") == "auto":
+        exec_size = default_exec
+    else:
+        exec_size = int_parameter(config, "execution_batch_size", default_exec)
     if batched and not 1 <= exec_size:
         raise InvalidArgument(f"model '{config.name}': execution_batch_size must be >= 1")
     exec_size = min(exec_size, config.max_batch_size) if batched else 1

@@ -1,0 +1,64 @@
+"""execution_batch_size "auto": the server measures its backend and picks the fastest size."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+from server_helpers import IDENTITY_CONFIG, add_model
+
+from argonic.server import register_backend, running_server
+from argonic.server.calibrate import fastest_execution_batch_size
+from argonic.server.config import load_config
+
+
+class CacheCliffBackend:
+    """Identity whose time per execution has a known optimum at 256 rows (a cache cliff above)."""
+
+    def __init__(self, config, model_file: Path, instance) -> None:
+        pass
+
+    @staticmethod
+    def seconds(rows: int) -> float:
+        return 0.001 + (0.00002 * rows if rows <= 256 else 0.0001 * rows)
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        time.sleep(self.seconds(len(inputs["main_input"])))
+        return {"output": np.array(inputs["main_input"])}
+
+    def close(self) -> None:
+        pass
+
+
+register_backend("argonic_test_cache_cliff", CacheCliffBackend)
+AUTO = 'parameters { key: "execution_batch_size" value { string_value: "auto" } }\ndynamic_batching { }'
+
+
+def make_repo(tmp_path: Path) -> Path:
+    add_model(tmp_path, "cliff", IDENTITY_CONFIG, platform="argonic_test_cache_cliff", extra=AUTO,
+              versions={1: lambda d: (d.mkdir(parents=True), (d / "model").write_bytes(b"cliff"))})
+    return tmp_path
+
+
+def test_calibration_finds_the_designed_optimum(tmp_path):
+    config = load_config(make_repo(tmp_path) / "cliff")
+    size, rates = fastest_execution_batch_size(config, CacheCliffBackend(config, Path(), None))
+    assert size == 256
+    assert set(rates) == {64, 256, 1024, 2048}
+    # measured rates follow the cost model (sleep is a lower bound on the time)
+    for rows, rate in rates.items():
+        assert rate <= rows / CacheCliffBackend.seconds(rows) * 1.01
+
+
+def test_server_splits_a_large_request_at_the_calibrated_size(tmp_path):
+    with running_server(make_repo(tmp_path), metrics_port=None) as server:
+        client = grpcclient.InferenceServerClient(server.url)
+        x = np.random.default_rng(0).random((1000, 48, 48, 1), dtype=np.float32)
+        inp = grpcclient.InferInput("main_input", x.shape, "FP32")
+        inp.set_data_from_numpy(x)
+        np.testing.assert_array_equal(client.infer("cliff", [inp]).as_numpy("output"), x)
+        stats = client.get_inference_statistics("cliff").model_stats[0]
+    sizes = {b.batch_size: b.compute_infer.count for b in stats.batch_stats}
+    assert sizes == {256: 3, 232: 1}
