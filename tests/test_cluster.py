@@ -38,6 +38,13 @@ pytestmark = pytest.mark.skipif(
 HOST = "127.0.0.1"
 
 
+def _cluster_up_cli(repo: Path, base: int, run_dir: Path, *extra: str) -> list[str]:
+    """`argonic cluster up` for 2 replicas on the port block starting at ``base``."""
+    return [sys.executable, "-m", "argonic.cli", "cluster", "up", "--json", "--replicas", "2",
+            "--model-repository", str(repo), "--grpc-port", str(base), "--replica-port", str(base + 1),
+            "--metrics-port", str(base + 3), "--run-dir", str(run_dir), *extra]
+
+
 def _cluster(repo: Path, run_dir: Path, replicas: int, **kw):
     from argonic.cluster import Cluster
 
@@ -102,25 +109,7 @@ def test_cli_cluster_up_status_down(repo, tmp_path):
     cli = [sys.executable, "-m", "argonic.cli", "cluster"]
     common = ["--run-dir", str(run_dir)]
     up = subprocess.run(
-        [
-            *cli,
-            "up",
-            "--json",
-            "--replicas",
-            "2",
-            "--model-repository",
-            str(repo),
-            "--grpc-port",
-            str(base),
-            "--replica-port",
-            str(base + 1),
-            "--metrics-port",
-            str(base + 3),
-            "--gpus",
-            "0,1",
-            "--serve-arg=--drain-timeout=10",
-            *common,
-        ],
+        _cluster_up_cli(repo, base, run_dir, "--gpus", "0,1", "--serve-arg=--drain-timeout=10"),
         capture_output=True,
         text=True,
         timeout=120,
@@ -174,27 +163,7 @@ def test_foreground_cluster_restarts_a_dead_replica_and_stops_on_sigterm(repo, t
     base = free_port_block(5)
     run_dir = tmp_path / "run"
     sup = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "argonic.cli",
-            "cluster",
-            "up",
-            "--foreground",
-            "--json",
-            "--replicas",
-            "2",
-            "--model-repository",
-            str(repo),
-            "--grpc-port",
-            str(base),
-            "--replica-port",
-            str(base + 1),
-            "--metrics-port",
-            str(base + 3),
-            "--run-dir",
-            str(run_dir),
-        ],
+        _cluster_up_cli(repo, base, run_dir, "--foreground"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

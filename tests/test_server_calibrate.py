@@ -47,9 +47,6 @@ def test_calibration_finds_the_designed_optimum(tmp_path):
     size, rates = fastest_execution_batch_size(config, CacheCliffBackend(config, Path(), None))
     assert size == 256
     assert set(rates) == {64, 256, 1024, 2048}
-    # measured rates follow the cost model (sleep is a lower bound on the time)
-    for rows, rate in rates.items():
-        assert rate <= rows / CacheCliffBackend.seconds(rows) * 1.01
 
 
 def test_server_splits_a_large_request_at_the_calibrated_size(tmp_path):
