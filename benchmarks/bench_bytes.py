@@ -79,19 +79,33 @@ def linear_repository(root: Path) -> Path:
     from argonic.model.export import shipped_repository
 
     rng = np.random.default_rng(0)
-    weights = {"w3": rng.normal(0, 0.05, (2304, 3)), "b3": rng.normal(0, 0.1, 3),
-               "w1": rng.normal(0, 0.05, (2304, 1)), "b1": rng.normal(0, 0.1, 1)}
+    weights = {
+        "w3": rng.normal(0, 0.05, (2304, 3)),
+        "b3": rng.normal(0, 0.1, 3),
+        "w1": rng.normal(0, 0.05, (2304, 1)),
+        "b1": rng.normal(0, 0.1, 1),
+    }
     inits = [numpy_helper.from_array(v.astype(np.float32), k) for k, v in weights.items()]
     inits.append(numpy_helper.from_array(np.array([-1, 2304], np.int64), "flat"))
-    nodes = [helper.make_node("Reshape", ["main_input", "flat"], ["x"]),
-             helper.make_node("MatMul", ["x", "w3"], ["l3"]), helper.make_node("Add", ["l3", "b3"], ["z3"]),
-             helper.make_node("Softmax", ["z3"], ["em_trk_none_netout"], axis=-1),
-             helper.make_node("MatMul", ["x", "w1"], ["l1"]), helper.make_node("Add", ["l1", "b1"], ["z1"]),
-             helper.make_node("Sigmoid", ["z1"], ["michel_netout"])]
+    nodes = [
+        helper.make_node("Reshape", ["main_input", "flat"], ["x"]),
+        helper.make_node("MatMul", ["x", "w3"], ["l3"]),
+        helper.make_node("Add", ["l3", "b3"], ["z3"]),
+        helper.make_node("Softmax", ["z3"], ["em_trk_none_netout"], axis=-1),
+        helper.make_node("MatMul", ["x", "w1"], ["l1"]),
+        helper.make_node("Add", ["l1", "b1"], ["z1"]),
+        helper.make_node("Sigmoid", ["z1"], ["michel_netout"]),
+    ]
     graph = helper.make_graph(
-        nodes, "linear", [helper.make_tensor_value_info("main_input", TensorProto.FLOAT, ["N", 48, 48, 1])],
-        [helper.make_tensor_value_info("em_trk_none_netout", TensorProto.FLOAT, ["N", 3]),
-         helper.make_tensor_value_info("michel_netout", TensorProto.FLOAT, ["N", 1])], inits)
+        nodes,
+        "linear",
+        [helper.make_tensor_value_info("main_input", TensorProto.FLOAT, ["N", 48, 48, 1])],
+        [
+            helper.make_tensor_value_info("em_trk_none_netout", TensorProto.FLOAT, ["N", 3]),
+            helper.make_tensor_value_info("michel_netout", TensorProto.FLOAT, ["N", 1]),
+        ],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     shipped = shipped_repository()
@@ -103,17 +117,39 @@ def linear_repository(root: Path) -> Path:
     return root
 
 
-def start_server(models: list[str] | None, repository: str = "models") -> tuple[subprocess.Popen, str]:
+def start_server(
+    models: list[str] | None, repository: str = "models"
+) -> tuple[subprocess.Popen, str]:
     """``argonic serve`` in a child process; returns it and its address once ready."""
     port = _free_port()
-    cmd = [sys.executable, "-m", "argonic.cli", "serve", "--grpc-port", str(port), "--no-metrics",
-           "--host", "127.0.0.1", "--model-repository", repository]
+    cmd = [
+        sys.executable,
+        "-m",
+        "argonic.cli",
+        "serve",
+        "--grpc-port",
+        str(port),
+        "--no-metrics",
+        "--host",
+        "127.0.0.1",
+        "--model-repository",
+        repository,
+    ]
     for m in models or []:
         cmd += ["--load-model", m]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     address = f"127.0.0.1:{port}"
-    remote = RemoteInterface({"remote": {"servers": [address], "retries": 20, "backoff_s": 0.2,
-                                         "server_stats": "off", "model_repository": repository}})
+    remote = RemoteInterface(
+        {
+            "remote": {
+                "servers": [address],
+                "retries": 20,
+                "backoff_s": 0.2,
+                "server_stats": "off",
+                "model_repository": repository,
+            }
+        }
+    )
     try:
         remote.connect()
     finally:
@@ -130,13 +166,25 @@ def stop_server(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-def run_config(events, hits, address: str, overrides: dict, link_gbps: float | None,
-               repository: str) -> dict:
+def run_config(
+    events, hits, address: str, overrides: dict, link_gbps: float | None, repository: str
+) -> dict:
     """EmTrackMichelId over every event through a proxy; bytes and time per event."""
     scores = []
-    with NetemProxy(address, link_gbps=link_gbps) as proxy, RemoteInterface({"batch_size": 1693, "remote": {
-            "servers": [proxy.address], "server_stats": "off", "model_repository": repository,
-            **overrides}}) as remote:
+    with (
+        NetemProxy(address, link_gbps=link_gbps) as proxy,
+        RemoteInterface(
+            {
+                "batch_size": 1693,
+                "remote": {
+                    "servers": [proxy.address],
+                    "server_stats": "off",
+                    "model_repository": repository,
+                    **overrides,
+                },
+            }
+        ) as remote,
+    ):
         remote.connect()
         up0, down0 = proxy.stats.bytes_up, proxy.stats.bytes_down
         module = EmTrackMichelId(remote, events.detector)
@@ -146,11 +194,17 @@ def run_config(events, hits, address: str, overrides: dict, link_gbps: float | N
         wall = time.perf_counter() - t0
         total = remote.stats()["total"]
         n = len(hits)
-        return {"scores": scores, "module_s": wall / n, "patches_s": module.seconds_patches / n,
-                "sent_bytes": total["bytes_sent"] / n, "received_bytes": total["bytes_received"] / n,
-                "tcp_up_bytes": (proxy.stats.bytes_up - up0) / n,
-                "tcp_down_bytes": (proxy.stats.bytes_down - down0) / n,
-                "requests": total["requests"] / n, "serialise_s": total["serialise_s"] / n}
+        return {
+            "scores": scores,
+            "module_s": wall / n,
+            "patches_s": module.seconds_patches / n,
+            "sent_bytes": total["bytes_sent"] / n,
+            "received_bytes": total["bytes_received"] / n,
+            "tcp_up_bytes": (proxy.stats.bytes_up - up0) / n,
+            "tcp_down_bytes": (proxy.stats.bytes_down - down0) / n,
+            "requests": total["requests"] / n,
+            "serialise_s": total["serialise_s"] / n,
+        }
 
 
 def server_patch_cost(events, hits) -> dict:
@@ -170,7 +224,7 @@ def server_patch_cost(events, hits) -> dict:
             decoded, wire, tick = decode_plane(tensors)
             t2 = time.perf_counter()
             for s in range(0, len(wire), 256):
-                cut_patches(decoded, wire[s:s + 256], tick[s:s + 256])
+                cut_patches(decoded, wire[s : s + 256], tick[s : s + 256])
             t3 = time.perf_counter()
             encode, decode, cut = encode + t1 - t0, decode + t2 - t1, cut + t3 - t2
     n = len(hits)
@@ -178,27 +232,46 @@ def server_patch_cost(events, hits) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--events-file", default=None, help="ProtoDUNE-SP events (default: simulate)")
     p.add_argument("--events", type=int, default=1, help="events to simulate when no file is given")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated configurations")
     p.add_argument("--link-gbps", type=float, default=1.0, help="emulated link (0: skip)")
-    p.add_argument("--link-configs", default="patch fp32,patch zstd,plane,plane zstd",
-                   help="configurations also run behind the emulated link")
+    p.add_argument(
+        "--link-configs",
+        default="patch fp32,patch zstd,plane,plane zstd",
+        help="configurations also run behind the emulated link",
+    )
     p.add_argument("--json", default=None, help="write the results here")
-    p.add_argument("--network", choices=("shipped", "linear"), default="shipped",
-                   help="the served network: the shipped CNN, or a linear stand-in (see above)")
+    p.add_argument(
+        "--network",
+        choices=("shipped", "linear"),
+        default="shipped",
+        help="the served network: the shipped CNN, or a linear stand-in (see above)",
+    )
     a = p.parse_args()
     tmp = tempfile.TemporaryDirectory()
-    repository = (str(linear_repository(Path(tmp.name) / "models")) if a.network == "linear"
-                  else str(Path(__file__).resolve().parents[1] / "models"))
+    repository = (
+        str(linear_repository(Path(tmp.name) / "models"))
+        if a.network == "linear"
+        else str(Path(__file__).resolve().parents[1] / "models")
+    )
     path = a.events_file
     if path is None:
         path = os.path.join(tmp.name, "ev.h5")
-        simulate_file(path, detector="protodune-sp", n_events=a.events, seed=a.seed, show_progress=False)
-    results: dict = {"network": a.network, "machine": f"{platform.node()} {os.cpu_count()} CPUs", "events_file": str(path),
-                     "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "configs": {}}
+        simulate_file(
+            path, detector="protodune-sp", n_events=a.events, seed=a.seed, show_progress=False
+        )
+    results: dict = {
+        "network": a.network,
+        "machine": f"{platform.node()} {os.cpu_count()} CPUs",
+        "events_file": str(path),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "configs": {},
+    }
     with EventFile(path) as events:
         hits = [reconstruct_hits(e.frames, e.hits) for e in events]
         results["hits_per_event"] = float(np.mean([len(h) for h in hits]))
@@ -216,21 +289,30 @@ def main() -> None:
             for name in names:
                 row = run_config(events, hits, address, CONFIGS[name], None, repository)
                 if a.link_gbps and name in link_names:
-                    row["link_module_s"] = run_config(events, hits, address, CONFIGS[name], a.link_gbps,
-                                                      repository)["module_s"]
+                    row["link_module_s"] = run_config(
+                        events, hits, address, CONFIGS[name], a.link_gbps, repository
+                    )["module_s"]
                 scores = np.concatenate(row.pop("scores"))
                 if baseline is None:
                     baseline = scores
-                row["hits_with_different_class"] = int((np.argmax(scores[:, :3], 1)
-                                                        != np.argmax(baseline[:, :3], 1)).sum())
+                row["hits_with_different_class"] = int(
+                    (np.argmax(scores[:, :3], 1) != np.argmax(baseline[:, :3], 1)).sum()
+                )
                 row["max_abs_score_difference"] = float(np.abs(scores - baseline).max())
                 results["configs"][name] = row
-                print(f"{name:<20} sent {row['sent_bytes'] / 1e6:9.2f} MB  recv {row['received_bytes'] / 1e6:6.2f} MB"
-                      f"  tcp {(row['tcp_up_bytes'] + row['tcp_down_bytes']) / 1e6:9.2f} MB"
-                      f"  module {row['module_s']:6.2f} s"
-                      + (f"  @{a.link_gbps:g}Gbps {row['link_module_s']:6.2f} s" if "link_module_s" in row else "")
-                      + f"  diff-class {row['hits_with_different_class']}"
-                        f"  max|d| {row['max_abs_score_difference']:.2g}", flush=True)
+                print(
+                    f"{name:<20} sent {row['sent_bytes'] / 1e6:9.2f} MB  recv {row['received_bytes'] / 1e6:6.2f} MB"
+                    f"  tcp {(row['tcp_up_bytes'] + row['tcp_down_bytes']) / 1e6:9.2f} MB"
+                    f"  module {row['module_s']:6.2f} s"
+                    + (
+                        f"  @{a.link_gbps:g}Gbps {row['link_module_s']:6.2f} s"
+                        if "link_module_s" in row
+                        else ""
+                    )
+                    + f"  diff-class {row['hits_with_different_class']}"
+                    f"  max|d| {row['max_abs_score_difference']:.2g}",
+                    flush=True,
+                )
             results["server_rss_mb_with_plane_model_after_runs"] = _rss_mb(proc.pid)
         finally:
             stop_server(proc)

@@ -44,11 +44,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         events = a.events_file or Path(tmp) / "ev.h5"
         if a.events_file is None:
-            simulate_file(events, detector="protodune-sp", n_events=a.events, seed=a.seed, show_progress=False)
+            simulate_file(
+                events, detector="protodune-sp", n_events=a.events, seed=a.seed, show_progress=False
+            )
         patches = patch_seconds(events)
         reco = run_reco(events, Path(tmp) / "reco.h5", load_config(), show_progress=False)
         result = {
-            "events": reco["events"], "hits_per_event": reco["hits_per_event"],
+            "events": reco["events"],
+            "hits_per_event": reco["hits_per_event"],
             "file_bytes_per_event": os.path.getsize(events) / reco["events"],
             "patch_building": [{"hits": n, "wall_s": w, "cpu_s": c} for n, w, c in patches],
             "modules": reco["modules"],
@@ -58,8 +61,10 @@ def main() -> None:
     if a.json:
         print(json.dumps(result, indent=2))
         return
-    print(f"{result['events']} events, {result['hits_per_event']:.0f} hits/event, "
-          f"{result['file_bytes_per_event'] / 1e6:.1f} MB/event in the file")
+    print(
+        f"{result['events']} events, {result['hits_per_event']:.0f} hits/event, "
+        f"{result['file_bytes_per_event'] / 1e6:.1f} MB/event in the file"
+    )
     for p in result["patch_building"]:
         print(f"patches for {p['hits']} hits: {p['wall_s']:.3f} s wall, {p['cpu_s']:.3f} s CPU")
     print(format_table(reco))

@@ -51,9 +51,12 @@ def write_identity_model(model_dir: Path) -> None:
     from onnx import TensorProto, helper
 
     shape = ["N", 48, 48, 1]
-    graph = helper.make_graph([helper.make_node("Identity", ["main_input"], ["output"])], "identity",
-                              [helper.make_tensor_value_info("main_input", TensorProto.FLOAT, shape)],
-                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, shape)])
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["main_input"], ["output"])],
+        "identity",
+        [helper.make_tensor_value_info("main_input", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, shape)],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     (model_dir / "1").mkdir(parents=True)
@@ -61,11 +64,13 @@ def write_identity_model(model_dir: Path) -> None:
     (model_dir / "config.pbtxt").write_text(
         'name: "identity"\nplatform: "onnxruntime_onnx"\nmax_batch_size: 4096\n'
         'input [ { name: "main_input" data_type: TYPE_FP32 dims: [48, 48, 1] } ]\n'
-        'output [ { name: "output" data_type: TYPE_FP32 dims: [48, 48, 1] } ]\ndynamic_batching { }\n')
+        'output [ { name: "output" data_type: TYPE_FP32 dims: [48, 48, 1] } ]\ndynamic_batching { }\n'
+    )
 
 
-def scratch_repository(source: Path, model: str, execution_batch_size: str, identity: bool,
-                       extra_parameters: list[str]) -> Path:
+def scratch_repository(
+    source: Path, model: str, execution_batch_size: str, identity: bool, extra_parameters: list[str]
+) -> Path:
     """A temporary repository: the model (files linked) with execution_batch_size set."""
     root = Path(tempfile.mkdtemp(prefix="argonic-bench-"))
     src = source / model
@@ -91,8 +96,11 @@ class Server:
 
     def __init__(self, command: list[str], ready: str, stream: str = "stderr") -> None:
         pipe = {stream: subprocess.PIPE}
-        self.process = subprocess.Popen(command, text=True, **{"stdout": subprocess.DEVNULL,
-                                                                "stderr": subprocess.DEVNULL, **pipe})
+        self.process = subprocess.Popen(
+            command,
+            text=True,
+            **{"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, **pipe},
+        )
         self.stream = getattr(self.process, stream)
         for line in self.stream:
             match = re.search(ready, line)
@@ -104,8 +112,22 @@ class Server:
     @classmethod
     def argonic(cls, repository: Path) -> Server:
         """`argonic serve` on 127.0.0.1 (port chosen by the server)."""
-        return cls([sys.executable, "-m", "argonic.cli", "serve", "--model-repository", str(repository),
-                    "--host", "127.0.0.1", "--grpc-port", "0", "--no-metrics"], r"gRPC on 127\.0\.0\.1:(\d+)")
+        return cls(
+            [
+                sys.executable,
+                "-m",
+                "argonic.cli",
+                "serve",
+                "--model-repository",
+                str(repository),
+                "--host",
+                "127.0.0.1",
+                "--grpc-port",
+                "0",
+                "--no-metrics",
+            ],
+            r"gRPC on 127\.0\.0\.1:(\d+)",
+        )
 
     @classmethod
     def pytriton(cls, python: str, model_file: Path) -> Server:
@@ -119,20 +141,50 @@ class Server:
         return self.process.wait(120)
 
 
-def perf_analyzer(binary: str, url: str, model: str, batch: int, concurrency: int,
-                  measurement_ms: int, stability: int = 50) -> tuple[float, float]:
+def perf_analyzer(
+    binary: str,
+    url: str,
+    model: str,
+    batch: int,
+    concurrency: int,
+    measurement_ms: int,
+    stability: int = 50,
+) -> tuple[float, float]:
     """(inferences/s, p99 latency ms) perf_analyzer reports for one configuration (nan: unstable)."""
     with tempfile.NamedTemporaryFile(suffix=".csv") as out:
-        cmd = [binary, "-m", model, "-u", url, "-i", "grpc", "-b", str(batch),
-               "--concurrency-range", str(concurrency), "--shape", "main_input:48,48,1",
-               "-p", str(measurement_ms), "-s", str(stability), "-r", "8", "-f", out.name]
+        cmd = [
+            binary,
+            "-m",
+            model,
+            "-u",
+            url,
+            "-i",
+            "grpc",
+            "-b",
+            str(batch),
+            "--concurrency-range",
+            str(concurrency),
+            "--shape",
+            "main_input:48,48,1",
+            "-p",
+            str(measurement_ms),
+            "-s",
+            str(stability),
+            "-r",
+            "8",
+            "-f",
+            out.name,
+        ]
         run = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         if "Failed to obtain stable measurement" in run.stdout + run.stderr:
             print(f"  (perf_analyzer: no stable measurement for {model} batch {batch})", flush=True)
             return float("nan"), float("nan")
         if run.returncode != 0:
-            raise RuntimeError(f"perf_analyzer failed ({' '.join(cmd)}):\n{run.stdout[-2000:]}{run.stderr[-2000:]}")
-        rows = list(csv.DictReader(open(out.name)))
+            raise RuntimeError(
+                f"perf_analyzer failed ({' '.join(cmd)}):\n{run.stdout[-2000:]}{run.stderr[-2000:]}"
+            )
+        with open(out.name) as f:
+            rows = list(csv.DictReader(f))
     return float(rows[0]["Inferences/Second"]), float(rows[0]["p99 latency"]) / 1000
 
 
@@ -142,18 +194,34 @@ def main() -> None:
     p.add_argument("--model", default="emtrkmichelid")
     p.add_argument("--perf-analyzer", default=shutil.which("perf_analyzer") or "perf_analyzer")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[256, 1693])
-    p.add_argument("--execution-batch-sizes", nargs="+", default=["256"],
-                   help='server chunk sizes to compare ("max": max_batch_size, i.e. no split)')
-    p.add_argument("--parameter", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra config.pbtxt parameter for the served model (repeatable)")
+    p.add_argument(
+        "--execution-batch-sizes",
+        nargs="+",
+        default=["256"],
+        help='server chunk sizes to compare ("max": max_batch_size, i.e. no split)',
+    )
+    p.add_argument(
+        "--parameter",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra config.pbtxt parameter for the served model (repeatable)",
+    )
     p.add_argument("--concurrency", type=int, default=2)
     p.add_argument("--measurement-ms", type=int, default=5000)
     p.add_argument("--ort-seconds", type=float, default=8.0)
-    p.add_argument("--stability-percentage", type=int, default=50,
-                   help="perf_analyzer -s (this shared 2-core machine is noisy)")
+    p.add_argument(
+        "--stability-percentage",
+        type=int,
+        default=50,
+        help="perf_analyzer -s (this shared 2-core machine is noisy)",
+    )
     p.add_argument("--identity", action="store_true", help="also measure an identity model")
-    p.add_argument("--pytriton-python", help="python of a virtualenv with nvidia-pytriton: also "
-                   "measure a real Triton serving the same ONNX file (see bench_server_pytriton.py)")
+    p.add_argument(
+        "--pytriton-python",
+        help="python of a virtualenv with nvidia-pytriton: also "
+        "measure a real Triton serving the same ONNX file (see bench_server_pytriton.py)",
+    )
     p.add_argument("--json", type=Path, help="write the results here")
     a = p.parse_args()
 
@@ -162,7 +230,9 @@ def main() -> None:
     try:  # all servers up (idle) first, then every batch size measured back to back on each
         for exec_size in a.execution_batch_sizes:
             identity = a.identity and not repos
-            repos.append(scratch_repository(a.model_repository, a.model, exec_size, identity, a.parameter))
+            repos.append(
+                scratch_repository(a.model_repository, a.model, exec_size, identity, a.parameter)
+            )
             servers[f"argonic exec {exec_size}"] = Server.argonic(repos[-1])
         if a.pytriton_python:
             servers["Triton (PyTriton)"] = Server.pytriton(a.pytriton_python, model_file)
@@ -184,20 +254,39 @@ def measure(a: argparse.Namespace, model_file: Path, servers: dict[str, Server])
         local = results["ort_in_process"][batch] = ort_throughput(model_file, batch, a.ort_seconds)
         print(f"{'in-process ORT':24s} batch {batch:5d}: {local:7.0f} patches/s", flush=True)
         for name, server in servers.items():
-            rate, p99 = perf_analyzer(a.perf_analyzer, server.url, a.model, batch, a.concurrency,
-                                      a.measurement_ms, a.stability_percentage)
+            rate, p99 = perf_analyzer(
+                a.perf_analyzer,
+                server.url,
+                a.model,
+                batch,
+                a.concurrency,
+                a.measurement_ms,
+                a.stability_percentage,
+            )
             results["served"][f"{name}/{batch}"] = rate
             results.setdefault("p99_ms", {})[f"{name}/{batch}"] = p99
-            print(f"{name:24s} batch {batch:5d}: {rate:7.0f} patches/s ({rate / local:.2f}x in-process), "
-                  f"p99 {p99:.0f} ms", flush=True)
+            print(
+                f"{name:24s} batch {batch:5d}: {rate:7.0f} patches/s ({rate / local:.2f}x in-process), "
+                f"p99 {p99:.0f} ms",
+                flush=True,
+            )
     if a.identity:
         url = next(iter(servers.values())).url
         for batch in (1, *a.batch_sizes):
-            rate = results["identity"][batch] = perf_analyzer(a.perf_analyzer, url, "identity", batch,
-                                                              a.concurrency, a.measurement_ms,
-                                                              a.stability_percentage)[0]
-            print(f"{'argonic identity':24s} batch {batch:5d}: {rate:7.0f} patches/s "
-                  f"({rate * 48 * 48 * 4 / 1e6:.0f} MB/s each way)", flush=True)
+            rate = results["identity"][batch] = perf_analyzer(
+                a.perf_analyzer,
+                url,
+                "identity",
+                batch,
+                a.concurrency,
+                a.measurement_ms,
+                a.stability_percentage,
+            )[0]
+            print(
+                f"{'argonic identity':24s} batch {batch:5d}: {rate:7.0f} patches/s "
+                f"({rate * 48 * 48 * 4 / 1e6:.0f} MB/s each way)",
+                flush=True,
+            )
     return results
 
 

@@ -34,17 +34,30 @@ def main() -> None:
 
     @batch
     def infer(main_input: np.ndarray) -> dict[str, np.ndarray]:
-        return dict(zip(outputs, session.run(outputs, {"main_input": main_input})))
+        return dict(zip(outputs, session.run(outputs, {"main_input": main_input}), strict=True))
 
-    config = TritonConfig(grpc_port=a.grpc_port, http_port=a.grpc_port + 1, metrics_port=a.grpc_port + 2,
-                          grpc_address="127.0.0.1", http_address="127.0.0.1")
+    config = TritonConfig(
+        grpc_port=a.grpc_port,
+        http_port=a.grpc_port + 1,
+        metrics_port=a.grpc_port + 2,
+        grpc_address="127.0.0.1",
+        http_address="127.0.0.1",
+    )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with Triton(config=config, security_config=TritonSecurityConfig(restricted_endpoints=[])) as triton:
-        triton.bind(a.name, infer, inputs=[Tensor(name="main_input", dtype=np.float32, shape=(48, 48, 1))],
-                    outputs=[Tensor(name=n, dtype=np.float32, shape=(s.shape[-1],))
-                             for n, s in zip(outputs, session.get_outputs())],
-                    config=ModelConfig(max_batch_size=a.max_batch_size, batcher=DynamicBatcher()))
+    with Triton(
+        config=config, security_config=TritonSecurityConfig(restricted_endpoints=[])
+    ) as triton:
+        triton.bind(
+            a.name,
+            infer,
+            inputs=[Tensor(name="main_input", dtype=np.float32, shape=(48, 48, 1))],
+            outputs=[
+                Tensor(name=n, dtype=np.float32, shape=(s.shape[-1],))
+                for n, s in zip(outputs, session.get_outputs(), strict=True)
+            ],
+            config=ModelConfig(max_batch_size=a.max_batch_size, batcher=DynamicBatcher()),
+        )
         triton.run()
         print(f"READY {a.grpc_port}", flush=True)
         stop.wait()

@@ -43,22 +43,30 @@ def main() -> None:
         labels.append(np.bincount(ev.hits.label, minlength=3).tolist())
         michel.append(int(ev.hits.michel.sum()))
         pixels.append(int(sum(len(f.value) for f in ev.frames)))
-        print(f"event {i}: {t1 - t0:.2f} s ({c1 - c0:.2f} s CPU) simulate (incl. hits), "
-              f"{t2 - t1:.3f} s find_hits, "
-              f"{n_hits[-1]} hits [track, em, none] = {labels[-1]}, michel {michel[-1]}, "
-              f"{pixels[-1]} ROI pixels", flush=True)
+        print(
+            f"event {i}: {t1 - t0:.2f} s ({c1 - c0:.2f} s CPU) simulate (incl. hits), "
+            f"{t2 - t1:.3f} s find_hits, "
+            f"{n_hits[-1]} hits [track, em, none] = {labels[-1]}, michel {michel[-1]}, "
+            f"{pixels[-1]} ROI pixels",
+            flush=True,
+        )
     lab = np.array(labels)
     summary = {
-        "detector": det.name, "events": a.events, "seed": a.seed,
+        "detector": det.name,
+        "events": a.events,
+        "seed": a.seed,
         "machine": f"{platform.processor() or platform.machine()}, {platform.python_version()}",
         "seconds_simulate_mean": float(np.mean(sim_s)),
         "seconds_simulate_max": float(np.max(sim_s)),
         "cpu_seconds_simulate_mean": float(np.mean(sim_cpu)),
         "seconds_find_hits_mean": float(np.mean(hit_s)),
-        "hits_mean": float(np.mean(n_hits)), "hits_std": float(np.std(n_hits)),
-        "hits_min": int(np.min(n_hits)), "hits_max": int(np.max(n_hits)),
+        "hits_mean": float(np.mean(n_hits)),
+        "hits_std": float(np.std(n_hits)),
+        "hits_min": int(np.min(n_hits)),
+        "hits_max": int(np.max(n_hits)),
         "label_fractions_track_em_none": (lab.sum(0) / lab.sum()).round(4).tolist(),
-        "michel_hits_mean": float(np.mean(michel)), "roi_pixels_mean": float(np.mean(pixels)),
+        "michel_hits_mean": float(np.mean(michel)),
+        "roi_pixels_mean": float(np.mean(pixels)),
     }
     print(json.dumps(summary, indent=2))
 

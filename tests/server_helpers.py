@@ -43,10 +43,12 @@ output [ {{ name: "output" data_type: TYPE_FP32 dims: [ 48, 48, 1 ] }} ]
 def head_weights(seed: int = 0) -> dict[str, np.ndarray]:
     """Weights of the CNN-like test model: a linear layer per head on the flattened patch."""
     rng = np.random.default_rng(seed)
-    return {"w3": rng.normal(0, 0.05, (FEATURES, 3)).astype(np.float32),
-            "b3": rng.normal(0, 0.1, 3).astype(np.float32),
-            "w1": rng.normal(0, 0.05, (FEATURES, 1)).astype(np.float32),
-            "b1": rng.normal(0, 0.1, 1).astype(np.float32)}
+    return {
+        "w3": rng.normal(0, 0.05, (FEATURES, 3)).astype(np.float32),
+        "b3": rng.normal(0, 0.1, 3).astype(np.float32),
+        "w1": rng.normal(0, 0.05, (FEATURES, 1)).astype(np.float32),
+        "b1": rng.normal(0, 0.1, 1).astype(np.float32),
+    }
 
 
 def reference_heads(patches: np.ndarray, w: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -62,25 +64,36 @@ def cnn_like_onnx(path: Path, seed: int = 0) -> None:
     w = head_weights(seed)
     inits = [numpy_helper.from_array(v, k) for k, v in w.items()]
     inits.append(numpy_helper.from_array(np.array([-1, FEATURES], np.int64), "flat_shape"))
-    nodes = [helper.make_node("Reshape", ["main_input", "flat_shape"], ["x"]),
-             helper.make_node("MatMul", ["x", "w3"], ["l3"]), helper.make_node("Add", ["l3", "b3"], ["z3"]),
-             helper.make_node("Softmax", ["z3"], ["em_trk_none_netout"], axis=-1),
-             helper.make_node("MatMul", ["x", "w1"], ["l1"]), helper.make_node("Add", ["l1", "b1"], ["z1"]),
-             helper.make_node("Sigmoid", ["z1"], ["michel_netout"])]
+    nodes = [
+        helper.make_node("Reshape", ["main_input", "flat_shape"], ["x"]),
+        helper.make_node("MatMul", ["x", "w3"], ["l3"]),
+        helper.make_node("Add", ["l3", "b3"], ["z3"]),
+        helper.make_node("Softmax", ["z3"], ["em_trk_none_netout"], axis=-1),
+        helper.make_node("MatMul", ["x", "w1"], ["l1"]),
+        helper.make_node("Add", ["l1", "b1"], ["z1"]),
+        helper.make_node("Sigmoid", ["z1"], ["michel_netout"]),
+    ]
     graph = helper.make_graph(
-        nodes, "cnn_like",
+        nodes,
+        "cnn_like",
         [helper.make_tensor_value_info("main_input", TensorProto.FLOAT, ["N", 48, 48, 1])],
-        [helper.make_tensor_value_info("em_trk_none_netout", TensorProto.FLOAT, ["N", 3]),
-         helper.make_tensor_value_info("michel_netout", TensorProto.FLOAT, ["N", 1])], inits)
+        [
+            helper.make_tensor_value_info("em_trk_none_netout", TensorProto.FLOAT, ["N", 3]),
+            helper.make_tensor_value_info("michel_netout", TensorProto.FLOAT, ["N", 1]),
+        ],
+        inits,
+    )
     _save(graph, path)
 
 
 def identity_onnx(path: Path) -> None:
     """Write an identity model on [N, 48, 48, 1] (input main_input, output "output")."""
     graph = helper.make_graph(
-        [helper.make_node("Identity", ["main_input"], ["output"])], "identity",
+        [helper.make_node("Identity", ["main_input"], ["output"])],
+        "identity",
         [helper.make_tensor_value_info("main_input", TensorProto.FLOAT, ["N", 48, 48, 1])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 48, 48, 1])])
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 48, 48, 1])],
+    )
     _save(graph, path)
 
 
@@ -92,14 +105,22 @@ def _save(graph: onnx.GraphProto, path: Path) -> None:
     onnx.save(model, str(path))
 
 
-def add_model(repo: Path, name: str, template: str, *, platform: str = "onnxruntime_onnx",
-              max_batch_size: int = 4096, extra: str = "", versions: dict[int, callable] | None = None
-              ) -> Path:
+def add_model(
+    repo: Path,
+    name: str,
+    template: str,
+    *,
+    platform: str = "onnxruntime_onnx",
+    max_batch_size: int = 4096,
+    extra: str = "",
+    versions: dict[int, callable] | None = None,
+) -> Path:
     """Create ``repo/name`` with a config and one writer(path) per version directory."""
     model_dir = repo / name
     model_dir.mkdir(parents=True, exist_ok=True)
-    (model_dir / "config.pbtxt").write_text(template.format(
-        name=name, platform=platform, max_batch_size=max_batch_size, extra=extra))
+    (model_dir / "config.pbtxt").write_text(
+        template.format(name=name, platform=platform, max_batch_size=max_batch_size, extra=extra)
+    )
     for version, write in (versions or {}).items():
         write(model_dir / str(version))
     return model_dir
@@ -146,6 +167,14 @@ def gate_model(repo: Path, name: str, extra: str = "", max_batch_size: int = 64)
     """An identity model on the gate backend; its gate is named after the model."""
     GATES[name] = threading.Event()
     EXECUTIONS[name] = []
-    add_model(repo, name, IDENTITY_CONFIG, platform="argonic_test_gate", max_batch_size=max_batch_size,
-              extra=extra + f'\nparameters {{ key: "gate" value {{ string_value: "{name}" }} }}',
-              versions={1: lambda d: (d.mkdir(parents=True, exist_ok=True), (d / "model").write_bytes(b"gate"))})
+    add_model(
+        repo,
+        name,
+        IDENTITY_CONFIG,
+        platform="argonic_test_gate",
+        max_batch_size=max_batch_size,
+        extra=extra + f'\nparameters {{ key: "gate" value {{ string_value: "{name}" }} }}',
+        versions={
+            1: lambda d: (d.mkdir(parents=True, exist_ok=True), (d / "model").write_bytes(b"gate"))
+        },
+    )

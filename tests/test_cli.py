@@ -8,14 +8,31 @@ import pytest
 
 
 def argonic(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "argonic.cli", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "argonic.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     d = tmp_path_factory.mktemp("cli")
-    r = argonic("simulate", "--detector", "mini", "--events", "2", "--seed", "3", "-o", "ev.h5", "--json", cwd=d)
+    r = argonic(
+        "simulate",
+        "--detector",
+        "mini",
+        "--events",
+        "2",
+        "--seed",
+        "3",
+        "-o",
+        "ev.h5",
+        "--json",
+        cwd=d,
+    )
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout)
     assert summary["events"] == 2 and len(summary["hits_per_event"]) == 2
@@ -23,34 +40,55 @@ def workdir(tmp_path_factory):
 
 
 def test_same_seed_same_file_contents(workdir):
-    r = argonic("simulate", "--detector", "mini", "--events", "2", "--seed", "3", "-o", "again.h5", cwd=workdir)
+    r = argonic(
+        "simulate",
+        "--detector",
+        "mini",
+        "--events",
+        "2",
+        "--seed",
+        "3",
+        "-o",
+        "again.h5",
+        cwd=workdir,
+    )
     assert r.returncode == 0, r.stderr
     import h5py
     import numpy as np
 
     with h5py.File(workdir / "ev.h5") as a, h5py.File(workdir / "again.h5") as b:
         for key in ("frames/index", "frames/value", "hits/wire", "hits/peak_tick", "hits/label"):
-            np.testing.assert_array_equal(a[f"events/000001/{key}"][:], b[f"events/000001/{key}"][:])
+            np.testing.assert_array_equal(
+                a[f"events/000001/{key}"][:], b[f"events/000001/{key}"][:]
+            )
 
 
 def test_show_writes_a_png(workdir):
-    r = argonic("show", "ev.h5", "--event", "1", "--plane", "U", "-o", "d.png", "--json", cwd=workdir)
+    r = argonic(
+        "show", "ev.h5", "--event", "1", "--plane", "U", "-o", "d.png", "--json", cwd=workdir
+    )
     assert r.returncode == 0, r.stderr
     assert (workdir / "d.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads(r.stdout)["plane"] == "U"
 
 
-@pytest.mark.parametrize("args, message", [
-    (["simulate", "--detector", "dune-fd", "-o", "x.h5"], "unknown detector 'dune-fd'"),
-    (["simulate", "--events", "-3", "-o", "x.h5"], "expected a number >= 0"),
-    (["simulate", "--events", "0", "-o", "x.h5"], "expected a number >= 1"),
-    (["show", "missing.h5", "-o", "x.png"], "no such file"),
-    (["show", "ev.h5", "--event", "9", "-o", "x.png"], "event index 9 out of range"),
-    (["show", "ev.h5", "--plane", "X", "-o", "x.png"], "unknown plane 'X'"),
-    (["reco", "junk.h5", "-o", "x.h5"], "not a readable HDF5 file"),
-    (["reco", "ev.h5", "-o", "x.h5", "--interface", "quantum"], "unknown model interface 'quantum'"),
-    (["reco", "ev.h5", "-o", "x.h5", "--config", "nope.toml"], "no such configuration file"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["simulate", "--detector", "dune-fd", "-o", "x.h5"], "unknown detector 'dune-fd'"),
+        (["simulate", "--events", "-3", "-o", "x.h5"], "expected a number >= 0"),
+        (["simulate", "--events", "0", "-o", "x.h5"], "expected a number >= 1"),
+        (["show", "missing.h5", "-o", "x.png"], "no such file"),
+        (["show", "ev.h5", "--event", "9", "-o", "x.png"], "event index 9 out of range"),
+        (["show", "ev.h5", "--plane", "X", "-o", "x.png"], "unknown plane 'X'"),
+        (["reco", "junk.h5", "-o", "x.h5"], "not a readable HDF5 file"),
+        (
+            ["reco", "ev.h5", "-o", "x.h5", "--interface", "quantum"],
+            "unknown model interface 'quantum'",
+        ),
+        (["reco", "ev.h5", "-o", "x.h5", "--config", "nope.toml"], "no such configuration file"),
+    ],
+)
 def test_bad_input_is_one_line_exit_2_and_no_output(workdir, args, message):
     (workdir / "junk.h5").write_bytes(b"\x00" * 64)
     r = argonic(*args, cwd=workdir)

@@ -40,9 +40,27 @@ HOST = "127.0.0.1"
 
 def _cluster_up_cli(repo: Path, base: int, run_dir: Path, *extra: str) -> list[str]:
     """`argonic cluster up` for 2 replicas on the port block starting at ``base``."""
-    return [sys.executable, "-m", "argonic.cli", "cluster", "up", "--json", "--replicas", "2",
-            "--model-repository", str(repo), "--grpc-port", str(base), "--replica-port", str(base + 1),
-            "--metrics-port", str(base + 3), "--run-dir", str(run_dir), *extra]
+    return [
+        sys.executable,
+        "-m",
+        "argonic.cli",
+        "cluster",
+        "up",
+        "--json",
+        "--replicas",
+        "2",
+        "--model-repository",
+        str(repo),
+        "--grpc-port",
+        str(base),
+        "--replica-port",
+        str(base + 1),
+        "--metrics-port",
+        str(base + 3),
+        "--run-dir",
+        str(run_dir),
+        *extra,
+    ]
 
 
 def _cluster(repo: Path, run_dir: Path, replicas: int, **kw):

@@ -94,7 +94,7 @@ def prometheus_over_cluster(tmp_path):
     ]
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
     address = f"{HOST}:{base + 5}"
-    log = open(tmp_path / "prometheus.log", "wb")
+    log = open(tmp_path / "prometheus.log", "wb")  # noqa: SIM115 (Prometheus writes to it until the test ends)
     # Prometheus first: it starts while the replicas load, and finds them through file_sd.
     proc = subprocess.Popen(
         [

@@ -42,8 +42,9 @@ def baseline(server, patches):
 
 
 def _remote(server, **overrides):
-    return RemoteInterface({"batch_size": 235, "remote": {
-        "servers": [server.url], "server_stats": "off", **overrides}})
+    return RemoteInterface(
+        {"batch_size": 235, "remote": {"servers": [server.url], "server_stats": "off", **overrides}}
+    )
 
 
 @pytest.mark.parametrize("name", ["zstd", "lz4"])
@@ -83,16 +84,23 @@ def test_fp16_patches_give_the_same_class_for_every_hit(server, patches, baselin
     assert 0.45 < sent / fp32_bytes < 0.55
 
 
-def test_corrupt_compressed_request_is_refused_and_the_server_keeps_serving(server, patches, baseline):
-    with _remote(server, tensor_compression="zstd") as remote, grpc.insecure_channel(server.url) as channel:
+def test_corrupt_compressed_request_is_refused_and_the_server_keeps_serving(
+    server, patches, baseline
+):
+    with (
+        _remote(server, tensor_compression="zstd") as remote,
+        grpc.insecure_channel(server.url) as channel,
+    ):
         remote.connect()
         request = service_pb2.ModelInferRequest(model_name="emtrkmichelid")
         request.inputs.add(name="main_input", datatype="FP32", shape=[2, 48, 48, 1])
         request.raw_input_contents.append(b"\x28\xb5\x2f\xfd garbage")
         request.parameters[transport.PARAMETER].string_param = "zstd"
-        infer = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer",
-                                    request_serializer=service_pb2.ModelInferRequest.SerializeToString,
-                                    response_deserializer=service_pb2.ModelInferResponse.FromString)
+        infer = channel.unary_unary(
+            "/inference.GRPCInferenceService/ModelInfer",
+            request_serializer=service_pb2.ModelInferRequest.SerializeToString,
+            response_deserializer=service_pb2.ModelInferResponse.FromString,
+        )
         with pytest.raises(grpc.RpcError) as info:
             infer(request)
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -102,8 +110,10 @@ def test_corrupt_compressed_request_is_refused_and_the_server_keeps_serving(serv
 
 def test_server_without_a_codec_gets_plain_tensors(server, patches, baseline, monkeypatch, caplog):
     monkeypatch.setattr(transport, "available", list)  # the server advertises fp16 only
-    with _remote(server, tensor_compression="lz4", transport="fp16") as remote, \
-            caplog.at_level(logging.WARNING, logger="argonic.inference.remote"):
+    with (
+        _remote(server, tensor_compression="lz4", transport="fp16") as remote,
+        caplog.at_level(logging.WARNING, logger="argonic.inference.remote"),
+    ):
         scores = remote.predict(patches)
         sent = remote.stats()["total"]["bytes_sent"]
     assert 0.45 < sent / baseline[1] < 0.55  # fp16 still, but uncompressed

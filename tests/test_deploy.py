@@ -341,7 +341,7 @@ def test_nginx_template_renders_to_a_config_nginx_accepts(tmp_path):
 def test_nginx_template_carried_by_argonic_cluster_is_the_shipped_one():
     from argonic.cluster import NGINX_TEMPLATE
 
-    assert NGINX_TEMPLATE == (DEPLOY / "nginx" / "argonic-grpc.conf.template").read_text()
+    assert (DEPLOY / "nginx" / "argonic-grpc.conf.template").read_text() == NGINX_TEMPLATE
 
 
 # --- Grafana and PromQL -------------------------------------------------------------------
@@ -506,8 +506,12 @@ def _tritonserver() -> Path | None:
     """The tritonserver binary bundled with nvidia-pytriton, in this interpreter or in
     $ARGONIC_PYTRITON_PYTHON's (a separate numpy<2 environment, see .ci/run)."""
     python = os.environ.get("ARGONIC_PYTRITON_PYTHON", sys.executable)
-    found = subprocess.run([python, "-c", "import pathlib, pytriton; print(pathlib.Path(pytriton.__file__).parent)"],
-                           capture_output=True, text=True, timeout=60)
+    found = subprocess.run(
+        [python, "-c", "import pathlib, pytriton; print(pathlib.Path(pytriton.__file__).parent)"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     if found.returncode:
         return None
     binary = Path(found.stdout.strip()) / "tritonserver" / "bin" / "tritonserver"

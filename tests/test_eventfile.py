@@ -13,11 +13,21 @@ def make_event(rng, event_id, n_hits=50):
     dense = np.zeros((200, 1500), np.float32)
     mask = rng.random(dense.shape) < 0.01
     dense[mask] = rng.normal(5, 2, mask.sum())
-    frames = [PlaneFrame.from_dense(0, 2, dense), PlaneFrame.from_dense(0, 0, dense[:, ::-1].copy())]
-    hits = Hits(tpc=np.zeros(n_hits), plane=rng.integers(0, 3, n_hits), wire=rng.integers(0, 200, n_hits),
-                peak_tick=rng.uniform(0, 1500, n_hits), sigma=rng.uniform(1, 5, n_hits),
-                amplitude=rng.uniform(0, 30, n_hits), integral=rng.uniform(0, 300, n_hits),
-                label=rng.integers(0, 3, n_hits), michel=rng.random(n_hits) < 0.1)
+    frames = [
+        PlaneFrame.from_dense(0, 2, dense),
+        PlaneFrame.from_dense(0, 0, dense[:, ::-1].copy()),
+    ]
+    hits = Hits(
+        tpc=np.zeros(n_hits),
+        plane=rng.integers(0, 3, n_hits),
+        wire=rng.integers(0, 200, n_hits),
+        peak_tick=rng.uniform(0, 1500, n_hits),
+        sigma=rng.uniform(1, 5, n_hits),
+        amplitude=rng.uniform(0, 30, n_hits),
+        integral=rng.uniform(0, 300, n_hits),
+        label=rng.integers(0, 3, n_hits),
+        michel=rng.random(n_hits) < 0.1,
+    )
     return Event(7, 0, event_id, frames, hits), dense
 
 
@@ -30,7 +40,7 @@ def test_round_trip_is_exact(tmp_path):
             w.write(ev)
     with EventFile(path) as f:
         assert len(f) == 3 and f.detector.name == "mini" and f.seed == 3
-        for (orig, dense), back in zip(events, f):
+        for (orig, dense), back in zip(events, f, strict=True):
             assert (back.run, back.event) == (orig.run, orig.event)
             np.testing.assert_array_equal(back.frames[0].dense(), dense)
             for name, col in orig.hits.columns().items():
@@ -40,10 +50,9 @@ def test_round_trip_is_exact(tmp_path):
 
 def test_failed_write_leaves_no_file(tmp_path):
     path = tmp_path / "ev.h5"
-    with pytest.raises(RuntimeError):
-        with EventFileWriter(path, "mini", seed=1, run=1) as w:
-            w.write(make_event(np.random.default_rng(0), 0)[0])
-            raise RuntimeError("interrupted")
+    with pytest.raises(RuntimeError), EventFileWriter(path, "mini", seed=1, run=1) as w:
+        w.write(make_event(np.random.default_rng(0), 0)[0])
+        raise RuntimeError("interrupted")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -51,8 +51,9 @@ def test_two_separated_pulses_on_one_wire_and_pulses_on_two_wires():
     assert hits.wire[order].tolist() == [3, 3, 11]
     assert hits.peak_tick[order] == pytest.approx([100, 160, 300], abs=0.15)
     root = math.sqrt(2 * math.pi)
-    assert hits.integral[order] == pytest.approx([4 * 3 * root, 2 * 2.5 * root, 1.5 * 3 * root],
-                                                 rel=0.02)
+    assert hits.integral[order] == pytest.approx(
+        [4 * 3 * root, 2 * 2.5 * root, 1.5 * 3 * root], rel=0.02
+    )
 
 
 def test_overlapping_pulses_are_resolved_and_share_the_charge():
@@ -90,7 +91,7 @@ def test_many_peaks_in_one_roi_are_fitted_as_a_pulse_train():
 def test_noise_only_frame_has_almost_no_hits():
     # expected noise hits: filtered noise upcrossings of 0.6 ke per wire-tick (Rice formula)
     sigma = 2.5 * 0.16 / math.sqrt(2 * math.sqrt(math.pi) * 2.7)
-    rate = math.exp(-0.6 ** 2 / (2 * sigma ** 2)) / (2 * math.pi * math.sqrt(2) * 2.7)
+    rate = math.exp(-(0.6**2) / (2 * sigma**2)) / (2 * math.pi * math.sqrt(2) * 2.7)
     n_w, n_t = 680, 1500  # the mini detector's three planes
     assert rate * n_w * n_t < 1.5
     rng = np.random.default_rng(11)
@@ -120,22 +121,38 @@ def test_noise_roi_rate_matches_a_dense_noise_simulation():
 
 
 def _truth(rows: list[tuple[int, int, float, int, bool]]) -> PlaneTruth:
-    w, t, q, c, m = zip(*rows)
-    return PlaneTruth(np.array(w, np.int32), np.array(t, np.int32), np.array(q, np.float32),
-                      np.array(c, np.uint8), np.array(m, bool))
+    w, t, q, c, m = zip(*rows, strict=True)
+    return PlaneTruth(
+        np.array(w, np.int32),
+        np.array(t, np.int32),
+        np.array(q, np.float32),
+        np.array(c, np.uint8),
+        np.array(m, bool),
+    )
 
 
 def test_labels_follow_the_majority_of_true_charge_within_two_sigma():
-    wave = {5: gauss(T, 100, 3, 4), 9: gauss(T, 200, 3, 4), 12: gauss(T, 300, 3, 4),
-            15: gauss(T, 50, 3, 4)}
+    wave = {
+        5: gauss(T, 100, 3, 4),
+        9: gauss(T, 200, 3, 4),
+        12: gauss(T, 300, 3, 4),
+        15: gauss(T, 50, 3, 4),
+    }
     hits = find_hits(frame_from(wave))
-    truth = _truth([
-        (5, 99, 20.0, TRACK, False), (5, 101, 8.0, EM, False),   # wire 5: track
-        (9, 200, 6.0, TRACK, False), (9, 201, 25.0, EM, True),  # wire 9: em + Michel
-        (12, 320, 30.0, TRACK, False),                          # wire 12: outside +-2 sigma
-        (14, 50, 30.0, EM, False),                              # wire 15 has nothing
-    ])
+    truth = _truth(
+        [
+            (5, 99, 20.0, TRACK, False),
+            (5, 101, 8.0, EM, False),  # wire 5: track
+            (9, 200, 6.0, TRACK, False),
+            (9, 201, 25.0, EM, True),  # wire 9: em + Michel
+            (12, 320, 30.0, TRACK, False),  # wire 12: outside +-2 sigma
+            (14, 50, 30.0, EM, False),  # wire 15 has nothing
+        ]
+    )
     lab = label_hits(hits, truth)
-    by_wire = {int(w): (int(lab_), bool(m)) for w, lab_, m in zip(lab.wire, lab.label, lab.michel)}
+    by_wire = {
+        int(w): (int(lab_), bool(m))
+        for w, lab_, m in zip(lab.wire, lab.label, lab.michel, strict=True)
+    }
     assert by_wire == {5: (TRACK, False), 9: (EM, True), 12: (NONE, False), 15: (NONE, False)}
     assert np.all(label_hits(hits, None).label == NONE)

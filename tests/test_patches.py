@@ -21,7 +21,7 @@ def reference_patch(dense: np.ndarray, calib_c: float, wire: int, peak_tick: flo
             b = centre_bin - 24 + j
             if not 0 <= b * 6 < n_ticks:
                 continue
-            ticks = dense[w, b * 6:b * 6 + 6]
+            ticks = dense[w, b * 6 : b * 6 + 6]
             mean = ticks.sum() / 6.0  # missing ticks past the end count as zero
             adc = min(max(mean * 1.2e-3 / calib_c, -10.0), 30.0)
             patch[i, j] = -5.0 + (adc + 10.0) * 20.0 / 40.0
@@ -41,15 +41,24 @@ def test_patches_match_slow_reference_including_edges(n_ticks):
         dense[mask] = rng.uniform(-20, 60, mask.sum()).astype(np.float32)
         frames.append(PlaneFrame.from_dense(0, plane, dense))
         # hits everywhere, forced onto all four edges and corners
-        wires = np.concatenate([rng.integers(0, n_wires, 12), [0, n_wires - 1, 0, n_wires - 1, 23, 24]])
-        ticks = np.concatenate([rng.uniform(0, n_ticks, 12), [0.0, n_ticks - 0.5, n_ticks - 0.5, 0.0, 143.9, 144.0]])
+        wires = np.concatenate(
+            [rng.integers(0, n_wires, 12), [0, n_wires - 1, 0, n_wires - 1, 23, 24]]
+        )
+        ticks = np.concatenate(
+            [rng.uniform(0, n_ticks, 12), [0.0, n_ticks - 0.5, n_ticks - 0.5, 0.0, 143.9, 144.0]]
+        )
         hit_cols.append((np.full(len(wires), plane), wires, ticks, dense))
-    hits = Hits(tpc=np.zeros(sum(len(h[1]) for h in hit_cols)),
-                plane=np.concatenate([h[0] for h in hit_cols]),
-                wire=np.concatenate([h[1] for h in hit_cols]),
-                peak_tick=np.concatenate([h[2] for h in hit_cols]),
-                sigma=np.ones(54), amplitude=np.ones(54), integral=np.ones(54),
-                label=np.zeros(54), michel=np.zeros(54))
+    hits = Hits(
+        tpc=np.zeros(sum(len(h[1]) for h in hit_cols)),
+        plane=np.concatenate([h[0] for h in hit_cols]),
+        wire=np.concatenate([h[1] for h in hit_cols]),
+        peak_tick=np.concatenate([h[2] for h in hit_cols]),
+        sigma=np.ones(54),
+        amplitude=np.ones(54),
+        integral=np.ones(54),
+        label=np.zeros(54),
+        michel=np.zeros(54),
+    )
     # shuffle the hit order: patches must come back in hit order
     order = rng.permutation(len(hits))
     hits = hits.select(order)
@@ -59,8 +68,9 @@ def test_patches_match_slow_reference_including_edges(n_ticks):
     dense_by_plane = {h[0][0]: h[3] for h in hit_cols}
     for k in range(len(hits)):
         p = int(hits.plane[k])
-        ref = reference_patch(dense_by_plane[p], det.planes[p].calib_c, int(hits.wire[k]),
-                              float(hits.peak_tick[k]))
+        ref = reference_patch(
+            dense_by_plane[p], det.planes[p].calib_c, int(hits.wire[k]), float(hits.peak_tick[k])
+        )
         np.testing.assert_allclose(patches[k, :, :, 0], ref, rtol=1e-5, atol=1e-5)
 
 
@@ -69,8 +79,17 @@ def test_patch_value_range_and_zero_outside():
     dense = np.zeros((det.planes[2].n_wires, 600), np.float32)
     dense[0, :] = 1e6  # saturates: clipped to 30 -> 15
     frame = PlaneFrame.from_dense(0, 2, dense)
-    hits = Hits(tpc=[0], plane=[2], wire=[0], peak_tick=[300.0], sigma=[1], amplitude=[1],
-                integral=[1], label=[0], michel=[False])
+    hits = Hits(
+        tpc=[0],
+        plane=[2],
+        wire=[0],
+        peak_tick=[300.0],
+        sigma=[1],
+        amplitude=[1],
+        integral=[1],
+        label=[0],
+        michel=[False],
+    )
     patch = event_patches(Event(1, 0, 0, [frame], hits), det)[0, :, :, 0]
     assert np.all(patch[:24] == 0)  # wires -24..-1 are outside the plane
     assert np.all(patch[24] == 15.0)  # wire 0 saturates at OutMax

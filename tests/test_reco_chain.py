@@ -30,8 +30,7 @@ def local_reco(events_file):
 
 def test_local_reco_scores_every_hit_with_the_shipped_model(events_file, local_reco):
     out, summary = local_reco
-    with EventFile(events_file) as ev, h5py.File(out) as r, \
-            OnnxRuntimeInterface() as direct:
+    with EventFile(events_file) as ev, h5py.File(out) as r, OnnxRuntimeInterface() as direct:
         assert summary["events"] == len(ev) == len(r["events"])
         for i, event in enumerate(ev):
             g = r["events"][f"{i:06d}"]
@@ -66,11 +65,19 @@ def test_remote_reco_gives_the_same_classes_as_local(events_file, local_reco, tm
 
 def test_dask_fan_out_matches_in_process(events_file, local_reco, tmp_path):
     pytest.importorskip("distributed")
-    summary = run_reco(events_file, tmp_path / "dask.h5", load_config(), show_progress=False,
-                       executor="dask", workers=2)
+    summary = run_reco(
+        events_file,
+        tmp_path / "dask.h5",
+        load_config(),
+        show_progress=False,
+        executor="dask",
+        workers=2,
+    )
     assert summary["interface_stats"]["workers"] == 2
     agreement = compare_reco_files(local_reco[0], tmp_path / "dask.h5")
-    assert agreement["hits_with_different_class"] == 0 and agreement["max_abs_score_difference"] == 0
+    assert (
+        agreement["hits_with_different_class"] == 0 and agreement["max_abs_score_difference"] == 0
+    )
 
 
 def test_empty_event_gives_empty_result(tmp_path):

@@ -409,9 +409,9 @@ def test_silent_server_times_out_and_fails_over(
     with (
         silent_listener() as silent,
         remote([silent], repository, timeout_s=1.0, retries=0) as interface,
+        pytest.raises(RemoteInferenceError, match="DEADLINE_EXCEEDED|SETTINGS frame"),
     ):
-        with pytest.raises(RemoteInferenceError, match="DEADLINE_EXCEEDED|SETTINGS frame"):
-            interface.predict(patches[:10])
+        interface.predict(patches[:10])
 
 
 @contextlib.contextmanager
@@ -473,22 +473,24 @@ def test_request_deadline_enforced_then_failover(
 def test_different_model_is_refused(tmp_path: Path, repository: Path, patches: np.ndarray) -> None:
     other_weights = make_repository(tmp_path / "weights", seed=7)
     with serve_process(other_weights) as (address, _):
-        with remote([address], repository) as interface:
-            with pytest.raises(
+        with (
+            remote([address], repository) as interface,
+            pytest.raises(
                 ModelMismatchError,
                 match=rf"server {address} serves a different "
                 "emtrkmichelid model: sha256",
-            ):
-                interface.predict(patches[:10])
+            ),
+        ):
+            interface.predict(patches[:10])
         with remote([address], repository, expected_sha256="") as interface:  # check disabled
             assert interface.predict(patches[:10]).shape == (10, 4)
     other_shape = make_repository(tmp_path / "shape", michel=2)
     with (
         serve_process(other_shape) as (address, _),
         remote([address], repository, expected_sha256="") as interface,
+        pytest.raises(ModelMismatchError, match=r"michel_netout FP32 \[2\]"),
     ):
-        with pytest.raises(ModelMismatchError, match=r"michel_netout FP32 \[2\]"):
-            interface.connect()
+        interface.connect()
 
 
 def test_server_restart_between_predicts(
@@ -531,9 +533,11 @@ def test_tls_and_token(
     with proxy(server, token="s3cret", tls=(key.read_bytes(), cert.read_bytes())) as secure:
         with remote([secure], repository, root_cert=str(cert), token="s3cret") as interface:
             assert_same_scores(interface.predict(patches[:500]), truth[:500])
-        with remote([secure], repository, root_cert=str(cert), token="wrong") as interface:
-            with pytest.raises(RemoteInferenceError, match="UNAUTHENTICATED"):
-                interface.predict(patches[:10])
+        with (
+            remote([secure], repository, root_cert=str(cert), token="wrong") as interface,
+            pytest.raises(RemoteInferenceError, match="UNAUTHENTICATED"),
+        ):
+            interface.predict(patches[:10])
 
 
 # --- fallback server ------------------------------------------------------------------------

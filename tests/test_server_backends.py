@@ -8,13 +8,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+from server_helpers import (
+    CNN_LIKE_CONFIG,
+    EXECUTIONS,
+    FEATURES,
+    GATES,
+    add_model,
+    gate_model,
+    head_weights,
+    marked,
+    reference_heads,
+)
 from tritonclient.utils import InferenceServerException
 
 from argonic.server import running_server
 from argonic.server.config import parse_config, select_versions
 from argonic.server.errors import InvalidArgument
-from server_helpers import (CNN_LIKE_CONFIG, EXECUTIONS, GATES, FEATURES, add_model, gate_model, head_weights,
-                            marked, reference_heads)
 
 
 def torchscript_heads(path: Path, seed: int) -> None:
@@ -35,7 +44,9 @@ def torchscript_heads(path: Path, seed: int) -> None:
 
         def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             flat = x.reshape(x.shape[0], -1)
-            return torch.softmax(self.softmax_head(flat), dim=1), torch.sigmoid(self.michel_head(flat))
+            return torch.softmax(self.softmax_head(flat), dim=1), torch.sigmoid(
+                self.michel_head(flat)
+            )
 
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.jit.script(Heads()).save(str(path))
@@ -45,13 +56,23 @@ def torchscript_heads(path: Path, seed: int) -> None:
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("backends")
     for name, precision in (("torch_fp32", "fp32"), ("torch_bf16", "bf16")):
-        add_model(root, name, CNN_LIKE_CONFIG, platform="pytorch_libtorch",
-                  extra=f'parameters {{ key: "precision" value {{ string_value: "{precision}" }} }}',
-                  versions={1: lambda d: torchscript_heads(d / "model.pt", 4)})
+        add_model(
+            root,
+            name,
+            CNN_LIKE_CONFIG,
+            platform="pytorch_libtorch",
+            extra=f'parameters {{ key: "precision" value {{ string_value: "{precision}" }} }}',
+            versions={1: lambda d: torchscript_heads(d / "model.pt", 4)},
+        )
     gate_model(root, "two_instances", "instance_group [ { count: 2 kind: KIND_CPU } ]")
-    add_model(root, "on_gpu", CNN_LIKE_CONFIG, platform="pytorch_libtorch",
-              extra="instance_group [ { kind: KIND_GPU } ]",
-              versions={1: lambda d: torchscript_heads(d / "model.pt", 4)})
+    add_model(
+        root,
+        "on_gpu",
+        CNN_LIKE_CONFIG,
+        platform="pytorch_libtorch",
+        extra="instance_group [ { kind: KIND_GPU } ]",
+        versions={1: lambda d: torchscript_heads(d / "model.pt", 4)},
+    )
     return root
 
 
@@ -68,8 +89,10 @@ def test_torchscript_backend_fp32_and_bf16(repo: Path) -> None:
     with running_server(repo, metrics_port=None, models=["torch_fp32", "torch_bf16"]) as server:
         exact = infer(server.url, "torch_fp32", x)
         reduced = infer(server.url, "torch_bf16", x)
-        assert grpcclient.InferenceServerClient(server.url).get_model_metadata("torch_fp32").platform \
+        assert (
+            grpcclient.InferenceServerClient(server.url).get_model_metadata("torch_fp32").platform
             == "pytorch_libtorch"
+        )
     np.testing.assert_allclose(exact.as_numpy("em_trk_none_netout"), softmax, atol=1e-5)
     np.testing.assert_allclose(exact.as_numpy("michel_netout"), michel, atol=1e-5)
     got = reduced.as_numpy("em_trk_none_netout")
@@ -82,13 +105,24 @@ def test_torchscript_backend_fp32_and_bf16(repo: Path) -> None:
 
 def test_instance_group_runs_executions_in_parallel(repo: Path) -> None:
     with running_server(repo, metrics_port=None, models=["two_instances"]) as server:
+
         async def body():
             import tritonclient.grpc.aio as aioclient
 
             async with aioclient.InferenceServerClient(server.url) as client:
-                calls = [asyncio.create_task(client.infer("two_instances", [
-                    grpcclient.InferInput("main_input", [1, 48, 48, 1], "FP32")
-                    .set_data_from_numpy(marked(1, m))])) for m in (1, 2)]
+                calls = [
+                    asyncio.create_task(
+                        client.infer(
+                            "two_instances",
+                            [
+                                grpcclient.InferInput(
+                                    "main_input", [1, 48, 48, 1], "FP32"
+                                ).set_data_from_numpy(marked(1, m))
+                            ],
+                        )
+                    )
+                    for m in (1, 2)
+                ]
                 for _ in range(4000):  # both requests inside the backend at once: two instances
                     if len(EXECUTIONS["two_instances"]) == 2:
                         break
@@ -115,10 +149,15 @@ def test_kind_gpu_without_cuda_is_refused_with_a_clear_reason(repo: Path) -> Non
         assert info.value.status() == "StatusCode.INVALID_ARGUMENT"
 
 
-@pytest.mark.parametrize("policy, expected", [
-    ("", [5]), ("version_policy { latest { num_versions: 2 } }", [3, 5]),
-    ("version_policy { all { } }", [1, 3, 5]), ("version_policy { specific { versions: [1, 5] } }", [1, 5]),
-])
+@pytest.mark.parametrize(
+    "policy, expected",
+    [
+        ("", [5]),
+        ("version_policy { latest { num_versions: 2 } }", [3, 5]),
+        ("version_policy { all { } }", [1, 3, 5]),
+        ("version_policy { specific { versions: [1, 5] } }", [1, 5]),
+    ],
+)
 def test_version_policy(policy: str, expected: list[int]) -> None:
     assert select_versions(parse_config(policy, "m"), [1, 3, 5]) == expected
 
@@ -128,13 +167,19 @@ def test_version_policy_naming_a_missing_version_is_an_error() -> None:
         select_versions(parse_config("version_policy { specific { versions: [4] } }", "m"), [1, 3])
 
 
-@pytest.mark.parametrize("groups, cuda, expected", [
-    ("", 0, [("cpu", 0)]),
-    ("", 2, [("cuda", 0), ("cuda", 1)]),
-    ("instance_group [ { count: 2 kind: KIND_CPU } ]", 1, [("cpu", 0), ("cpu", 0)]),
-    ("instance_group [ { count: 2 kind: KIND_GPU gpus: [1] }, { kind: KIND_CPU } ]", 2,
-     [("cuda", 1), ("cuda", 1), ("cpu", 0)]),
-])
+@pytest.mark.parametrize(
+    "groups, cuda, expected",
+    [
+        ("", 0, [("cpu", 0)]),
+        ("", 2, [("cuda", 0), ("cuda", 1)]),
+        ("instance_group [ { count: 2 kind: KIND_CPU } ]", 1, [("cpu", 0), ("cpu", 0)]),
+        (
+            "instance_group [ { count: 2 kind: KIND_GPU gpus: [1] }, { kind: KIND_CPU } ]",
+            2,
+            [("cuda", 1), ("cuda", 1), ("cpu", 0)],
+        ),
+    ],
+)
 def test_instance_group_expansion(groups: str, cuda: int, expected: list) -> None:
     from argonic.server.config import instance_specs
 
@@ -145,10 +190,15 @@ def test_instance_group_expansion(groups: str, cuda: int, expected: list) -> Non
 def test_execution_batch_size_defaults() -> None:
     from argonic.server.model import batch_policy
 
-    config = parse_config("max_batch_size: 4096\ndynamic_batching { preferred_batch_size: [64, 512] }", "m")
+    config = parse_config(
+        "max_batch_size: 4096\ndynamic_batching { preferred_batch_size: [64, 512] }", "m"
+    )
     assert batch_policy(config, on_gpu=False).execution_batch_size == 256
     assert batch_policy(config, on_gpu=False).preferred_batch_sizes == (64,)
     assert batch_policy(config, on_gpu=True).execution_batch_size == 4096
-    small = parse_config('max_batch_size: 100\nparameters { key: "execution_batch_size" '
-                         'value { string_value: "1000" } }', "m")
+    small = parse_config(
+        'max_batch_size: 100\nparameters { key: "execution_batch_size" '
+        'value { string_value: "1000" } }',
+        "m",
+    )
     assert batch_policy(small, on_gpu=False).execution_batch_size == 100

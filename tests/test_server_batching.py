@@ -20,11 +20,20 @@ import onnxruntime as ort
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
+from server_helpers import (
+    CNN_LIKE_CONFIG,
+    EXECUTIONS,
+    GATES,
+    IDENTITY_CONFIG,
+    add_model,
+    cnn_like_onnx,
+    gate_model,
+    identity_onnx,
+    marked,
+)
 from tritonclient.utils import InferenceServerException
 
 from argonic.server import running_server
-from server_helpers import (CNN_LIKE_CONFIG, EXECUTIONS, GATES, IDENTITY_CONFIG, add_model, cnn_like_onnx,
-                            gate_model, identity_onnx, marked)
 
 QUEUE = "dynamic_batching {{ default_queue_policy {{ {} }} }}"
 
@@ -37,15 +46,26 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     gate_model(root, "qfull", QUEUE.format("max_queue_size: 2"))
     gate_model(root, "expire", QUEUE.format("default_timeout_microseconds: 100000"))
     gate_model(root, "override", QUEUE.format("allow_timeout_override: true"))
-    gate_model(root, "delay", QUEUE.format("default_timeout_microseconds: 20000 timeout_action: DELAY"))
-    gate_model(root, "priority", "dynamic_batching { priority_levels: 2 default_priority_level: 2 }\n"
-                                 'parameters { key: "execution_batch_size" value { string_value: "1" } }')
+    gate_model(
+        root, "delay", QUEUE.format("default_timeout_microseconds: 20000 timeout_action: DELAY")
+    )
+    gate_model(
+        root,
+        "priority",
+        "dynamic_batching { priority_levels: 2 default_priority_level: 2 }\n"
+        'parameters { key: "execution_batch_size" value { string_value: "1" } }',
+    )
     gate_model(root, "mixed", "dynamic_batching { }")
     gate_model(root, "cancel", "dynamic_batching { }")
-    add_model(root, "cnn", CNN_LIKE_CONFIG, max_batch_size=2048,
-              extra="dynamic_batching { max_queue_delay_microseconds: 2000 }\n"
-                    'parameters { key: "execution_batch_size" value { string_value: "96" } }',
-              versions={1: lambda d: cnn_like_onnx(d / "model.onnx", 5)})
+    add_model(
+        root,
+        "cnn",
+        CNN_LIKE_CONFIG,
+        max_batch_size=2048,
+        extra="dynamic_batching { max_queue_delay_microseconds: 2000 }\n"
+        'parameters { key: "execution_batch_size" value { string_value: "96" } }',
+        versions={1: lambda d: cnn_like_onnx(d / "model.onnx", 5)},
+    )
     return root
 
 
@@ -87,6 +107,7 @@ def run_with_client(server, body):
     async def main():
         async with aioclient.InferenceServerClient(server.url) as client:
             return await body(client)
+
     return asyncio.run(main())
 
 
@@ -108,10 +129,14 @@ def test_concurrent_requests_are_merged_into_one_execution(server) -> None:
         return await asyncio.gather(first, *tasks)
 
     results = run_with_client(server, body)
-    for x, out in zip(xs, results[1:]):
+    for x, out in zip(xs, results[1:], strict=True):
         np.testing.assert_array_equal(out, x)
     assert [sorted(e) for e in EXECUTIONS["merge"]] == [[0.5], [1, 1, 2, 2, 3, 3, 4, 4, 5, 5]]
-    stats = grpcclient.InferenceServerClient(server.url).get_inference_statistics("merge").model_stats[0]
+    stats = (
+        grpcclient.InferenceServerClient(server.url)
+        .get_inference_statistics("merge")
+        .model_stats[0]
+    )
     assert stats.execution_count == 2 < stats.inference_stats.success.count == 6
     assert stats.inference_count == 11
 
@@ -127,7 +152,7 @@ def test_without_dynamic_batching_requests_run_alone(server) -> None:
         return await asyncio.gather(first, *tasks)
 
     results = run_with_client(server, body)
-    assert all(np.array_equal(out, x) for x, out in zip(xs, results[1:]))
+    assert all(np.array_equal(out, x) for x, out in zip(xs, results[1:], strict=True))
     assert len(EXECUTIONS["unbatched"]) == 4
 
 
@@ -141,7 +166,10 @@ def test_queue_full_is_unavailable(server) -> None:
         return rejected, await asyncio.gather(first, *queued)
 
     rejected, answered = run_with_client(server, body)
-    assert rejected.status() == "StatusCode.UNAVAILABLE" and "Exceeds maximum queue size" in rejected.message()
+    assert (
+        rejected.status() == "StatusCode.UNAVAILABLE"
+        and "Exceeds maximum queue size" in rejected.message()
+    )
     assert all(isinstance(a, np.ndarray) for a in answered)
 
 
@@ -153,7 +181,10 @@ def test_queue_timeout_rejects_waiting_requests(server) -> None:
         return expired, await first
 
     expired, first = run_with_client(server, body)
-    assert expired.status() == "StatusCode.UNAVAILABLE" and "Request timeout expired" in expired.message()
+    assert (
+        expired.status() == "StatusCode.UNAVAILABLE"
+        and "Request timeout expired" in expired.message()
+    )
     assert isinstance(first, np.ndarray)
     assert EXECUTIONS["expire"] == [[0.5]]  # the expired request never ran
 
@@ -183,7 +214,9 @@ def test_request_timeout_override(server) -> None:
         return timed, await first, await patient
 
     timed, first, patient = run_with_client(server, body)
-    assert timed.status() == "StatusCode.UNAVAILABLE" and "Request timeout expired" in timed.message()
+    assert (
+        timed.status() == "StatusCode.UNAVAILABLE" and "Request timeout expired" in timed.message()
+    )
     assert isinstance(first, np.ndarray) and isinstance(patient, np.ndarray)
 
 
@@ -211,9 +244,17 @@ def test_bad_requests_do_not_disturb_the_batch(server) -> None:
     async def body(client):
         first = await hold_instance(client, server, "mixed")
         tasks = [asyncio.create_task(infer(client, "mixed", x)) for x in good]
-        wrong_shape = asyncio.create_task(infer(client, "mixed", np.zeros((2, 48, 47, 1), np.float32)))
-        wrong_dtype = client.infer("mixed", [grpcclient.InferInput("main_input", [1, 48, 48, 1], "FP64")
-                                              .set_data_from_numpy(np.zeros((1, 48, 48, 1)))])
+        wrong_shape = asyncio.create_task(
+            infer(client, "mixed", np.zeros((2, 48, 47, 1), np.float32))
+        )
+        wrong_dtype = client.infer(
+            "mixed",
+            [
+                grpcclient.InferInput("main_input", [1, 48, 48, 1], "FP64").set_data_from_numpy(
+                    np.zeros((1, 48, 48, 1))
+                )
+            ],
+        )
         too_big = asyncio.create_task(infer(client, "mixed", marked(65, 9)))
         await wait_until(lambda: pending(server, "mixed") == 2, "good requests queued")
         errors = [await wrong_shape, await too_big]
@@ -226,7 +267,7 @@ def test_bad_requests_do_not_disturb_the_batch(server) -> None:
 
     errors, results = run_with_client(server, body)
     assert [e.status() for e in errors] == ["StatusCode.INVALID_ARGUMENT"] * 3
-    for x, out in zip(good, results[1:]):
+    for x, out in zip(good, results[1:], strict=True):
         np.testing.assert_array_equal(out, x)
     assert [sorted(e) for e in EXECUTIONS["mixed"]] == [[0.5], [1, 1, 1, 2, 2]]
 
@@ -258,11 +299,15 @@ def test_split_and_merged_requests_match_onnxruntime(server, repo: Path) -> None
 
     results = run_with_client(server, body)
     session = ort.InferenceSession(str(repo / "cnn" / "1" / "model.onnx"))
-    for x, result in zip(xs, results):
+    for x, result in zip(xs, results, strict=True):
         softmax, michel = session.run(None, {"main_input": x})
-        np.testing.assert_allclose(result.as_numpy("em_trk_none_netout"), softmax, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            result.as_numpy("em_trk_none_netout"), softmax, rtol=1e-5, atol=1e-6
+        )
         np.testing.assert_allclose(result.as_numpy("michel_netout"), michel, rtol=1e-5, atol=1e-6)
-    stats = grpcclient.InferenceServerClient(server.url).get_inference_statistics("cnn").model_stats[0]
+    stats = (
+        grpcclient.InferenceServerClient(server.url).get_inference_statistics("cnn").model_stats[0]
+    )
     assert stats.inference_count == sum(sizes)
     assert all(b.batch_size <= 96 for b in stats.batch_stats)
     assert sum(b.batch_size * b.compute_infer.count for b in stats.batch_stats) == sum(sizes)
@@ -284,9 +329,11 @@ def test_stream_infer(server) -> None:
 
 # --- shutdown -----------------------------------------------------------------------------
 
+
 def test_drain_finishes_in_flight_and_refuses_new(tmp_path: Path) -> None:
     gate_model(tmp_path, "drain", "dynamic_batching { }")
     with running_server(tmp_path, metrics_port=None) as handle:
+
         async def body(client):
             first = await hold_instance(client, handle, "drain")
             stopped = handle.begin_stop()
@@ -303,13 +350,37 @@ def test_drain_finishes_in_flight_and_refuses_new(tmp_path: Path) -> None:
 
 
 def test_cli_serve_logs_models_and_exits_0_on_sigterm(tmp_path: Path) -> None:
-    add_model(tmp_path, "identity", IDENTITY_CONFIG, versions={1: lambda d: identity_onnx(d / "model.onnx"),
-                                                              2: lambda d: identity_onnx(d / "model.onnx")},
-              extra="version_policy { all { } }")
+    add_model(
+        tmp_path,
+        "identity",
+        IDENTITY_CONFIG,
+        versions={
+            1: lambda d: identity_onnx(d / "model.onnx"),
+            2: lambda d: identity_onnx(d / "model.onnx"),
+        },
+        extra="version_policy { all { } }",
+    )
     process = subprocess.Popen(
-        [sys.executable, "-m", "argonic.cli", "serve", "--model-repository", str(tmp_path),
-         "--host", "127.0.0.1", "--grpc-port", "0", "--metrics-port", "0", "--json"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        [
+            sys.executable,
+            "-m",
+            "argonic.cli",
+            "serve",
+            "--model-repository",
+            str(tmp_path),
+            "--host",
+            "127.0.0.1",
+            "--grpc-port",
+            "0",
+            "--metrics-port",
+            "0",
+            "--json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     try:
         log = []
         for line in process.stderr:
@@ -320,8 +391,9 @@ def test_cli_serve_logs_models_and_exits_0_on_sigterm(tmp_path: Path) -> None:
         assert match, "".join(log)
         client = grpcclient.InferenceServerClient(f"127.0.0.1:{match.group(1)}")
         x = marked(3, 1)
-        np.testing.assert_array_equal(client.infer("identity", [infer_input(x)], model_version="1")
-                                      .as_numpy("output"), x)
+        np.testing.assert_array_equal(
+            client.infer("identity", [infer_input(x)], model_version="1").as_numpy("output"), x
+        )
         process.send_signal(signal.SIGTERM)
         out, err = process.communicate(timeout=60)
     finally:
@@ -330,5 +402,7 @@ def test_cli_serve_logs_models_and_exits_0_on_sigterm(tmp_path: Path) -> None:
             process.wait()
     assert process.returncode == 0, err
     text = "".join(log)
-    assert "loaded model 'identity' version 1" in text and "loaded model 'identity' version 2" in text
+    assert (
+        "loaded model 'identity' version 1" in text and "loaded model 'identity' version 2" in text
+    )
     assert '"requests_succeeded": 1' in out and '"drained": true' in out

@@ -37,8 +37,14 @@ AUTO = 'parameters { key: "execution_batch_size" value { string_value: "auto" } 
 
 
 def make_repo(tmp_path: Path) -> Path:
-    add_model(tmp_path, "cliff", IDENTITY_CONFIG, platform="argonic_test_cache_cliff", extra=AUTO,
-              versions={1: lambda d: (d.mkdir(parents=True), (d / "model").write_bytes(b"cliff"))})
+    add_model(
+        tmp_path,
+        "cliff",
+        IDENTITY_CONFIG,
+        platform="argonic_test_cache_cliff",
+        extra=AUTO,
+        versions={1: lambda d: (d.mkdir(parents=True), (d / "model").write_bytes(b"cliff"))},
+    )
     return tmp_path
 
 

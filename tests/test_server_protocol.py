@@ -15,13 +15,20 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import tritonclient.grpc as grpcclient
+from server_helpers import (
+    CNN_LIKE_CONFIG,
+    IDENTITY_CONFIG,
+    add_model,
+    cnn_like_onnx,
+    head_weights,
+    identity_onnx,
+    reference_heads,
+)
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from argonic.server import running_server
 from argonic.server.health import HealthCheckRequest, HealthCheckResponse
-from server_helpers import (CNN_LIKE_CONFIG, IDENTITY_CONFIG, add_model, cnn_like_onnx, head_weights,
-                            identity_onnx, reference_heads)
 
 RNG = np.random.default_rng(7)
 
@@ -29,24 +36,47 @@ RNG = np.random.default_rng(7)
 def _write_cnn(seed: int):
     def write(d: Path) -> None:
         cnn_like_onnx(d / "model.onnx", seed)
+
     return write
 
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("repo")
-    add_model(root, "cnn", CNN_LIKE_CONFIG, max_batch_size=512,
-              extra="dynamic_batching { }\n"
-                    'parameters { key: "execution_batch_size" value { string_value: "100" } }',
-              versions={1: _write_cnn(1), 2: _write_cnn(2)})
+    add_model(
+        root,
+        "cnn",
+        CNN_LIKE_CONFIG,
+        max_batch_size=512,
+        extra="dynamic_batching { }\n"
+        'parameters { key: "execution_batch_size" value { string_value: "100" } }',
+        versions={1: _write_cnn(1), 2: _write_cnn(2)},
+    )
     (root / "cnn" / "1" / "model.onnx.sha256").write_text(
-        hashlib.sha256((root / "cnn" / "1" / "model.onnx").read_bytes()).hexdigest() + "  model.onnx\n")
-    add_model(root, "cnn_all", CNN_LIKE_CONFIG, extra="version_policy { all { } }",
-              versions={1: _write_cnn(1), 3: _write_cnn(3)})
-    add_model(root, "identity", IDENTITY_CONFIG, max_batch_size=2048,
-              versions={1: lambda d: identity_onnx(d / "model.onnx")})
-    add_model(root, "nobatch", IDENTITY_CONFIG.replace("dims: [ 48", "dims: [ 2, 48"), max_batch_size=0,
-              versions={1: lambda d: identity_onnx(d / "model.onnx")})
+        hashlib.sha256((root / "cnn" / "1" / "model.onnx").read_bytes()).hexdigest()
+        + "  model.onnx\n"
+    )
+    add_model(
+        root,
+        "cnn_all",
+        CNN_LIKE_CONFIG,
+        extra="version_policy { all { } }",
+        versions={1: _write_cnn(1), 3: _write_cnn(3)},
+    )
+    add_model(
+        root,
+        "identity",
+        IDENTITY_CONFIG,
+        max_batch_size=2048,
+        versions={1: lambda d: identity_onnx(d / "model.onnx")},
+    )
+    add_model(
+        root,
+        "nobatch",
+        IDENTITY_CONFIG.replace("dims: [ 48", "dims: [ 2, 48"),
+        max_batch_size=0,
+        versions={1: lambda d: identity_onnx(d / "model.onnx")},
+    )
     add_model(root, "broken", CNN_LIKE_CONFIG, versions={1: _write_cnn(1)})
     (root / "broken" / "1" / "model.onnx.sha256").write_text("0" * 64 + "\n")
     return root
@@ -67,7 +97,9 @@ def patches(n: int) -> np.ndarray:
     return RNG.random((n, 48, 48, 1), dtype=np.float32)
 
 
-def infer_input(x: np.ndarray, name: str = "main_input", datatype: str = "FP32") -> grpcclient.InferInput:
+def infer_input(
+    x: np.ndarray, name: str = "main_input", datatype: str = "FP32"
+) -> grpcclient.InferInput:
     tensor = grpcclient.InferInput(name, list(x.shape), datatype)
     tensor.set_data_from_numpy(x)
     return tensor
@@ -86,6 +118,7 @@ def status_of(call) -> tuple[grpc.StatusCode, str]:
 
 # --- health and metadata ------------------------------------------------------------------
 
+
 def test_health_and_server_metadata(server, client) -> None:
     assert client.is_server_live()
     assert not client.is_server_ready()  # "broken" failed its checksum: Triton's strict readiness
@@ -94,17 +127,21 @@ def test_health_and_server_metadata(server, client) -> None:
     meta = client.get_server_metadata()
     assert meta.name == "argonic" and "model_repository" in meta.extensions
     with grpc.insecure_channel(server.url) as channel:
-        check = channel.unary_unary("/grpc.health.v1.Health/Check",
-                                    request_serializer=HealthCheckRequest.SerializeToString,
-                                    response_deserializer=HealthCheckResponse.FromString)
+        check = channel.unary_unary(
+            "/grpc.health.v1.Health/Check",
+            request_serializer=HealthCheckRequest.SerializeToString,
+            response_deserializer=HealthCheckResponse.FromString,
+        )
         assert check(HealthCheckRequest(service="cnn")).status == 1  # SERVING
-        assert check(HealthCheckRequest(service="")).status == 2     # NOT_SERVING (broken model)
+        assert check(HealthCheckRequest(service="")).status == 2  # NOT_SERVING (broken model)
         with pytest.raises(grpc.RpcError) as info:
             check(HealthCheckRequest(service="no-such-service"))
         assert info.value.code() == grpc.StatusCode.NOT_FOUND
-        watch = channel.unary_stream("/grpc.health.v1.Health/Watch",
-                                     request_serializer=HealthCheckRequest.SerializeToString,
-                                     response_deserializer=HealthCheckResponse.FromString)
+        watch = channel.unary_stream(
+            "/grpc.health.v1.Health/Watch",
+            request_serializer=HealthCheckRequest.SerializeToString,
+            response_deserializer=HealthCheckResponse.FromString,
+        )
         stream = watch(HealthCheckRequest(service="identity"))
         assert next(stream).status == 1
         stream.cancel()
@@ -119,15 +156,21 @@ def test_model_metadata_and_config(client, repo: Path) -> None:
     meta = client.get_model_metadata("cnn")
     assert list(meta.versions) == ["2"]  # version_policy default: latest 1
     assert meta.platform == "onnxruntime_onnx"
-    assert [(t.name, t.datatype, list(t.shape)) for t in meta.inputs] == [("main_input", "FP32", [-1, 48, 48, 1])]
-    assert [(t.name, list(t.shape)) for t in meta.outputs] == [("em_trk_none_netout", [-1, 3]),
-                                                               ("michel_netout", [-1, 1])]
+    assert [(t.name, t.datatype, list(t.shape)) for t in meta.inputs] == [
+        ("main_input", "FP32", [-1, 48, 48, 1])
+    ]
+    assert [(t.name, list(t.shape)) for t in meta.outputs] == [
+        ("em_trk_none_netout", [-1, 3]),
+        ("michel_netout", [-1, 1]),
+    ]
     assert list(client.get_model_metadata("cnn_all").versions) == ["1", "3"]
     assert list(client.get_model_metadata("nobatch").inputs[0].shape) == [2, 48, 48, 1]
     config = client.get_model_config("cnn_all", "1").config
     assert config.max_batch_size == 4096 and config.input[0].dims == [48, 48, 1]
     for version in (1, 3):
-        digest = hashlib.sha256((repo / "cnn_all" / str(version) / "model.onnx").read_bytes()).hexdigest()
+        digest = hashlib.sha256(
+            (repo / "cnn_all" / str(version) / "model.onnx").read_bytes()
+        ).hexdigest()
         config = client.get_model_config("cnn_all", str(version)).config
         assert config.parameters["sha256"].string_value == digest
     as_json = client.get_model_config("cnn", as_json=True)
@@ -144,18 +187,28 @@ def test_repository_index_shows_the_refused_model(client) -> None:
 
 # --- inference ----------------------------------------------------------------------------
 
+
 def test_inference_matches_onnxruntime_and_numpy(client, repo: Path) -> None:
     x = patches(333)  # > execution_batch_size 100: split into 4 executions and reassembled
     for version in ("1", "2"):
-        result = client.infer("cnn_all" if version == "1" else "cnn", [infer_input(x)], model_version=version)
+        result = client.infer(
+            "cnn_all" if version == "1" else "cnn", [infer_input(x)], model_version=version
+        )
         softmax, michel = ort_outputs(repo, "cnn", int(version), x)
-        np.testing.assert_allclose(result.as_numpy("em_trk_none_netout"), softmax, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            result.as_numpy("em_trk_none_netout"), softmax, rtol=1e-5, atol=1e-6
+        )
         np.testing.assert_allclose(result.as_numpy("michel_netout"), michel, rtol=1e-5, atol=1e-6)
         truth = reference_heads(x, head_weights(int(version)))
         np.testing.assert_allclose(result.as_numpy("em_trk_none_netout"), truth[0], atol=1e-5)
         np.testing.assert_allclose(result.as_numpy("michel_netout"), truth[1], atol=1e-5)
-    one = client.infer("cnn", [infer_input(x)], outputs=[grpcclient.InferRequestedOutput("michel_netout")])
-    assert one.as_numpy("em_trk_none_netout") is None and one.as_numpy("michel_netout").shape == (333, 1)
+    one = client.infer(
+        "cnn", [infer_input(x)], outputs=[grpcclient.InferRequestedOutput("michel_netout")]
+    )
+    assert one.as_numpy("em_trk_none_netout") is None and one.as_numpy("michel_netout").shape == (
+        333,
+        1,
+    )
 
 
 def test_large_request_is_exact_through_identity(client) -> None:
@@ -197,63 +250,99 @@ def test_statistics_count_requests(client) -> None:
     assert after.inference_stats.fail.count - before.inference_stats.fail.count == 1
     assert after.inference_stats.compute_infer.ns > before.inference_stats.compute_infer.ns
     everything = client.get_inference_statistics("").model_stats
-    assert {(s.name, s.version) for s in everything} >= {("cnn", "2"), ("cnn_all", "1"), ("cnn_all", "3")}
+    assert {(s.name, s.version) for s in everything} >= {
+        ("cnn", "2"),
+        ("cnn_all", "1"),
+        ("cnn_all", "3"),
+    }
 
 
 def test_metrics_use_triton_names(server, client) -> None:
     client.infer("cnn", [infer_input(patches(4))])
     text = urllib.request.urlopen(server.metrics_url, timeout=10).read().decode()
-    samples = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
-               for line in text.splitlines() if line and not line.startswith("#")}
+    samples = {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
     stats = client.get_inference_statistics("cnn", "2").model_stats[0]
     label = '{model="cnn",version="2"}'
     assert samples["nv_inference_count" + label] == stats.inference_count
     assert samples["nv_inference_exec_count" + label] == stats.execution_count
     assert samples["nv_inference_request_success" + label] == stats.inference_stats.success.count
-    assert samples["nv_inference_queue_duration_us" + label] == stats.inference_stats.queue.ns // 1000
-    for name in ("nv_inference_request_failure", "nv_inference_pending_request_count",
-                 "nv_inference_request_duration_us", "nv_inference_compute_input_duration_us",
-                 "nv_inference_compute_infer_duration_us", "nv_inference_compute_output_duration_us"):
+    assert (
+        samples["nv_inference_queue_duration_us" + label] == stats.inference_stats.queue.ns // 1000
+    )
+    for name in (
+        "nv_inference_request_failure",
+        "nv_inference_pending_request_count",
+        "nv_inference_request_duration_us",
+        "nv_inference_compute_input_duration_us",
+        "nv_inference_compute_infer_duration_us",
+        "nv_inference_compute_output_duration_us",
+    ):
         assert name + label in samples
     assert "# TYPE nv_inference_count counter" in text and "nv_inference_count_total" not in text
     assert 0.0 <= samples["nv_cpu_utilization"] <= 1.0
-    assert samples['argonic_execution_batch_size_count{model="cnn",version="2"}'] == stats.execution_count
+    assert (
+        samples['argonic_execution_batch_size_count{model="cnn",version="2"}']
+        == stats.execution_count
+    )
     assert "process_cpu_seconds_total" in text
 
 
 # --- errors -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("case, code, message", [
-    ("unknown model", "NOT_FOUND", "Request for unknown model: 'nope' is not found"),
-    ("unknown version", "NOT_FOUND", "Request for unknown model: 'cnn' version 9 is not found"),
-    ("wrong dtype", "INVALID_ARGUMENT", "unexpected datatype FP64 for inference input 'main_input'"),
-    ("wrong shape", "INVALID_ARGUMENT", "unexpected shape for input 'main_input'"),
-    ("missing input", "INVALID_ARGUMENT", "missing required input(s) ['main_input']"),
-    ("unknown input", "INVALID_ARGUMENT", "unexpected inference input 'other'"),
-    ("unknown output", "INVALID_ARGUMENT", "unexpected inference output 'nope'"),
-    ("batch too large", "INVALID_ARGUMENT", "batch-size must be <= 512"),
-    ("raw length", "INVALID_ARGUMENT", "unexpected total byte size 36860 for input 'main_input', expecting 36864"),
-])
+
+@pytest.mark.parametrize(
+    "case, code, message",
+    [
+        ("unknown model", "NOT_FOUND", "Request for unknown model: 'nope' is not found"),
+        ("unknown version", "NOT_FOUND", "Request for unknown model: 'cnn' version 9 is not found"),
+        (
+            "wrong dtype",
+            "INVALID_ARGUMENT",
+            "unexpected datatype FP64 for inference input 'main_input'",
+        ),
+        ("wrong shape", "INVALID_ARGUMENT", "unexpected shape for input 'main_input'"),
+        ("missing input", "INVALID_ARGUMENT", "missing required input(s) ['main_input']"),
+        ("unknown input", "INVALID_ARGUMENT", "unexpected inference input 'other'"),
+        ("unknown output", "INVALID_ARGUMENT", "unexpected inference output 'nope'"),
+        ("batch too large", "INVALID_ARGUMENT", "batch-size must be <= 512"),
+        (
+            "raw length",
+            "INVALID_ARGUMENT",
+            "unexpected total byte size 36860 for input 'main_input', expecting 36864",
+        ),
+    ],
+)
 def test_errors_match_triton(server, client, case: str, code: str, message: str) -> None:
     x = patches(4)
     calls = {
         "unknown model": lambda: client.infer("nope", [infer_input(x)]),
         "unknown version": lambda: client.infer("cnn", [infer_input(x)], model_version="9"),
-        "wrong dtype": lambda: client.infer("cnn", [infer_input(x.astype(np.float64), datatype="FP64")]),
-        "wrong shape": lambda: client.infer("cnn", [infer_input(RNG.random((4, 48, 48, 2), dtype=np.float32))]),
+        "wrong dtype": lambda: client.infer(
+            "cnn", [infer_input(x.astype(np.float64), datatype="FP64")]
+        ),
+        "wrong shape": lambda: client.infer(
+            "cnn", [infer_input(RNG.random((4, 48, 48, 2), dtype=np.float32))]
+        ),
         "missing input": lambda: client.infer("cnn", []),
         "unknown input": lambda: client.infer("cnn", [infer_input(x), infer_input(x, "other")]),
-        "unknown output": lambda: client.infer("cnn", [infer_input(x)],
-                                               outputs=[grpcclient.InferRequestedOutput("nope")]),
+        "unknown output": lambda: client.infer(
+            "cnn", [infer_input(x)], outputs=[grpcclient.InferRequestedOutput("nope")]
+        ),
         "batch too large": lambda: client.infer("cnn", [infer_input(patches(513))]),
     }
     if case == "raw length":
         request = service_pb2.ModelInferRequest(model_name="cnn")
         request.inputs.add(name="main_input", datatype="FP32", shape=list(x.shape))
         request.raw_input_contents.append(x.tobytes()[:-4])
-        with grpc.insecure_channel(server.url) as channel:
-            with pytest.raises(grpc.RpcError) as info:
-                service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request)
+        with (
+            grpc.insecure_channel(server.url) as channel,
+            pytest.raises(grpc.RpcError) as info,
+        ):
+            service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request)
         got_code, got_message = str(info.value.code()), info.value.details()
     else:
         got_code, got_message = status_of(calls[case])
@@ -263,6 +352,7 @@ def test_errors_match_triton(server, client, case: str, code: str, message: str)
 
 
 # --- repository control -------------------------------------------------------------------
+
 
 def test_unload_and_load(client, repo: Path) -> None:
     x = patches(3)
@@ -275,8 +365,9 @@ def test_unload_and_load(client, repo: Path) -> None:
     client.load_model("cnn_all")
     assert client.is_model_ready("cnn_all", "3")
     truth = reference_heads(x, head_weights(3))
-    np.testing.assert_allclose(client.infer("cnn_all", [infer_input(x)]).as_numpy("michel_netout"),
-                               truth[1], atol=1e-5)
+    np.testing.assert_allclose(
+        client.infer("cnn_all", [infer_input(x)]).as_numpy("michel_netout"), truth[1], atol=1e-5
+    )
     assert status_of(lambda: client.load_model("does_not_exist"))[0] == "StatusCode.NOT_FOUND"
     assert "does_not_exist" not in {m.name for m in client.get_model_repository_index().models}
 
@@ -288,8 +379,12 @@ def test_bad_config_is_refused_at_load_and_server_keeps_serving(client, repo: Pa
     code, message = status_of(lambda: client.load_model("badconfig"))
     assert code == "StatusCode.INVALID_ARGUMENT" and "config.pbtxt" in message
     wrong_io = repo / "wrongio"
-    add_model(repo, "wrongio", CNN_LIKE_CONFIG.replace('"main_input"', '"input_1"'),
-              versions={1: _write_cnn(1)})
+    add_model(
+        repo,
+        "wrongio",
+        CNN_LIKE_CONFIG.replace('"main_input"', '"input_1"'),
+        versions={1: _write_cnn(1)},
+    )
     code, message = status_of(lambda: client.load_model("wrongio"))
     assert code == "StatusCode.INVALID_ARGUMENT" and "'input_1' is not in the ONNX model" in message
     assert wrong_io.exists() and client.is_model_ready("cnn")

@@ -12,7 +12,11 @@ from argonic.server import wire
 
 def full_request() -> tuple[pb.ModelInferRequest, list[bytes]]:
     rng = np.random.default_rng(0)
-    raws = [rng.random((300, 48, 48, 1), dtype=np.float32).tobytes(), b"", np.arange(5, dtype=np.int64).tobytes()]
+    raws = [
+        rng.random((300, 48, 48, 1), dtype=np.float32).tobytes(),
+        b"",
+        np.arange(5, dtype=np.int64).tobytes(),
+    ]
     msg = pb.ModelInferRequest(model_name="cnn", model_version="2", id="req-17")
     msg.parameters["priority"].uint64_param = 2
     msg.parameters["timeout"].int64_param = 1 << 40
@@ -45,10 +49,14 @@ def test_response_is_a_valid_protobuf_message() -> None:
     header = pb.ModelInferResponse(model_name="cnn", model_version="1", id="r")
     header.outputs.add(name="p", datatype="FP32", shape=[200, 3])
     header.outputs.add(name="m", datatype="FP16", shape=[200, 1])
-    arrays = [np.random.default_rng(1).random((200, 3), dtype=np.float32),
-              np.arange(200, dtype=np.float16).reshape(200, 1)[::1]]
+    arrays = [
+        np.random.default_rng(1).random((200, 3), dtype=np.float32),
+        np.arange(200, dtype=np.float16).reshape(200, 1)[::1],
+    ]
     response = wire.InferResponseMessage(header, arrays)
     parsed = pb.ModelInferResponse.FromString(wire.serialize_infer_response(response))
     assert parsed == response.to_message()
-    assert [np.frombuffer(r, a.dtype).reshape(a.shape).tolist() for r, a in
-            zip(parsed.raw_output_contents, arrays)] == [a.tolist() for a in arrays]
+    assert [
+        np.frombuffer(r, a.dtype).reshape(a.shape).tolist()
+        for r, a in zip(parsed.raw_output_contents, arrays, strict=True)
+    ] == [a.tolist() for a in arrays]

@@ -31,8 +31,12 @@ def test_mip_muon_perpendicular_to_collection_wires_gives_30_ke_per_wire():
     x = 20.0  # cm from the anode: 125 us of drift
     per_wire, hit_integrals = [], []
     for seed in range(8):
-        dep = mini_deposits(seed, lambda w: physics.heavy_track(
-            w, np.array([x, 50.0, 0.0]), np.array([0.0, 0.0, 1.0]), 300.0, "mu", 0.0))
+        dep = mini_deposits(
+            seed,
+            lambda w: physics.heavy_track(
+                w, np.array([x, 50.0, 0.0]), np.array([0.0, 0.0, 1.0]), 300.0, "mu", 0.0
+            ),
+        )
         ev = simulate_event(MINI, np.random.default_rng(100 + seed), 1, 0, 0, deposits=dep)
         w = next(f for f in ev.frames if f.plane == 2)
         per_wire.append(np.bincount(w.wire, weights=w.value, minlength=w.n_wires)[5:-5])
@@ -62,8 +66,13 @@ def test_energy_loss_and_recombination_match_argon_data():
 def test_drift_time_and_position_of_a_point_deposit_in_protodune():
     # 10 ke- at x = -260 cm in TPC 1 (anode at x = -360): 100 cm / 0.16 cm/us = 625 us = 1250 ticks
     z = 208.5 * 0.4792  # the centre of W wire 208
-    dep = {"pos": np.array([[-260.0, 300.0, z]]), "q": np.array([10.0], np.float32),
-           "t": np.array([0.0]), "cat": np.array([TRACK], np.uint8), "michel": np.array([False])}
+    dep = {
+        "pos": np.array([[-260.0, 300.0, z]]),
+        "q": np.array([10.0], np.float32),
+        "t": np.array([0.0]),
+        "cat": np.array([TRACK], np.uint8),
+        "michel": np.array([False]),
+    }
     ev = simulate_event(PDSP, np.random.default_rng(1), 1, 0, 0, deposits=dep, noise=False)
     assert {f.tpc for f in ev.frames} == {1}
     w = ev.hits.select(ev.hits.plane == 2)
@@ -86,9 +95,19 @@ def test_drift_time_and_position_of_a_point_deposit_in_protodune():
 
 def test_stopping_mu_plus_is_followed_by_a_michel_electron_at_its_end():
     ends = []
-    dep = mini_deposits(4, lambda w: ends.append(physics.muon(
-        w, np.array([40.0, 99.0, 30.0]), np.array([0.0, -1.0, 0.3]) / math.hypot(1, 0.3),
-        120.0, +1, 0.0)))
+    dep = mini_deposits(
+        4,
+        lambda w: ends.append(
+            physics.muon(
+                w,
+                np.array([40.0, 99.0, 30.0]),
+                np.array([0.0, -1.0, 0.3]) / math.hypot(1, 0.3),
+                120.0,
+                +1,
+                0.0,
+            )
+        ),
+    )
     end = ends[0]
     assert end.stopped  # 120 MeV muon: CSDA range ~40 cm in argon
     mic = dep["michel"]
@@ -96,7 +115,7 @@ def test_stopping_mu_plus_is_followed_by_a_michel_electron_at_its_end():
     first = np.min(np.linalg.norm(dep["pos"][mic] - end.pos, axis=1))
     assert first < 0.5  # the Michel track starts at the muon's end point
     assert dep["t"][mic].min() > 0  # and after it (muon lifetime)
-    mu = (dep["cat"] == TRACK)
+    mu = dep["cat"] == TRACK
     assert np.linalg.norm(dep["pos"][mu] - end.pos, axis=1).min() < 0.5
     ev = simulate_event(MINI, np.random.default_rng(9), 1, 0, 0, deposits=dep)
     h = ev.hits
@@ -109,8 +128,12 @@ def test_mu_minus_decays_in_a_quarter_of_stops_mu_plus_always():
     def michel_fraction(charge: int, n: int) -> float:
         k = 0
         for seed in range(n):
-            dep = mini_deposits(seed, lambda w: physics.muon(
-                w, np.array([40.0, 60.0, 40.0]), np.array([0.0, -1.0, 0.0]), 30.0, charge, 0.0))
+            dep = mini_deposits(
+                seed,
+                lambda w: physics.muon(
+                    w, np.array([40.0, 60.0, 40.0]), np.array([0.0, -1.0, 0.0]), 30.0, charge, 0.0
+                ),
+            )
             k += bool(dep["michel"].any())
         return k / n
 
@@ -172,9 +195,15 @@ def test_electron_shower_depth_and_containment():
 def test_muon_event_hits_are_track_and_shower_event_hits_are_em():
     def build_muons(w):
         for k in range(3):
-            physics.heavy_track(w, np.array([15.0 + 20 * k, 99.0, 10.0 + 25 * k]),
-                                np.array([0.2, -1.0, 0.4]) / math.hypot(0.2, 1.0, 0.4),
-                                2000.0, "mu", 0.0, delta_rays=False)
+            physics.heavy_track(
+                w,
+                np.array([15.0 + 20 * k, 99.0, 10.0 + 25 * k]),
+                np.array([0.2, -1.0, 0.4]) / math.hypot(0.2, 1.0, 0.4),
+                2000.0,
+                "mu",
+                0.0,
+                delta_rays=False,
+            )
 
     dep = mini_deposits(1, build_muons)
     ev = simulate_event(MINI, np.random.default_rng(1), 1, 0, 0, deposits=dep)
@@ -182,8 +211,12 @@ def test_muon_event_hits_are_track_and_shower_event_hits_are_em():
     assert len(lab) > 300
     assert np.mean(lab == TRACK) > 0.98 and not np.any(lab == EM)
 
-    dep = mini_deposits(2, lambda w: physics.em_cascade(
-        w, np.array([40.0, 60.0, 5.0]), np.array([0.0, -0.3, 1.0]), 400.0, "g", 0.0))
+    dep = mini_deposits(
+        2,
+        lambda w: physics.em_cascade(
+            w, np.array([40.0, 60.0, 5.0]), np.array([0.0, -0.3, 1.0]), 400.0, "g", 0.0
+        ),
+    )
     ev = simulate_event(MINI, np.random.default_rng(2), 1, 0, 0, deposits=dep)
     lab = ev.hits.label
     assert len(lab) > 100
@@ -205,15 +238,25 @@ def test_same_seed_same_events_other_seed_differs(tmp_path):
     sa = simulate_file(a, "mini", 2, seed=5, show_progress=False)
     simulate_file(b, "mini", 2, seed=5, show_progress=False)
     simulate_file(c, "mini", 2, seed=6, show_progress=False)
-    assert set(sa) >= {"output", "detector", "events", "seed", "hits_per_event", "hits_mean",
-                       "hits_std", "seconds_per_event", "file_bytes"}
+    assert set(sa) >= {
+        "output",
+        "detector",
+        "events",
+        "seed",
+        "hits_per_event",
+        "hits_mean",
+        "hits_std",
+        "seconds_per_event",
+        "file_bytes",
+    }
     assert sa["events"] == 2 and len(sa["hits_per_event"]) == 2 and sa["file_bytes"] > 0
 
     def contents(path):
         out = {}
         with h5py.File(path) as f:
-            f.visititems(lambda k, v: out.__setitem__(k, v[()])
-                         if isinstance(v, h5py.Dataset) else None)
+            f.visititems(
+                lambda k, v: out.__setitem__(k, v[()]) if isinstance(v, h5py.Dataset) else None
+            )
         return out
 
     ca, cb, cc = contents(a), contents(b), contents(c)

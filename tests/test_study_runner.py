@@ -37,9 +37,19 @@ def _children(pid):
 def study(tmp_path_factory):
     out = tmp_path_factory.mktemp("study")
     before = set(_children(os.getpid()))
-    cfg = StudyConfig(output=str(out), clients=[1, 2], events=1, pool=2, batch_size=BATCH, detector="mini",
-                      max_patches=60, scrape_interval_s=0.2, show_progress=False, farms=[400],
-                      farm_servers=[1, 4])
+    cfg = StudyConfig(
+        output=str(out),
+        clients=[1, 2],
+        events=1,
+        pool=2,
+        batch_size=BATCH,
+        detector="mini",
+        max_patches=60,
+        scrape_interval_s=0.2,
+        show_progress=False,
+        farms=[400],
+        farm_servers=[1, 4],
+    )
     summary = run_study(cfg)
     leftover = set(_children(os.getpid())) - before
     return out, summary, leftover
@@ -89,9 +99,12 @@ def test_server_counts_equal_what_the_clients_sent(study):
     samples = _read(out / "server_metrics.csv")
     assert len(samples) >= 3
     first, last = samples[0], samples[-1]  # first: after the warm-up, before any client
-    assert float(last["nv_inference_count"]) - float(first["nv_inference_count"]) == sum(int(r["patches"]) for r in rows)
-    assert (float(last["nv_inference_request_success"]) - float(first["nv_inference_request_success"])
-            == sum(int(r["requests"]) for r in rows))
+    assert float(last["nv_inference_count"]) - float(first["nv_inference_count"]) == sum(
+        int(r["patches"]) for r in rows
+    )
+    assert float(last["nv_inference_request_success"]) - float(
+        first["nv_inference_request_success"]
+    ) == sum(int(r["requests"]) for r in rows)
     assert float(last["nv_inference_request_failure"]) == 0
     for p in summary["per_n"]:
         assert p["server"]["inference_count_equals_patches_sent"] is True
@@ -103,11 +116,18 @@ def test_server_counts_equal_what_the_clients_sent(study):
 def test_summary_plots_and_labels(study):
     out, summary, _ = study
     on_disk = json.loads((out / "summary.json").read_text())
-    assert on_disk["label"].startswith("emulated client CPU") and summary["label"] == on_disk["label"]
+    assert (
+        on_disk["label"].startswith("emulated client CPU") and summary["label"] == on_disk["label"]
+    )
     assert [p["n_clients"] for p in on_disk["per_n"]] == [1, 2]
     fit = on_disk["fit"]
     assert len(fit["points"]) == 2 and fit["t_flat"] > 0 and fit["t_gpu"] > 0
-    assert [m["module"] for m in on_disk["table3"]["modules"]] == ["read", "hitfinding", "emtrackmichelid", "total"]
+    assert [m["module"] for m in on_disk["table3"]["modules"]] == [
+        "read",
+        "hitfinding",
+        "emtrackmichelid",
+        "total",
+    ]
     assert on_disk["sizing"]["rows"]
     for png in ("module_time_vs_clients.png", "server_over_time.png"):
         data = (out / png).read_bytes()
@@ -137,7 +157,10 @@ argonic_execution_batch_size_bucket{model="emtrkmichelid",version="1",le="+Inf"}
     assert m["nv_inference_count"] == 1700
     assert m["nv_inference_exec_count"] == 7
     assert m["nv_cpu_utilization"] == 0.5
-    assert m["argonic_execution_batch_size_le_256"] == 7 and m["argonic_execution_batch_size_le_1"] == 0
+    assert (
+        m["argonic_execution_batch_size_le_256"] == 7
+        and m["argonic_execution_batch_size_le_1"] == 0
+    )
 
 
 def test_sizing_with_the_papers_parameters():

@@ -100,10 +100,8 @@ def pytriton_server(model_file: Path) -> Iterator[str]:
     finally:
         with contextlib.suppress(OSError):
             process.stdin.close()  # type: ignore[union-attr]
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(20)
-        except subprocess.TimeoutExpired:
-            pass
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait(10)
@@ -149,6 +147,8 @@ def test_real_triton_failover_from_dead_server(triton: tuple[str, Path]) -> None
 def test_real_triton_different_model_refused(triton: tuple[str, Path], tmp_path: Path) -> None:
     address, _ = triton
     expects_other = make_repository(tmp_path, michel=2)
-    with remote([address], expects_other) as interface:
-        with pytest.raises(ModelMismatchError, match=f"server {address} serves a different"):
-            interface.connect()
+    with (
+        remote([address], expects_other) as interface,
+        pytest.raises(ModelMismatchError, match=f"server {address} serves a different"),
+    ):
+        interface.connect()

@@ -14,7 +14,9 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-def progress(items: Iterable[T], total: int | None, label: str, enabled: bool = True) -> Iterator[T]:
+def progress(
+    items: Iterable[T], total: int | None, label: str, enabled: bool = True
+) -> Iterator[T]:
     """Yield items while drawing a one-line progress bar with rate and ETA on stderr."""
     show = enabled and sys.stderr.isatty() or os.environ.get("ARGONIC_PROGRESS") == "1"
     start = time.perf_counter()
@@ -27,7 +29,9 @@ def progress(items: Iterable[T], total: int | None, label: str, enabled: bool = 
             if total:
                 eta = elapsed / done * (total - done)
                 bar = "#" * int(30 * done / total)
-                sys.stderr.write(f"\r{label} [{bar:<30}] {done}/{total} {elapsed:.1f}s eta {eta:.1f}s")
+                sys.stderr.write(
+                    f"\r{label} [{bar:<30}] {done}/{total} {elapsed:.1f}s eta {eta:.1f}s"
+                )
             else:
                 sys.stderr.write(f"\r{label} {done} {elapsed:.1f}s")
             sys.stderr.flush()

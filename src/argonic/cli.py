@@ -36,6 +36,7 @@ def _positive_int(text: str) -> int:
 
 # --- simulate -----------------------------------------------------------------------------
 
+
 def _simulate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--detector", default="protodune-sp", help="detector name (protodune-sp, mini)")
     p.add_argument("--events", type=_positive_int, default=1, help="number of events")
@@ -47,54 +48,102 @@ def _simulate_args(p: argparse.ArgumentParser) -> None:
 def _simulate(a: argparse.Namespace) -> Summary:
     from argonic.detector.simulate import simulate_file
 
-    return simulate_file(a.output, detector=a.detector, n_events=a.events, seed=a.seed,
-                         run=a.run, show_progress=not a.json)
+    return simulate_file(
+        a.output,
+        detector=a.detector,
+        n_events=a.events,
+        seed=a.seed,
+        run=a.run,
+        show_progress=not a.json,
+    )
 
 
 # --- show ---------------------------------------------------------------------------------
+
 
 def _show_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("events_file", help="HDF5 event file from `argonic simulate`")
     p.add_argument("--event", type=_non_negative_int, default=0, help="event index in the file")
     p.add_argument("--plane", default="W", help="plane to draw (U, V, W)")
     p.add_argument("--tpc", type=int, default=None, help="TPC to draw (default: the busiest)")
-    p.add_argument("--hits", action=argparse.BooleanOptionalAction, default=True,
-                   help="overlay hits coloured by truth label")
+    p.add_argument(
+        "--hits",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="overlay hits coloured by truth label",
+    )
     p.add_argument("-o", "--output", default="display.png", help="output PNG")
 
 
 def _show(a: argparse.Namespace) -> Summary:
     from argonic.reco.display import draw_event
 
-    return draw_event(a.events_file, a.output, event=a.event, plane=a.plane, tpc=a.tpc,
-                      show_hits=a.hits)
+    return draw_event(
+        a.events_file, a.output, event=a.event, plane=a.plane, tpc=a.tpc, show_hits=a.hits
+    )
 
 
 # --- reco ---------------------------------------------------------------------------------
 
+
 def _reco_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("events_file", help="HDF5 event file from `argonic simulate`")
     p.add_argument("-o", "--output", default="reco.h5", help="output HDF5 file with per-hit scores")
-    p.add_argument("--config", default=None, help="TOML configuration file (see docs/configuration.md)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a configuration key, e.g. inference.batch_size=1693 (repeatable)")
+    p.add_argument(
+        "--config", default=None, help="TOML configuration file (see docs/configuration.md)"
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a configuration key, e.g. inference.batch_size=1693 (repeatable)",
+    )
     p.add_argument("--interface", default=None, help="ModelInterface: local or remote")
-    p.add_argument("--server", action="append", default=None, metavar="HOST:PORT",
-                   help="inference server for --interface remote (repeatable: failover order)")
-    p.add_argument("--batch-size", type=_positive_int, default=None, help="patches per inference call")
-    p.add_argument("--mode", choices=("patch", "plane"), default=None,
-                   help="remote requests: 48x48 patches, or each (TPC, plane) image + hits (the "
-                        "server cuts the patches; ~100x fewer bytes) [inference.remote] request_mode")
-    p.add_argument("--transport", choices=("fp32", "fp16"), default=None,
-                   help="remote patch-mode tensor precision ([inference.remote] transport)")
-    p.add_argument("--tensor-compression", choices=("none", "zstd", "lz4"), default=None,
-                   help="lossless compression of request tensors "
-                        "([inference.remote] tensor_compression)")
-    p.add_argument("--executor", choices=("local", "dask"), default="local",
-                   help="run events in this process, or fan them out over Dask workers")
-    p.add_argument("--workers", type=_positive_int, default=2, help="Dask LocalCluster worker processes")
-    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
-                   help="an existing Dask scheduler (e.g. from dask-jobqueue) instead of a LocalCluster")
+    p.add_argument(
+        "--server",
+        action="append",
+        default=None,
+        metavar="HOST:PORT",
+        help="inference server for --interface remote (repeatable: failover order)",
+    )
+    p.add_argument(
+        "--batch-size", type=_positive_int, default=None, help="patches per inference call"
+    )
+    p.add_argument(
+        "--mode",
+        choices=("patch", "plane"),
+        default=None,
+        help="remote requests: 48x48 patches, or each (TPC, plane) image + hits (the "
+        "server cuts the patches; ~100x fewer bytes) [inference.remote] request_mode",
+    )
+    p.add_argument(
+        "--transport",
+        choices=("fp32", "fp16"),
+        default=None,
+        help="remote patch-mode tensor precision ([inference.remote] transport)",
+    )
+    p.add_argument(
+        "--tensor-compression",
+        choices=("none", "zstd", "lz4"),
+        default=None,
+        help="lossless compression of request tensors ([inference.remote] tensor_compression)",
+    )
+    p.add_argument(
+        "--executor",
+        choices=("local", "dask"),
+        default="local",
+        help="run events in this process, or fan them out over Dask workers",
+    )
+    p.add_argument(
+        "--workers", type=_positive_int, default=2, help="Dask LocalCluster worker processes"
+    )
+    p.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="an existing Dask scheduler (e.g. from dask-jobqueue) instead of a LocalCluster",
+    )
 
 
 def reco_config(a: argparse.Namespace) -> dict[str, Any]:
@@ -105,11 +154,18 @@ def reco_config(a: argparse.Namespace) -> dict[str, Any]:
     if a.interface is not None:
         set_key(config, "inference.interface", a.interface)
     if a.server:
-        set_key(config, "inference.remote.servers", [s for item in a.server for s in item.split(",") if s])
+        set_key(
+            config,
+            "inference.remote.servers",
+            [s for item in a.server for s in item.split(",") if s],
+        )
     if a.batch_size is not None:
         set_key(config, "inference.batch_size", a.batch_size)
-    for option, key in (("mode", "request_mode"), ("transport", "transport"),
-                        ("tensor_compression", "tensor_compression")):
+    for option, key in (
+        ("mode", "request_mode"),
+        ("transport", "transport"),
+        ("tensor_compression", "tensor_compression"),
+    ):
         if getattr(a, option, None) is not None:
             set_key(config, f"inference.remote.{key}", getattr(a, option))
     return config
@@ -118,8 +174,15 @@ def reco_config(a: argparse.Namespace) -> dict[str, Any]:
 def _reco(a: argparse.Namespace) -> Summary:
     from argonic.reco.chain import format_table, run_reco
 
-    summary = run_reco(a.events_file, a.output, reco_config(a), show_progress=not a.json,
-                       executor=a.executor, workers=a.workers, scheduler=a.scheduler)
+    summary = run_reco(
+        a.events_file,
+        a.output,
+        reco_config(a),
+        show_progress=not a.json,
+        executor=a.executor,
+        workers=a.workers,
+        scheduler=a.scheduler,
+    )
     if not a.json:
         print(format_table(summary))
     return summary
@@ -127,49 +190,99 @@ def _reco(a: argparse.Namespace) -> Summary:
 
 # --- serve --------------------------------------------------------------------------------
 
+
 def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-repository", default="models", help="model repository (Triton layout)")
     p.add_argument("--host", default="0.0.0.0", help="address to listen on")
-    p.add_argument("--grpc-port", type=_non_negative_int, default=8001, help="gRPC port (0: any free)")
-    p.add_argument("--metrics-port", type=_non_negative_int, default=8002,
-                   help="Prometheus /metrics port (0: any free)")
+    p.add_argument(
+        "--grpc-port", type=_non_negative_int, default=8001, help="gRPC port (0: any free)"
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=_non_negative_int,
+        default=8002,
+        help="Prometheus /metrics port (0: any free)",
+    )
     p.add_argument("--no-metrics", action="store_true", help="do not serve /metrics")
-    p.add_argument("--load-model", action="append", default=None, metavar="NAME",
-                   help="load only this model at start-up (repeatable; default: all)")
-    p.add_argument("--drain-timeout", type=float, default=30.0,
-                   help="seconds SIGTERM waits for in-flight requests")
+    p.add_argument(
+        "--load-model",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="load only this model at start-up (repeatable; default: all)",
+    )
+    p.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=30.0,
+        help="seconds SIGTERM waits for in-flight requests",
+    )
 
 
 def _serve(a: argparse.Namespace) -> Summary:
     from argonic.server import serve
 
-    return serve(a.model_repository, host=a.host, grpc_port=a.grpc_port,
-                 metrics_port=None if a.no_metrics else a.metrics_port, models=a.load_model,
-                 drain_timeout_s=a.drain_timeout)
+    return serve(
+        a.model_repository,
+        host=a.host,
+        grpc_port=a.grpc_port,
+        metrics_port=None if a.no_metrics else a.metrics_port,
+        models=a.load_model,
+        drain_timeout_s=a.drain_timeout,
+    )
 
 
 # --- cluster ------------------------------------------------------------------------------
 
+
 def _cluster_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("action", choices=("up", "down", "status"),
-                   help="up: start replicas + nginx; down: stop them; status: check them")
-    p.add_argument("--replicas", type=_positive_int, default=2, help="number of argonic serve replicas")
+    p.add_argument(
+        "action",
+        choices=("up", "down", "status"),
+        help="up: start replicas + nginx; down: stop them; status: check them",
+    )
+    p.add_argument(
+        "--replicas", type=_positive_int, default=2, help="number of argonic serve replicas"
+    )
     p.add_argument("--model-repository", default="models", help="model repository (Triton layout)")
     p.add_argument("--grpc-port", type=_positive_int, default=8001, help="the balancer's gRPC port")
     p.add_argument("--host", default="127.0.0.1", help="address everything listens on")
-    p.add_argument("--replica-port", type=_positive_int, default=None,
-                   help="gRPC port of replica 0; replica i gets +i (default: grpc-port + 1000)")
-    p.add_argument("--metrics-port", type=_positive_int, default=None,
-                   help="metrics port of replica 0; replica i gets +i (default: replica-port + 100)")
-    p.add_argument("--run-dir", default=".argonic-cluster",
-                   help="state file, logs, nginx.conf and nginx temp directories")
-    p.add_argument("--serve-arg", action="append", default=[], metavar="ARG",
-                   help="extra argument for each `argonic serve` (repeatable, e.g. --serve-arg=--drain-timeout=10)")
+    p.add_argument(
+        "--replica-port",
+        type=_positive_int,
+        default=None,
+        help="gRPC port of replica 0; replica i gets +i (default: grpc-port + 1000)",
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=_positive_int,
+        default=None,
+        help="metrics port of replica 0; replica i gets +i (default: replica-port + 100)",
+    )
+    p.add_argument(
+        "--run-dir",
+        default=".argonic-cluster",
+        help="state file, logs, nginx.conf and nginx temp directories",
+    )
+    p.add_argument(
+        "--serve-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra argument for each `argonic serve` (repeatable, e.g. --serve-arg=--drain-timeout=10)",
+    )
     p.add_argument("--nginx", default="nginx", help="nginx executable")
-    p.add_argument("--foreground", action="store_true",
-                   help="up: stay, restart replicas that exit, stop everything on Ctrl-C / SIGTERM")
-    p.add_argument("--gpus", default="", metavar="LIST",
-                   help="up: comma-separated GPU ids; replica i gets CUDA_VISIBLE_DEVICES=LIST[i %% len]")
+    p.add_argument(
+        "--foreground",
+        action="store_true",
+        help="up: stay, restart replicas that exit, stop everything on Ctrl-C / SIGTERM",
+    )
+    p.add_argument(
+        "--gpus",
+        default="",
+        metavar="LIST",
+        help="up: comma-separated GPU ids; replica i gets CUDA_VISIBLE_DEVICES=LIST[i %% len]",
+    )
 
 
 def _cluster(a: argparse.Namespace) -> Summary:
@@ -179,10 +292,19 @@ def _cluster(a: argparse.Namespace) -> Summary:
         return cluster.cluster_down(a.run_dir)
     if a.action == "status":
         return cluster.cluster_status(a.run_dir)
-    state = cluster.cluster_up(a.model_repository, a.replicas, grpc_port=a.grpc_port, host=a.host,
-                               replica_port=a.replica_port, metrics_port=a.metrics_port,
-                               run_dir=a.run_dir, serve_args=a.serve_arg, nginx=a.nginx,
-                               foreground=a.foreground, gpus=[g for g in a.gpus.split(",") if g])
+    state = cluster.cluster_up(
+        a.model_repository,
+        a.replicas,
+        grpc_port=a.grpc_port,
+        host=a.host,
+        replica_port=a.replica_port,
+        metrics_port=a.metrics_port,
+        run_dir=a.run_dir,
+        serve_args=a.serve_arg,
+        nginx=a.nginx,
+        foreground=a.foreground,
+        gpus=[g for g in a.gpus.split(",") if g],
+    )
     if not a.json:
         print(state["endpoint"])
         return None
@@ -191,33 +313,62 @@ def _cluster(a: argparse.Namespace) -> Summary:
 
 # --- train --------------------------------------------------------------------------------
 
+
 def _train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("events_file",
-                   help="HDF5 event file from `argonic simulate` (its last events are held out)")
-    p.add_argument("--holdout", type=_non_negative_int, default=None,
-                   help="events at the end of the file kept out of training (default: 20%%)")
+    p.add_argument(
+        "events_file", help="HDF5 event file from `argonic simulate` (its last events are held out)"
+    )
+    p.add_argument(
+        "--holdout",
+        type=_non_negative_int,
+        default=None,
+        help="events at the end of the file kept out of training (default: 20%%)",
+    )
     p.add_argument("--epochs", type=_positive_int, default=4, help="passes over the training set")
-    p.add_argument("--batch-size", type=_positive_int, default=256,
-                   help="patches per training step")
-    p.add_argument("--optimizer", choices=("adam", "sgd"), default="adam",
-                   help="adam (converges faster) or sgd (the original: Nesterov momentum 0.9)")
-    p.add_argument("--lr", type=float, default=None,
-                   help="learning rate (default: adam 0.001, sgd 0.01)")
+    p.add_argument(
+        "--batch-size", type=_positive_int, default=256, help="patches per training step"
+    )
+    p.add_argument(
+        "--optimizer",
+        choices=("adam", "sgd"),
+        default="adam",
+        help="adam (converges faster) or sgd (the original: Nesterov momentum 0.9)",
+    )
+    p.add_argument(
+        "--lr", type=float, default=None, help="learning rate (default: adam 0.001, sgd 0.01)"
+    )
     p.add_argument("--seed", type=_non_negative_int, default=1, help="random seed")
-    p.add_argument("--threads", type=_non_negative_int, default=2,
-                   help="torch threads (0: torch's default)")
-    p.add_argument("--track-per-em", type=float, default=1.0,
-                   help="keep at most this many track patches per em patch")
-    p.add_argument("--none-fraction", type=float, default=0.1,
-                   help="fraction of sampled empty (none) patches")
-    p.add_argument("--max-patches", type=_positive_int, default=150_000,
-                   help="cap on training patches (9.2 kB each in memory)")
-    p.add_argument("--checkpoint", default=None,
-                   help="checkpoint file: resumed if it exists, kept up to date")
-    p.add_argument("--dataset-cache", default=None,
-                   help="HDF5 cache of the training patches: read if it exists, else written")
-    p.add_argument("--repository", default=None,
-                   help="model repository to export into (default: the shipped one, models/)")
+    p.add_argument(
+        "--threads", type=_non_negative_int, default=2, help="torch threads (0: torch's default)"
+    )
+    p.add_argument(
+        "--track-per-em",
+        type=float,
+        default=1.0,
+        help="keep at most this many track patches per em patch",
+    )
+    p.add_argument(
+        "--none-fraction", type=float, default=0.1, help="fraction of sampled empty (none) patches"
+    )
+    p.add_argument(
+        "--max-patches",
+        type=_positive_int,
+        default=150_000,
+        help="cap on training patches (9.2 kB each in memory)",
+    )
+    p.add_argument(
+        "--checkpoint", default=None, help="checkpoint file: resumed if it exists, kept up to date"
+    )
+    p.add_argument(
+        "--dataset-cache",
+        default=None,
+        help="HDF5 cache of the training patches: read if it exists, else written",
+    )
+    p.add_argument(
+        "--repository",
+        default=None,
+        help="model repository to export into (default: the shipped one, models/)",
+    )
     p.add_argument("--no-export", action="store_true", help="do not export the trained network")
 
 
@@ -225,45 +376,84 @@ def _train(a: argparse.Namespace) -> Summary:
     from argonic.model.export import shipped_repository
     from argonic.model.train import TrainConfig, train_file
 
-    config = TrainConfig(epochs=a.epochs, batch_size=a.batch_size, optimizer=a.optimizer,
-                         learning_rate=a.lr, seed=a.seed, threads=a.threads or None)
+    config = TrainConfig(
+        epochs=a.epochs,
+        batch_size=a.batch_size,
+        optimizer=a.optimizer,
+        learning_rate=a.lr,
+        seed=a.seed,
+        threads=a.threads or None,
+    )
     repository = None if a.no_export else (a.repository or shipped_repository())
-    return train_file(a.events_file, config, holdout=a.holdout, track_per_em=a.track_per_em,
-                      none_fraction=a.none_fraction, max_patches=a.max_patches,
-                      checkpoint=a.checkpoint, dataset_cache=a.dataset_cache,
-                      repository=repository, show_progress=not a.json)
+    return train_file(
+        a.events_file,
+        config,
+        holdout=a.holdout,
+        track_per_em=a.track_per_em,
+        none_fraction=a.none_fraction,
+        max_patches=a.max_patches,
+        checkpoint=a.checkpoint,
+        dataset_cache=a.dataset_cache,
+        repository=repository,
+        show_progress=not a.json,
+    )
 
 
 # --- evaluate -----------------------------------------------------------------------------
 
+
 def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("events_file", help="HDF5 event file from `argonic simulate`")
-    p.add_argument("--first-event", type=_non_negative_int, default=0,
-                   help="first event to evaluate (e.g. the first held-out one of `argonic train`)")
-    p.add_argument("--events", type=_positive_int, default=None,
-                   help="number of events (default: the rest)")
+    p.add_argument(
+        "--first-event",
+        type=_non_negative_int,
+        default=0,
+        help="first event to evaluate (e.g. the first held-out one of `argonic train`)",
+    )
+    p.add_argument(
+        "--events", type=_positive_int, default=None, help="number of events (default: the rest)"
+    )
     p.add_argument("--michel-cut", type=float, default=0.6, help="cut on the michel score")
     p.add_argument("--roc", default="roc.png", help="output PNG with the ROC curves")
-    p.add_argument("--config", default=None,
-                   help="TOML configuration file (its [inference] table is used)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a configuration key, e.g. inference.local.backend=torch")
+    p.add_argument(
+        "--config", default=None, help="TOML configuration file (its [inference] table is used)"
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a configuration key, e.g. inference.local.backend=torch",
+    )
     p.add_argument("--interface", default=None, help="ModelInterface: local or remote")
-    p.add_argument("--server", action="append", default=None, metavar="HOST:PORT",
-                   help="inference server for --interface remote (repeatable)")
-    p.add_argument("--batch-size", type=_positive_int, default=None,
-                   help="patches per inference call")
+    p.add_argument(
+        "--server",
+        action="append",
+        default=None,
+        metavar="HOST:PORT",
+        help="inference server for --interface remote (repeatable)",
+    )
+    p.add_argument(
+        "--batch-size", type=_positive_int, default=None, help="patches per inference call"
+    )
 
 
 def _evaluate(a: argparse.Namespace) -> Summary:
     from argonic.model.evaluate import evaluate_file
 
-    return evaluate_file(a.events_file, reco_config(a)["inference"], first_event=a.first_event,
-                         n_events=a.events, michel_cut=a.michel_cut, roc_png=a.roc,
-                         show_progress=not a.json)
+    return evaluate_file(
+        a.events_file,
+        reco_config(a)["inference"],
+        first_event=a.first_event,
+        n_events=a.events,
+        michel_cut=a.michel_cut,
+        roc_png=a.roc,
+        show_progress=not a.json,
+    )
 
 
 # --- run ----------------------------------------------------------------------------------
+
 
 def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workdir", default="argonic-run", help="folder for the event and reco files")
@@ -271,95 +461,192 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--events", type=_positive_int, default=1, help="number of events")
     p.add_argument("--seed", type=_non_negative_int, default=1, help="random seed")
     p.add_argument("--batch-size", type=_positive_int, default=1693, help="patches per request")
-    p.add_argument("--compare-local", action=argparse.BooleanOptionalAction, default=True,
-                   help="also run local inference and compare the per-hit classes")
+    p.add_argument(
+        "--compare-local",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run local inference and compare the per-hit classes",
+    )
 
 
 def _run(a: argparse.Namespace) -> Summary | None:
     from argonic.pipeline import run_sonic
     from argonic.reco.chain import format_table
 
-    s = run_sonic(a.workdir, detector=a.detector, n_events=a.events, seed=a.seed,
-                  batch_size=a.batch_size, compare_local=a.compare_local, show_progress=not a.json)
+    s = run_sonic(
+        a.workdir,
+        detector=a.detector,
+        n_events=a.events,
+        seed=a.seed,
+        batch_size=a.batch_size,
+        compare_local=a.compare_local,
+        show_progress=not a.json,
+    )
     if a.json:
         return s
     sim = s["simulation"]
-    print(f"simulated {sim['events']} {sim['detector']} event(s): {sim['hits_mean']:.0f} hits per event")
+    print(
+        f"simulated {sim['events']} {sim['detector']} event(s): {sim['hits_mean']:.0f} hits per event"
+    )
     print(f"\nremote inference through argonic serve at {s['server']} (batch {a.batch_size}):")
     print(format_table(s["remote"]))
     if "local" in s:
         print("\nlocal inference (ONNX Runtime in-process):")
         print(format_table(s["local"]))
         t, agree = s["emtrackmichelid_s_per_event"], s["agreement"]
-        print(f"\nEmTrackMichelId s/event: local {t['local']:.2f}, remote {t['remote']:.2f} "
-              f"(remote/local {t['remote'] / t['local']:.2f})")
-        print(f"same class for {agree['hits'] - agree['hits_with_different_class']} of {agree['hits']} hits; "
-              f"largest score difference {agree['max_abs_score_difference']:.2g}")
+        print(
+            f"\nEmTrackMichelId s/event: local {t['local']:.2f}, remote {t['remote']:.2f} "
+            f"(remote/local {t['remote'] / t['local']:.2f})"
+        )
+        print(
+            f"same class for {agree['hits'] - agree['hits_with_different_class']} of {agree['hits']} hits; "
+            f"largest score difference {agree['max_abs_score_difference']:.2g}"
+        )
     print(f"\nfiles in {s['workdir']}/")
     return None
 
 
 # --- study --------------------------------------------------------------------------------
 
+
 def _int_list(text: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated whole numbers, got {text!r}"
+        ) from None
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"expected numbers >= 1, got {text!r}")
     return values
 
 
 def _study_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--server", default=None, metavar="HOST:PORT",
-                   help="inference server to study (default: start a local argonic serve with the shipped model)")
-    p.add_argument("--metrics-url", default=None, help="the server's Prometheus /metrics URL "
-                   "(default: http://HOST:8002/metrics, or the local server's)")
-    p.add_argument("--servers", type=_positive_int, default=1,
-                   help="servers behind --server (the model's clients per server = N / servers)")
-    p.add_argument("--clients", type=_int_list, default=[1, 2, 4, 8], help="simultaneous client counts, e.g. 1,2,4,8")
+    p.add_argument(
+        "--server",
+        default=None,
+        metavar="HOST:PORT",
+        help="inference server to study (default: start a local argonic serve with the shipped model)",
+    )
+    p.add_argument(
+        "--metrics-url",
+        default=None,
+        help="the server's Prometheus /metrics URL "
+        "(default: http://HOST:8002/metrics, or the local server's)",
+    )
+    p.add_argument(
+        "--servers",
+        type=_positive_int,
+        default=1,
+        help="servers behind --server (the model's clients per server = N / servers)",
+    )
+    p.add_argument(
+        "--clients",
+        type=_int_list,
+        default=[1, 2, 4, 8],
+        help="simultaneous client counts, e.g. 1,2,4,8",
+    )
     p.add_argument("--events", type=_positive_int, default=4, help="events per client (K)")
-    p.add_argument("--batch-size", type=_positive_int, default=1693, help="patches per ModelInfer request")
-    p.add_argument("--pool", type=_positive_int, default=None,
-                   help="events to simulate (default --events: every client runs each event once, in its own "
-                   "order, so every N sees the same work)")
-    p.add_argument("--events-file", default=None, help="event file (default: simulate --pool events)")
+    p.add_argument(
+        "--batch-size", type=_positive_int, default=1693, help="patches per ModelInfer request"
+    )
+    p.add_argument(
+        "--pool",
+        type=_positive_int,
+        default=None,
+        help="events to simulate (default --events: every client runs each event once, in its own "
+        "order, so every N sees the same work)",
+    )
+    p.add_argument(
+        "--events-file", default=None, help="event file (default: simulate --pool events)"
+    )
     p.add_argument("--detector", default="mini", help="detector to simulate (mini, protodune-sp)")
     p.add_argument("--seed", type=_non_negative_int, default=1, help="simulation seed")
-    p.add_argument("--client-cpu", choices=("emulated", "real"), default="emulated",
-                   help="emulated: the clients' non-ML CPU work is a sleep of its measured duration, inference "
-                   "requests are real; real: the clients run the whole chain (needs a core per client)")
-    p.add_argument("--cpu-scale", type=float, default=1.0,
-                   help="emulated: multiply the measured non-ML CPU durations (labelled in every output)")
-    p.add_argument("--max-patches", type=_positive_int, default=None,
-                   help="emulated: send at most this many patches per event (a reduced event)")
-    p.add_argument("--rtt-ms", type=float, default=0.0, help="emulated network round trip (TCP proxy), ms")
-    p.add_argument("--link-gbps", type=float, default=None, help="emulated link rate per direction, Gbit/s")
+    p.add_argument(
+        "--client-cpu",
+        choices=("emulated", "real"),
+        default="emulated",
+        help="emulated: the clients' non-ML CPU work is a sleep of its measured duration, inference "
+        "requests are real; real: the clients run the whole chain (needs a core per client)",
+    )
+    p.add_argument(
+        "--cpu-scale",
+        type=float,
+        default=1.0,
+        help="emulated: multiply the measured non-ML CPU durations (labelled in every output)",
+    )
+    p.add_argument(
+        "--max-patches",
+        type=_positive_int,
+        default=None,
+        help="emulated: send at most this many patches per event (a reduced event)",
+    )
+    p.add_argument(
+        "--rtt-ms", type=float, default=0.0, help="emulated network round trip (TCP proxy), ms"
+    )
+    p.add_argument(
+        "--link-gbps", type=float, default=None, help="emulated link rate per direction, Gbit/s"
+    )
     p.add_argument("--shared-link", action="store_true", help="all clients share one emulated link")
     p.add_argument("--model-repository", default=None, help="the local server's model repository")
-    p.add_argument("--dynamic-batching", action=argparse.BooleanOptionalAction, default=True,
-                   help="local server: --no-dynamic-batching serves a copy without the dynamic_batching block")
-    p.add_argument("--scrape-interval", type=float, default=0.5, help="seconds between /metrics scrapes")
-    p.add_argument("--farm", type=_int_list, default=[400, 2000], help="farm sizes (clients) for the sizing report")
-    p.add_argument("--farm-servers", type=_int_list, default=[1, 2, 4, 8, 16, 32],
-                   help="server counts for the sizing report")
+    p.add_argument(
+        "--dynamic-batching",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="local server: --no-dynamic-batching serves a copy without the dynamic_batching block",
+    )
+    p.add_argument(
+        "--scrape-interval", type=float, default=0.5, help="seconds between /metrics scrapes"
+    )
+    p.add_argument(
+        "--farm",
+        type=_int_list,
+        default=[400, 2000],
+        help="farm sizes (clients) for the sizing report",
+    )
+    p.add_argument(
+        "--farm-servers",
+        type=_int_list,
+        default=[1, 2, 4, 8, 16, 32],
+        help="server counts for the sizing report",
+    )
     p.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
-    p.add_argument("--no-local-baseline", action="store_true", help="skip the local inference measurement")
+    p.add_argument(
+        "--no-local-baseline", action="store_true", help="skip the local inference measurement"
+    )
     p.add_argument("-o", "--output", default="study", help="output folder")
 
 
 def _study(a: argparse.Namespace) -> Summary | None:
     from argonic.study.runner import StudyConfig, format_summary, run_study
 
-    cfg = StudyConfig(output=a.output, clients=a.clients, events=a.events, pool=a.pool, batch_size=a.batch_size,
-                      server=a.server, metrics_url=a.metrics_url, servers=a.servers, events_file=a.events_file,
-                      detector=a.detector, seed=a.seed, client_cpu=a.client_cpu, cpu_scale=a.cpu_scale,
-                      max_patches=a.max_patches, rtt_ms=a.rtt_ms, link_gbps=a.link_gbps,
-                      shared_link=a.shared_link, model_repository=a.model_repository,
-                      dynamic_batching=a.dynamic_batching, scrape_interval_s=a.scrape_interval,
-                      farms=a.farm, farm_servers=a.farm_servers, plots=not a.no_plots,
-                      local_baseline=not a.no_local_baseline, show_progress=not a.json)
+    cfg = StudyConfig(
+        output=a.output,
+        clients=a.clients,
+        events=a.events,
+        pool=a.pool,
+        batch_size=a.batch_size,
+        server=a.server,
+        metrics_url=a.metrics_url,
+        servers=a.servers,
+        events_file=a.events_file,
+        detector=a.detector,
+        seed=a.seed,
+        client_cpu=a.client_cpu,
+        cpu_scale=a.cpu_scale,
+        max_patches=a.max_patches,
+        rtt_ms=a.rtt_ms,
+        link_gbps=a.link_gbps,
+        shared_link=a.shared_link,
+        model_repository=a.model_repository,
+        dynamic_batching=a.dynamic_batching,
+        scrape_interval_s=a.scrape_interval,
+        farms=a.farm,
+        farm_servers=a.farm_servers,
+        plots=not a.no_plots,
+        local_baseline=not a.no_local_baseline,
+        show_progress=not a.json,
+    )
     s = run_study(cfg)
     if a.json:
         return s
@@ -367,25 +654,55 @@ def _study(a: argparse.Namespace) -> Summary | None:
     return None
 
 
-COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None],
-                          Callable[[argparse.Namespace], Summary | None]]] = {
-    "run": ("the end-to-end SONIC job: simulate, start a local server, reconstruct through it, summarise",
-            _run_args, _run),
-    "simulate": ("simulate ProtoDUNE-SP-like events, find hits, write an HDF5 event file",
-                 _simulate_args, _simulate),
+COMMANDS: dict[
+    str,
+    tuple[
+        str,
+        Callable[[argparse.ArgumentParser], None],
+        Callable[[argparse.Namespace], Summary | None],
+    ],
+] = {
+    "run": (
+        "the end-to-end SONIC job: simulate, start a local server, reconstruct through it, summarise",
+        _run_args,
+        _run,
+    ),
+    "simulate": (
+        "simulate ProtoDUNE-SP-like events, find hits, write an HDF5 event file",
+        _simulate_args,
+        _simulate,
+    ),
     "show": ("draw one plane of one event (wire vs tick) with its hits", _show_args, _show),
-    "reco": ("run hit finding and EmTrackMichelId (local or remote inference) over an event file",
-             _reco_args, _reco),
-    "cluster": ("run N argonic serve replicas behind an nginx gRPC load balancer (up, down, status)",
-                _cluster_args, _cluster),
-    "serve": ("serve a model repository over the KServe v2 / Triton gRPC protocol",
-              _serve_args, _serve),
-    "train": ("train the EmTrackMichelId network on simulated events, export it to the "
-              "model repository", _train_args, _train),
-    "evaluate": ("per-hit confusion matrix, track/em accuracy, Michel efficiency/purity, ROC "
-                 "curves", _evaluate_args, _evaluate),
-    "study": ("the scaling study: N simultaneous clients against one server, the latency-model fit, plots",
-              _study_args, _study),
+    "reco": (
+        "run hit finding and EmTrackMichelId (local or remote inference) over an event file",
+        _reco_args,
+        _reco,
+    ),
+    "cluster": (
+        "run N argonic serve replicas behind an nginx gRPC load balancer (up, down, status)",
+        _cluster_args,
+        _cluster,
+    ),
+    "serve": (
+        "serve a model repository over the KServe v2 / Triton gRPC protocol",
+        _serve_args,
+        _serve,
+    ),
+    "train": (
+        "train the EmTrackMichelId network on simulated events, export it to the model repository",
+        _train_args,
+        _train,
+    ),
+    "evaluate": (
+        "per-hit confusion matrix, track/em accuracy, Michel efficiency/purity, ROC curves",
+        _evaluate_args,
+        _evaluate,
+    ),
+    "study": (
+        "the scaling study: N simultaneous clients against one server, the latency-model fit, plots",
+        _study_args,
+        _study,
+    ),
 }
 
 
@@ -402,7 +719,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (help_text, add_args, _) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
+        p.add_argument(
+            "--json", action="store_true", help="print a machine-readable summary on stdout"
+        )
         add_args(p)
     return parser
 

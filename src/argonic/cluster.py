@@ -16,6 +16,7 @@ pid file, logs and temp directories are in the run directory, never the system's
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -410,10 +411,8 @@ class Cluster:
         if proc is None or not proc.alive():
             return
         for pid in [proc.pid, *_children(proc.pid)]:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
         if proc.popen is not None:
             proc.popen.wait(timeout=60)
         self._write_state()

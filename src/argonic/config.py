@@ -57,7 +57,9 @@ def set_key(config: dict[str, Any], dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
-def load_config(path: str | os.PathLike[str] | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
+def load_config(
+    path: str | os.PathLike[str] | None = None, overrides: list[str] | None = None
+) -> dict[str, Any]:
     """Defaults, then the TOML file at ``path``, then ``key=value`` overrides (dotted keys)."""
     config = copy.deepcopy(DEFAULTS)
     if path is not None:

@@ -31,19 +31,31 @@ def compare_reco_files(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> 
             sa, sb = fa["events"][key]["scores"][:], fb["events"][key]["scores"][:]
             if len(sa):
                 max_diff = max(max_diff, float(np.abs(sa - sb).max()))
-            differ += int(np.count_nonzero(fa["events"][key]["predicted"][:] != fb["events"][key]["predicted"][:]))
+            differ += int(
+                np.count_nonzero(
+                    fa["events"][key]["predicted"][:] != fb["events"][key]["predicted"][:]
+                )
+            )
             hits += len(sa)
     return {"hits": hits, "max_abs_score_difference": max_diff, "hits_with_different_class": differ}
 
 
-def run_sonic(workdir: str | os.PathLike[str] = "argonic-run", detector: str = "protodune-sp",
-              n_events: int = 1, seed: int = 1, batch_size: int = 1693, compare_local: bool = True,
-              show_progress: bool = True) -> dict[str, Any]:
+def run_sonic(
+    workdir: str | os.PathLike[str] = "argonic-run",
+    detector: str = "protodune-sp",
+    n_events: int = 1,
+    seed: int = 1,
+    batch_size: int = 1693,
+    compare_local: bool = True,
+    show_progress: bool = True,
+) -> dict[str, Any]:
     """Simulate, serve, reconstruct through the server; return one summary of all steps."""
     work = Path(workdir)
     work.mkdir(parents=True, exist_ok=True)
     events = work / "events.h5"
-    sim = simulate_file(events, detector=detector, n_events=n_events, seed=seed, show_progress=show_progress)
+    sim = simulate_file(
+        events, detector=detector, n_events=n_events, seed=seed, show_progress=show_progress
+    )
     server = LocalServer(shipped_repository(), MODEL_NAME)
     try:
         address = server.start()
@@ -54,7 +66,12 @@ def run_sonic(workdir: str | os.PathLike[str] = "argonic-run", detector: str = "
         remote = run_reco(events, work / "reco_remote.h5", config, show_progress=show_progress)
     finally:
         server.stop()
-    summary: dict[str, Any] = {"workdir": str(work), "simulation": sim, "server": address, "remote": remote}
+    summary: dict[str, Any] = {
+        "workdir": str(work),
+        "simulation": sim,
+        "server": address,
+        "remote": remote,
+    }
     if compare_local:
         local = run_reco(events, work / "reco_local.h5", load_config(), show_progress=show_progress)
         t_local = _module_seconds(local)
@@ -66,4 +83,6 @@ def run_sonic(workdir: str | os.PathLike[str] = "argonic-run", detector: str = "
 
 
 def _module_seconds(reco_summary: dict[str, Any]) -> float:
-    return next(r["wall_s_per_event"] for r in reco_summary["modules"] if r["module"] == "emtrackmichelid")
+    return next(
+        r["wall_s_per_event"] for r in reco_summary["modules"] if r["module"] == "emtrackmichelid"
+    )

@@ -74,26 +74,35 @@ def compressor(name: str) -> Callable[[bytes], bytes] | None:
     if name == "none":
         return None
     if name not in _CODECS:
-        raise CompressionError(f"unknown tensor compression {name!r} (known: {', '.join(COMPRESSIONS)})")
+        raise CompressionError(
+            f"unknown tensor compression {name!r} (known: {', '.join(COMPRESSIONS)})"
+        )
     try:
         return _CODECS[name][0]()
     except ImportError as exc:
-        raise CompressionError(f"tensor compression {name!r} needs the Python package "
-                               f"{'zstandard' if name == 'zstd' else 'lz4'}: {exc}") from None
+        raise CompressionError(
+            f"tensor compression {name!r} needs the Python package "
+            f"{'zstandard' if name == 'zstd' else 'lz4'}: {exc}"
+        ) from None
 
 
 def decompress(name: str, data: bytes | memoryview, size: int) -> bytes:
     """Decompress one tensor of ``size`` bytes; CompressionError if it does not decode to that."""
     if name not in _CODECS:
-        raise CompressionError(f"unknown {PARAMETER} {name!r} (this server decodes: "
-                               f"{', '.join(available())})")
+        raise CompressionError(
+            f"unknown {PARAMETER} {name!r} (this server decodes: {', '.join(available())})"
+        )
     try:
         out = _CODECS[name][1]()(bytes(data), size)
     except ImportError:
-        raise CompressionError(f"this server cannot decode {PARAMETER} {name!r} "
-                               f"(it decodes: {', '.join(available()) or 'none'})") from None
+        raise CompressionError(
+            f"this server cannot decode {PARAMETER} {name!r} "
+            f"(it decodes: {', '.join(available()) or 'none'})"
+        ) from None
     except Exception as exc:  # noqa: BLE001 - corrupt data of any kind is the client's error
-        raise CompressionError(f"{name} data does not decompress: {type(exc).__name__}: {exc}") from None
+        raise CompressionError(
+            f"{name} data does not decompress: {type(exc).__name__}: {exc}"
+        ) from None
     if len(out) != size:
         raise CompressionError(f"{name} data decompresses to {len(out)} bytes, expected {size}")
     return out

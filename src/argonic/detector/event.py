@@ -27,8 +27,15 @@ class PlaneFrame:
     def from_dense(cls, tpc: int, plane: int, signal: np.ndarray) -> PlaneFrame:
         """Keep the non-zero pixels of a dense [n_wires, n_ticks] signal."""
         wire, tick = np.nonzero(signal)
-        return cls(tpc, plane, signal.shape[0], signal.shape[1], wire.astype(np.int32),
-                   tick.astype(np.int32), signal[wire, tick].astype(np.float32))
+        return cls(
+            tpc,
+            plane,
+            signal.shape[0],
+            signal.shape[1],
+            wire.astype(np.int32),
+            tick.astype(np.int32),
+            signal[wire, tick].astype(np.float32),
+        )
 
     def dense(self) -> np.ndarray:
         """The full [n_wires, n_ticks] float32 signal."""
@@ -51,9 +58,17 @@ class Hits:
     label: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint8))  # TRACK, EM or NONE
     michel: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # from a Michel electron
 
-    DTYPES = {"tpc": np.int16, "plane": np.int8, "wire": np.int32, "peak_tick": np.float32,
-              "sigma": np.float32, "amplitude": np.float32, "integral": np.float32,
-              "label": np.uint8, "michel": bool}
+    DTYPES = {
+        "tpc": np.int16,
+        "plane": np.int8,
+        "wire": np.int32,
+        "peak_tick": np.float32,
+        "sigma": np.float32,
+        "amplitude": np.float32,
+        "integral": np.float32,
+        "label": np.uint8,
+        "michel": bool,
+    }
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -76,7 +91,9 @@ class Hits:
     def concat(cls, parts: list[Hits]) -> Hits:
         if not parts:
             return cls()
-        return cls(**{f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)})
+        return cls(
+            **{f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)}
+        )
 
 
 @dataclass

@@ -35,12 +35,20 @@ _COMPRESS = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
 class EventFileWriter:
     """Write events one by one; the file appears under its name only when closed without error."""
 
-    def __init__(self, path: str | os.PathLike[str], detector_name: str, seed: int, run: int) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], detector_name: str, seed: int, run: int
+    ) -> None:
         get_detector(detector_name)  # validate the name before creating anything
         self._atomic = atomic_output(path)
         self._h5: h5py.File | None = None
-        self._meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "detector": detector_name,
-                      "seed": seed, "run": run, "argonic_version": __version__}
+        self._meta = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "detector": detector_name,
+            "seed": seed,
+            "run": run,
+            "argonic_version": __version__,
+        }
         self.n_events = 0
 
     def __enter__(self) -> EventFileWriter:
@@ -61,19 +69,34 @@ class EventFileWriter:
         fr["plane"] = np.array([f.plane for f in frames], np.int8)
         fr["n_wires"] = np.array([f.n_wires for f in frames], np.int32)
         fr["n_ticks"] = np.array([f.n_ticks for f in frames], np.int32)
-        fr["offset"] = np.concatenate([[0], np.cumsum([len(f.value) for f in frames])]).astype(np.int64)
-        index = [f.wire.astype(np.uint32) * np.uint32(f.n_ticks) + f.tick.astype(np.uint32) for f in frames]
-        fr.create_dataset("index", data=np.concatenate(index) if index else np.zeros(0, np.uint32),
-                          **_COMPRESS)
-        fr.create_dataset("value", data=np.concatenate([f.value for f in frames]).astype(np.float32)
-                          if frames else np.zeros(0, np.float32), **_COMPRESS)
+        fr["offset"] = np.concatenate([[0], np.cumsum([len(f.value) for f in frames])]).astype(
+            np.int64
+        )
+        index = [
+            f.wire.astype(np.uint32) * np.uint32(f.n_ticks) + f.tick.astype(np.uint32)
+            for f in frames
+        ]
+        fr.create_dataset(
+            "index", data=np.concatenate(index) if index else np.zeros(0, np.uint32), **_COMPRESS
+        )
+        fr.create_dataset(
+            "value",
+            data=np.concatenate([f.value for f in frames]).astype(np.float32)
+            if frames
+            else np.zeros(0, np.float32),
+            **_COMPRESS,
+        )
         hg = g.create_group("hits")
         for name, col in event.hits.columns().items():
             hg.create_dataset(name, data=col, **(_COMPRESS if len(col) else {}))
         self.n_events += 1
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         assert self._h5 is not None
         try:
             self._h5.attrs["n_events"] = self.n_events
@@ -92,14 +115,20 @@ class EventFile:
         try:
             self._h5 = h5py.File(self.path, "r")
         except OSError as exc:
-            raise ArgonicError(f"{self.path}: not a readable HDF5 file (truncated or foreign?): {exc}") from None
+            raise ArgonicError(
+                f"{self.path}: not a readable HDF5 file (truncated or foreign?): {exc}"
+            ) from None
         if self._h5.attrs.get("format") != FORMAT:
             self._h5.close()
-            raise ArgonicError(f"{self.path}: not an argonic event file (no format={FORMAT!r} attribute)")
+            raise ArgonicError(
+                f"{self.path}: not an argonic event file (no format={FORMAT!r} attribute)"
+            )
         version = int(self._h5.attrs.get("format_version", -1))
         if version != FORMAT_VERSION:
             self._h5.close()
-            raise ArgonicError(f"{self.path}: event file format version {version}, expected {FORMAT_VERSION}")
+            raise ArgonicError(
+                f"{self.path}: event file format version {version}, expected {FORMAT_VERSION}"
+            )
         self.detector_name = str(self._h5.attrs["detector"])
         self.detector: Detector = get_detector(self.detector_name)
         self.seed = int(self._h5.attrs["seed"])
@@ -114,7 +143,9 @@ class EventFile:
         try:
             return self._read(self._h5["events"][self._keys[i]])
         except (OSError, KeyError) as exc:
-            raise ArgonicError(f"{self.path}: event {i} is unreadable (truncated file?): {exc}") from None
+            raise ArgonicError(
+                f"{self.path}: event {i} is unreadable (truncated file?): {exc}"
+            ) from None
 
     def __iter__(self) -> Iterator[Event]:
         for i in range(len(self)):
@@ -126,11 +157,21 @@ class EventFile:
         index = fr["index"][:]
         value = fr["value"][:]
         frames = []
-        for f, (tpc, plane, nw, nt) in enumerate(zip(fr["tpc"][:], fr["plane"][:], fr["n_wires"][:],
-                                                      fr["n_ticks"][:])):
-            idx = index[offset[f]:offset[f + 1]]
-            frames.append(PlaneFrame(int(tpc), int(plane), int(nw), int(nt), (idx // nt).astype(np.int32),
-                                     (idx % nt).astype(np.int32), value[offset[f]:offset[f + 1]]))
+        for f, (tpc, plane, nw, nt) in enumerate(
+            zip(fr["tpc"][:], fr["plane"][:], fr["n_wires"][:], fr["n_ticks"][:], strict=True)
+        ):
+            idx = index[offset[f] : offset[f + 1]]
+            frames.append(
+                PlaneFrame(
+                    int(tpc),
+                    int(plane),
+                    int(nw),
+                    int(nt),
+                    (idx // nt).astype(np.int32),
+                    (idx % nt).astype(np.int32),
+                    value[offset[f] : offset[f + 1]],
+                )
+            )
         hits = Hits(**{name: g["hits"][name][:] for name in Hits.DTYPES})
         a = g.attrs
         return Event(int(a["run"]), int(a["subrun"]), int(a["event"]), frames, hits)

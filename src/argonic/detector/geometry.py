@@ -65,9 +65,12 @@ class TPC:
     def contains(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
         """Boolean mask of the points inside this TPC."""
         return (
-            (x >= self.x_min) & (x < self.x_max)
-            & (y >= self.y_min) & (y < self.y_max)
-            & (z >= self.z_min) & (z < self.z_max)
+            (x >= self.x_min)
+            & (x < self.x_max)
+            & (y >= self.y_min)
+            & (y < self.y_max)
+            & (z >= self.z_min)
+            & (z < self.z_max)
         )
 
 
@@ -144,7 +147,11 @@ def protodune_sp() -> Detector:
         z_min = (apa % 3) * apa_width
         x_anode = side * drift
         # TPC 2*apa: the thin outer volume; TPC 2*apa+1: the active volume towards the cathode
-        tpcs.append(TPC(2 * apa, apa, x_anode, x_anode + side * thin, y_min, y_max, z_min, z_min + apa_width))
+        tpcs.append(
+            TPC(
+                2 * apa, apa, x_anode, x_anode + side * thin, y_min, y_max, z_min, z_min + apa_width
+            )
+        )
         tpcs.append(TPC(2 * apa + 1, apa, x_anode, 0.0, y_min, y_max, z_min, z_min + apa_width))
     return Detector(
         name="protodune-sp",
@@ -180,4 +187,6 @@ def get_detector(name: str) -> Detector:
     try:
         return DETECTORS[name]()
     except KeyError:
-        raise ArgonicError(f"unknown detector {name!r}: choose from {', '.join(DETECTORS)}") from None
+        raise ArgonicError(
+            f"unknown detector {name!r}: choose from {', '.join(DETECTORS)}"
+        ) from None

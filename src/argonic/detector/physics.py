@@ -57,6 +57,7 @@ EM_EMIN, EM_EMAX = 30.0, 3000.0  # MeV, dN/dE ~ E^-2
 
 # --- small vector helpers ------------------------------------------------------------------
 
+
 def _unit(v: np.ndarray) -> np.ndarray:
     return v / np.linalg.norm(v, axis=-1, keepdims=True)
 
@@ -77,9 +78,12 @@ def rotate_from(axis: np.ndarray, cos_t: np.ndarray, phi: np.ndarray) -> np.ndar
     a = np.array([1.0, 0, 0]) if abs(axis[0]) < 0.9 else np.array([0, 1.0, 0])
     e1 = _unit(np.cross(axis, a))
     e2 = np.cross(axis, e1)
-    sin_t = np.sqrt(np.clip(1 - cos_t ** 2, 0, 1))
-    return (cos_t[:, None] * axis + (sin_t * np.cos(phi))[:, None] * e1
-            + (sin_t * np.sin(phi))[:, None] * e2)
+    sin_t = np.sqrt(np.clip(1 - cos_t**2, 0, 1))
+    return (
+        cos_t[:, None] * axis
+        + (sin_t * np.cos(phi))[:, None] * e1
+        + (sin_t * np.sin(phi))[:, None] * e2
+    )
 
 
 def box_exit_distance(p: np.ndarray, d: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> float:
@@ -89,8 +93,9 @@ def box_exit_distance(p: np.ndarray, d: np.ndarray, lo: np.ndarray, hi: np.ndarr
     return float(max(np.min(t), 0.0))
 
 
-def box_entry(p: np.ndarray, d: np.ndarray, lo: np.ndarray, hi: np.ndarray
-              ) -> tuple[float, float] | None:
+def box_entry(
+    p: np.ndarray, d: np.ndarray, lo: np.ndarray, hi: np.ndarray
+) -> tuple[float, float] | None:
     """(t_in, t_out) of the line p + t d through the box, or None if it misses (slab method)."""
     with np.errstate(divide="ignore", invalid="ignore"):
         t1 = (lo - p) / d
@@ -106,6 +111,7 @@ def box_entry(p: np.ndarray, d: np.ndarray, lo: np.ndarray, hi: np.ndarray
 
 # --- energy loss --------------------------------------------------------------------------
 
+
 def _density_effect(bg: np.ndarray) -> np.ndarray:
     x0, x1, c, a, k = STERNHEIMER
     x = np.log10(np.maximum(bg, 1e-6))
@@ -117,15 +123,15 @@ def bethe_dedx(t: np.ndarray, mass: float, tcut: float | None = None) -> np.ndar
     """Mean (or, with tcut, restricted) collision dE/dx in MeV/cm of a heavy charged particle."""
     t = np.maximum(np.asarray(t, float), 1e-3 * mass)
     g = 1 + t / mass
-    b2 = 1 - 1 / g ** 2
+    b2 = 1 - 1 / g**2
     bg2 = b2 * g * g
     tmax = 2 * ME * bg2 / (1 + 2 * g * ME / mass + (ME / mass) ** 2)
     delta = _density_effect(np.sqrt(bg2))
     if tcut is None:
-        br = 0.5 * np.log(2 * ME * bg2 * tmax / I_AR ** 2) - b2 - delta / 2
+        br = 0.5 * np.log(2 * ME * bg2 * tmax / I_AR**2) - b2 - delta / 2
     else:
         tup = np.minimum(tcut, tmax)
-        br = 0.5 * np.log(2 * ME * bg2 * tup / I_AR ** 2) - b2 / 2 * (1 + tup / tmax) - delta / 2
+        br = 0.5 * np.log(2 * ME * bg2 * tup / I_AR**2) - b2 / 2 * (1 + tup / tmax) - delta / 2
     return K_BB / b2 * np.maximum(br, 0.5)
 
 
@@ -133,9 +139,9 @@ def electron_dedx(t: np.ndarray) -> np.ndarray:
     """Collision dE/dx (MeV/cm) of an electron (Rohrlich-Carlson with density effect)."""
     tau = np.maximum(np.asarray(t, float), 0.005) / ME
     b2 = 1 - 1 / (1 + tau) ** 2
-    f = 1 - b2 + (tau ** 2 / 8 - (2 * tau + 1) * math.log(2)) / (1 + tau) ** 2
+    f = 1 - b2 + (tau**2 / 8 - (2 * tau + 1) * math.log(2)) / (1 + tau) ** 2
     delta = _density_effect(np.sqrt(tau * (tau + 2)))
-    br = np.log(tau ** 2 * (tau + 2) / (2 * (I_AR / ME) ** 2)) + f - delta
+    br = np.log(tau**2 * (tau + 2) / (2 * (I_AR / ME) ** 2)) + f - delta
     return K_BB / 2 / b2 * np.maximum(br, 1.0)
 
 
@@ -168,8 +174,9 @@ def range_table(particle: str) -> RangeTable:
     """Range table of 'e', 'mu', 'pi' or 'p' (cached)."""
     if particle not in _TABLES:
         if particle == "e":  # collision loss plus the soft photons radiated on the way
-            _TABLES[particle] = RangeTable.build(lambda t: electron_dedx(t) + soft_brems_dedx(t),
-                                                 1e-3, 1e5)
+            _TABLES[particle] = RangeTable.build(
+                lambda t: electron_dedx(t) + soft_brems_dedx(t), 1e-3, 1e5
+            )
         else:
             mass = {"mu": MMU, "pi": MPI, "p": MP}[particle]
             _TABLES[particle] = RangeTable.build(lambda t: bethe_dedx(t, mass), 1e-3, 1e6)
@@ -201,30 +208,47 @@ def moyal(rng: np.random.Generator, n: int) -> np.ndarray:
 
 # --- deposits ------------------------------------------------------------------------------
 
+
 @dataclass
 class Deposits:
     """Energy deposits being collected: position (cm), time (us), charge (ke-), truth."""
 
     parts: list[tuple[np.ndarray, ...]] = field(default_factory=list)
 
-    def add(self, pos: np.ndarray, q: np.ndarray, t: float | np.ndarray, cat: int,
-            michel: bool = False) -> None:
+    def add(
+        self, pos: np.ndarray, q: np.ndarray, t: float | np.ndarray, cat: int, michel: bool = False
+    ) -> None:
         n = len(q)
         if n == 0:
             return
-        self.parts.append((np.asarray(pos, np.float64).reshape(n, 3), np.asarray(q, np.float32),
-                           np.broadcast_to(np.asarray(t, np.float64), (n,)).copy(),
-                           np.full(n, cat, np.uint8), np.full(n, michel, bool)))
+        self.parts.append(
+            (
+                np.asarray(pos, np.float64).reshape(n, 3),
+                np.asarray(q, np.float32),
+                np.broadcast_to(np.asarray(t, np.float64), (n,)).copy(),
+                np.full(n, cat, np.uint8),
+                np.full(n, michel, bool),
+            )
+        )
 
     def arrays(self) -> dict[str, np.ndarray]:
         """Concatenated columns: pos [N,3], q, t, cat, michel."""
         if not self.parts:
-            return {"pos": np.zeros((0, 3)), "q": np.zeros(0, np.float32), "t": np.zeros(0),
-                    "cat": np.zeros(0, np.uint8), "michel": np.zeros(0, bool)}
-        cols = list(zip(*self.parts))
-        return {"pos": np.concatenate(cols[0]), "q": np.concatenate(cols[1]),
-                "t": np.concatenate(cols[2]), "cat": np.concatenate(cols[3]),
-                "michel": np.concatenate(cols[4])}
+            return {
+                "pos": np.zeros((0, 3)),
+                "q": np.zeros(0, np.float32),
+                "t": np.zeros(0),
+                "cat": np.zeros(0, np.uint8),
+                "michel": np.zeros(0, bool),
+            }
+        cols = list(zip(*self.parts, strict=True))
+        return {
+            "pos": np.concatenate(cols[0]),
+            "q": np.concatenate(cols[1]),
+            "t": np.concatenate(cols[2]),
+            "cat": np.concatenate(cols[3]),
+            "michel": np.concatenate(cols[4]),
+        }
 
 
 @dataclass
@@ -240,8 +264,9 @@ class World:
         return np.all((p >= self.lo) & (p < self.hi), axis=-1)
 
 
-def _walk(world: World, start: np.ndarray, d0: np.ndarray, n: int, theta0: np.ndarray,
-          ds: float = STEP) -> tuple[np.ndarray, np.ndarray]:
+def _walk(
+    world: World, start: np.ndarray, d0: np.ndarray, n: int, theta0: np.ndarray, ds: float = STEP
+) -> tuple[np.ndarray, np.ndarray]:
     """Path of n steps with multiple-scattering angles theta0 [n]: (step midpoints, directions)."""
     kick = world.rng.standard_normal((n, 3)) * theta0[:, None]
     kick[0] = 0.0
@@ -265,6 +290,7 @@ def _truncate_inside(world: World, mids: np.ndarray) -> int:
 
 # --- heavy charged particles ---------------------------------------------------------------
 
+
 @dataclass
 class TrackEnd:
     pos: np.ndarray
@@ -274,9 +300,17 @@ class TrackEnd:
     kinetic: float  # kinetic energy left at the end (0 if stopped)
 
 
-def heavy_track(world: World, start: np.ndarray, d0: np.ndarray, kinetic: float,
-                particle: str, time: float, max_len: float | None = None,
-                delta_rays: bool = True, label: int = TRACK) -> TrackEnd:
+def heavy_track(
+    world: World,
+    start: np.ndarray,
+    d0: np.ndarray,
+    kinetic: float,
+    particle: str,
+    time: float,
+    max_len: float | None = None,
+    delta_rays: bool = True,
+    label: int = TRACK,
+) -> TrackEnd:
     """Deposits of a muon, pion or proton from ``start`` until it stops, leaves, or max_len."""
     rng = world.rng
     mass = {"mu": MMU, "pi": MPI, "p": MP}[particle]
@@ -292,7 +326,7 @@ def heavy_track(world: World, start: np.ndarray, d0: np.ndarray, kinetic: float,
     t_k[s >= r0] = 0.0
     de_mean = t_k[:-1] - t_k[1:]
     g = 1 + t_k[:-1] / mass
-    beta = np.sqrt(1 - 1 / g ** 2)
+    beta = np.sqrt(1 - 1 / g**2)
     p = np.sqrt(t_k[:-1] * (t_k[:-1] + 2 * mass))
     mids, dirs = _walk(world, start, d0, n, _highland(p, beta))
     m = _truncate_inside(world, mids)
@@ -302,7 +336,7 @@ def heavy_track(world: World, start: np.ndarray, d0: np.ndarray, kinetic: float,
         return TrackEnd(start, d0, time, False, kinetic)
     # restricted continuous loss with Landau-like (Moyal) fluctuations; delta rays explicit
     frac = bethe_dedx(tk, mass, DELTA_TCUT) / bethe_dedx(tk, mass) if delta_rays else np.ones(m)
-    xi = 0.5 * K_BB * STEP / beta ** 2
+    xi = 0.5 * K_BB * STEP / beta**2
     de = np.maximum(de_mean * frac + xi * (moyal(rng, m) - 1.2704), 0.0)
     de = np.minimum(de, de_mean * frac * 4 + 0.5)
     ds = np.full(m, STEP)
@@ -313,12 +347,13 @@ def heavy_track(world: World, start: np.ndarray, d0: np.ndarray, kinetic: float,
     return TrackEnd(end, dirs[-1], time, stopped, 0.0 if stopped else float(t_k[m]))
 
 
-def _delta_rays(world: World, mids: np.ndarray, dirs: np.ndarray, tk: np.ndarray, mass: float,
-                time: float) -> None:
+def _delta_rays(
+    world: World, mids: np.ndarray, dirs: np.ndarray, tk: np.ndarray, mass: float, time: float
+) -> None:
     """Knock-on electrons above DELTA_TCUT along a heavy track (1/T^2 spectrum)."""
     rng = world.rng
     g = 1 + tk / mass
-    b2 = 1 - 1 / g ** 2
+    b2 = 1 - 1 / g**2
     tmax = 2 * ME * b2 * g * g / (1 + 2 * g * ME / mass + (ME / mass) ** 2)
     lam = np.where(tmax > DELTA_TCUT, 0.5 * K_BB * STEP / b2 * (1 / DELTA_TCUT - 1 / tmax), 0.0)
     counts = rng.poisson(lam)
@@ -347,15 +382,26 @@ def _rotate_many(axes: np.ndarray, cos_t: np.ndarray, phi: np.ndarray) -> np.nda
     ref = np.where(np.abs(axes[:, :1]) < 0.9, np.array([[1.0, 0, 0]]), np.array([[0, 1.0, 0]]))
     e1 = _unit(np.cross(axes, ref))
     e2 = np.cross(axes, e1)
-    sin_t = np.sqrt(np.clip(1 - cos_t ** 2, 0, 1))
-    return (cos_t[:, None] * axes + (sin_t * np.cos(phi))[:, None] * e1
-            + (sin_t * np.sin(phi))[:, None] * e2)
+    sin_t = np.sqrt(np.clip(1 - cos_t**2, 0, 1))
+    return (
+        cos_t[:, None] * axes
+        + (sin_t * np.cos(phi))[:, None] * e1
+        + (sin_t * np.sin(phi))[:, None] * e2
+    )
 
 
 # --- electrons and photons -----------------------------------------------------------------
 
-def short_electrons(world: World, start: np.ndarray, dirs: np.ndarray, kinetic: np.ndarray,
-                    time: float | np.ndarray, label: int = EM, michel: bool = False) -> None:
+
+def short_electrons(
+    world: World,
+    start: np.ndarray,
+    dirs: np.ndarray,
+    kinetic: np.ndarray,
+    time: float | np.ndarray,
+    label: int = EM,
+    michel: bool = False,
+) -> None:
     """Low-energy electrons, batched: straight paths of their CSDA range, Bragg-like loss."""
     if len(kinetic) == 0:
         return
@@ -393,8 +439,23 @@ def _brems_fraction(rng: np.random.Generator, y0: float) -> float:
 
 # photon attenuation in argon (XCOM-like): energy (MeV) -> mu/rho (cm2/g), pair fraction
 _G_E = np.array([0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 1000, 1e5])
-_G_MU = np.array([0.60, 0.18, 0.123, 0.0848, 0.0618, 0.0444, 0.0300, 0.0250, 0.0236, 0.0255,
-                  0.0275, 0.0355, 0.0398])
+_G_MU = np.array(
+    [
+        0.60,
+        0.18,
+        0.123,
+        0.0848,
+        0.0618,
+        0.0444,
+        0.0300,
+        0.0250,
+        0.0236,
+        0.0255,
+        0.0275,
+        0.0355,
+        0.0398,
+    ]
+)
 _G_PAIR = np.array([0, 0, 0, 0, 0, 0.02, 0.15, 0.35, 0.55, 0.77, 0.87, 0.98, 1.0])
 
 
@@ -403,8 +464,9 @@ def photon_attenuation_cm(e: np.ndarray | float) -> np.ndarray:
     return 1 / (np.interp(np.log(e), np.log(_G_E), _G_MU) * RHO)
 
 
-def _soft_photons(world: World, mids: np.ndarray, dirs: np.ndarray, time: float,
-                  michel: bool) -> None:
+def _soft_photons(
+    world: World, mids: np.ndarray, dirs: np.ndarray, time: float, michel: bool
+) -> None:
     """Soft bremsstrahlung photons (K_SOFT..K_HARD) along an electron path, as blips."""
     rng = world.rng
     lam = len(mids) * STEP * 4 / 3 * math.log(K_HARD / K_SOFT) / X0
@@ -416,8 +478,14 @@ def _soft_photons(world: World, mids: np.ndarray, dirs: np.ndarray, time: float,
     absorb_photons(world, mids[i], dirs[i], k, time, michel)
 
 
-def absorb_photons(world: World, start: np.ndarray, dirs: np.ndarray, e: np.ndarray,
-                   time: float | np.ndarray, michel: bool = False) -> None:
+def absorb_photons(
+    world: World,
+    start: np.ndarray,
+    dirs: np.ndarray,
+    e: np.ndarray,
+    time: float | np.ndarray,
+    michel: bool = False,
+) -> None:
     """Low-energy photons, batched: a Compton scatter, then absorption of the rest nearby."""
     rng = world.rng
     n = len(e)
@@ -440,9 +508,16 @@ def absorb_photons(world: World, start: np.ndarray, dirs: np.ndarray, e: np.ndar
     world.dep.add(pos[ok], q, np.concatenate([tt, tt])[ok], EM, michel)
 
 
-def _electron_path(world: World, start: np.ndarray, d0: np.ndarray, e: float, length: float,
-                   time: float, michel: bool, label: int
-                   ) -> tuple[np.ndarray, np.ndarray, float, bool]:
+def _electron_path(
+    world: World,
+    start: np.ndarray,
+    d0: np.ndarray,
+    e: float,
+    length: float,
+    time: float,
+    michel: bool,
+    label: int,
+) -> tuple[np.ndarray, np.ndarray, float, bool]:
     """One electron segment of ``length`` (or until it stops): (end, dir, energy left, inside)."""
     table = range_table("e")
     r0 = float(table.range(e))
@@ -456,7 +531,7 @@ def _electron_path(world: World, start: np.ndarray, d0: np.ndarray, e: float, le
     m = _truncate_inside(world, mids)
     coll = electron_dedx(t_k[:-1])
     de_mean = (t_k[:-1] - t_k[1:]) * coll / (coll + soft_brems_dedx(t_k[:-1]))
-    xi = 0.5 * K_BB * np.diff(s) / beta ** 2
+    xi = 0.5 * K_BB * np.diff(s) / beta**2
     de = np.clip(de_mean + xi * (moyal(world.rng, n) - 1.2704), 0.0, de_mean * 4 + 0.2)
     if m:
         q = charge_ke(de[:m], np.maximum(np.diff(s)[:m], 0.02))
@@ -466,8 +541,15 @@ def _electron_path(world: World, start: np.ndarray, d0: np.ndarray, e: float, le
     return end, dirs[-1], float(t_k[-1]), m == n
 
 
-def em_cascade(world: World, start: np.ndarray, direction: np.ndarray, energy: float, kind: str,
-               time: float, michel: bool = False) -> None:
+def em_cascade(
+    world: World,
+    start: np.ndarray,
+    direction: np.ndarray,
+    energy: float,
+    kind: str,
+    time: float,
+    michel: bool = False,
+) -> None:
     """An electron ('e') or photon ('g') and its electromagnetic cascade.
 
     Electrons lose energy by ionisation (range tables, Moyal fluctuations, multiple
@@ -479,7 +561,8 @@ def em_cascade(world: World, start: np.ndarray, direction: np.ndarray, energy: f
     """
     rng = world.rng
     stack: list[tuple[str, np.ndarray, np.ndarray, float]] = [
-        (kind, np.asarray(start, float), _unit(np.asarray(direction, float)), energy)]
+        (kind, np.asarray(start, float), _unit(np.asarray(direction, float)), energy)
+    ]
     small_e: list[tuple[np.ndarray, np.ndarray, float]] = []
     small_g: list[tuple[np.ndarray, np.ndarray, float]] = []
     while stack:
@@ -512,8 +595,9 @@ def em_cascade(world: World, start: np.ndarray, direction: np.ndarray, energy: f
                 u = rng.random()
                 for frac in (u, 1 - u):
                     ang = rng.normal(0, ME / e)
-                    de_dir = rotate_from(d, np.array([math.cos(ang)]),
-                                         rng.uniform(0, 2 * np.pi, 1))[0]
+                    de_dir = rotate_from(
+                        d, np.array([math.cos(ang)]), rng.uniform(0, 2 * np.pi, 1)
+                    )[0]
                     stack.append(("e", p, de_dir, frac * avail))
                 back = isotropic(rng)  # positron annihilation: two 511 keV photons
                 small_g.extend([(p, back, ME), (p, -back, ME)])
@@ -527,10 +611,10 @@ def em_cascade(world: World, start: np.ndarray, direction: np.ndarray, energy: f
                 stack.append(("e", p, _unit(pe), te))
                 stack.append(("g", p, dg, e * eps))
     if small_e:
-        ps, ds_, es = zip(*small_e)
+        ps, ds_, es = zip(*small_e, strict=True)
         short_electrons(world, np.array(ps), np.array(ds_), np.array(es), time, EM, michel)
     if small_g:
-        ps, ds_, es = zip(*small_g)
+        ps, ds_, es = zip(*small_g, strict=True)
         absorb_photons(world, np.array(ps), np.array(ds_), np.array(es), time, michel)
 
 
@@ -548,6 +632,7 @@ def _compton(rng: np.random.Generator, e: float) -> tuple[float, float]:
 
 # --- decays, hadrons ----------------------------------------------------------------------
 
+
 def michel_energy(rng: np.random.Generator) -> float:
     """Kinetic energy (MeV) of a Michel electron: x^2 (3 - 2x) spectrum, x = E / 52.8 MeV."""
     while True:
@@ -556,8 +641,9 @@ def michel_energy(rng: np.random.Generator) -> float:
             return max(x * MICHEL_EMAX - ME, 0.05)
 
 
-def muon(world: World, start: np.ndarray, d0: np.ndarray, kinetic: float, charge: int,
-         time: float) -> TrackEnd:
+def muon(
+    world: World, start: np.ndarray, d0: np.ndarray, kinetic: float, charge: int, time: float
+) -> TrackEnd:
     """A muon and, if it stops, its Michel electron (mu+ always, mu- 25%)."""
     end = heavy_track(world, start, d0, kinetic, "mu", time)
     if end.stopped:
@@ -565,8 +651,15 @@ def muon(world: World, start: np.ndarray, d0: np.ndarray, kinetic: float, charge
         decays = charge > 0 or rng.random() < MU_MINUS_DECAY_FRACTION
         if decays:
             tau = TAU_MU_PLUS if charge > 0 else TAU_MU_MINUS_AR
-            em_cascade(world, end.pos, isotropic(rng), michel_energy(rng), "e",
-                       time + rng.exponential(tau), michel=True)
+            em_cascade(
+                world,
+                end.pos,
+                isotropic(rng),
+                michel_energy(rng),
+                "e",
+                time + rng.exponential(tau),
+                michel=True,
+            )
         else:  # nuclear capture: a de-excitation photon of a few MeV
             em_cascade(world, end.pos, isotropic(rng), float(rng.uniform(1, 6)), "g", time)
     return end
@@ -575,8 +668,15 @@ def muon(world: World, start: np.ndarray, d0: np.ndarray, kinetic: float, charge
 NUCLEAR_LENGTH = {"pi": 115.0, "p": 85.7}  # cm in liquid argon
 
 
-def hadron(world: World, start: np.ndarray, d0: np.ndarray, kinetic: float, particle: str,
-           time: float, depth: int = 0) -> None:
+def hadron(
+    world: World,
+    start: np.ndarray,
+    d0: np.ndarray,
+    kinetic: float,
+    particle: str,
+    time: float,
+    depth: int = 0,
+) -> None:
     """A pion or proton with one inelastic interaction (protons, pions, pi0 -> 2 photons)."""
     rng = world.rng
     ell = rng.exponential(NUCLEAR_LENGTH[particle])
@@ -584,8 +684,15 @@ def hadron(world: World, start: np.ndarray, d0: np.ndarray, kinetic: float, part
     if end.stopped:
         if particle == "pi":  # pi+ -> mu+ (4.1 MeV, ~1.5 mm) -> Michel
             mu_end = heavy_track(world, end.pos, isotropic(rng), 4.12, "mu", time)
-            em_cascade(world, mu_end.pos, isotropic(rng), michel_energy(rng), "e",
-                       time + rng.exponential(TAU_MU_PLUS), michel=True)
+            em_cascade(
+                world,
+                mu_end.pos,
+                isotropic(rng),
+                michel_energy(rng),
+                "e",
+                time + rng.exponential(TAU_MU_PLUS),
+                michel=True,
+            )
         return
     if end.kinetic < 20 or not world.inside(end.pos[None])[0] or depth > 2:
         return
@@ -597,7 +704,7 @@ def hadron(world: World, start: np.ndarray, d0: np.ndarray, kinetic: float, part
     if not kinds:
         return
     share = rng.dirichlet(np.ones(len(kinds))) * avail
-    for kind, t in zip(kinds, share):
+    for kind, t in zip(kinds, share, strict=True):
         cos_t = np.array([rng.uniform(0.3, 1.0) if kind != "p" else rng.uniform(-0.2, 1.0)])
         d = rotate_from(end.dir, cos_t, rng.uniform(0, 2 * np.pi, 1))[0]
         if kind == "p":
@@ -616,7 +723,7 @@ def _pi0(world: World, pos: np.ndarray, d: np.ndarray, energy: float, time: floa
     rng = world.rng
     m = 134.977
     g = max(energy / m, 1.0)
-    b = math.sqrt(1 - 1 / g ** 2)
+    b = math.sqrt(1 - 1 / g**2)
     c = rng.uniform(-1, 1)
     e1 = 0.5 * m * g * (1 + b * c)
     e2 = energy - e1
@@ -630,8 +737,10 @@ def _pi0(world: World, pos: np.ndarray, d: np.ndarray, energy: float, time: floa
 
 # --- sources -------------------------------------------------------------------------------
 
-def sample_cosmic_muons(rng: np.random.Generator, n: int
-                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+
+def sample_cosmic_muons(
+    rng: np.random.Generator, n: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Directions [n, 3] (downwards), kinetic energies (MeV) and charges (+-1) of cosmic muons.
 
     Flux through a horizontal plane ~ cos^3(zenith) (intensity ~ cos^2);
@@ -639,15 +748,19 @@ def sample_cosmic_muons(rng: np.random.Generator, n: int
     """
     cos_t = rng.random(n) ** 0.25
     phi = rng.uniform(0, 2 * np.pi, n)
-    sin_t = np.sqrt(1 - cos_t ** 2)
+    sin_t = np.sqrt(1 - cos_t**2)
     dirs = np.stack([sin_t * np.cos(phi), -cos_t, sin_t * np.sin(phi)], axis=1)
     kin = np.minimum(MUON_EC * (rng.random(n) ** (-1 / 1.7) - 1), 1e9)
     charge = np.where(rng.random(n) < MU_CHARGE_RATIO / (1 + MU_CHARGE_RATIO), 1, -1)
     return dirs, kin, charge
 
 
-def cosmic_muons(world: World, window_us: tuple[float, float], rate_hz_m2: float = MUON_RATE_HZ_M2,
-                 margin_cm: float = 300.0) -> int:
+def cosmic_muons(
+    world: World,
+    window_us: tuple[float, float],
+    rate_hz_m2: float = MUON_RATE_HZ_M2,
+    margin_cm: float = 300.0,
+) -> int:
     """Cosmic muons crossing a horizontal plane above the detector during ``window_us``.
 
     Zenith angle: intensity ~ cos^2(theta), i.e. flux through a horizontal plane ~ cos^3;
@@ -685,7 +798,7 @@ def cosmic_em(world: World, window_us: tuple[float, float], n_muons: int) -> Non
     for _ in range(n):
         cos_t = rng.random() ** 0.25
         phi = rng.uniform(0, 2 * np.pi)
-        s = math.sqrt(1 - cos_t ** 2)
+        s = math.sqrt(1 - cos_t**2)
         d = np.array([s * math.cos(phi), -cos_t, s * math.sin(phi)])
         p = np.array([rng.uniform(lo[0], hi[0]), hi[1] - 1e-6, rng.uniform(lo[2], hi[2])])
         u = rng.random()
@@ -698,8 +811,9 @@ BEAM_START = np.array([-27.0, 424.0, 0.0])  # ProtoDUNE-SP beam entry on the ups
 BEAM_DIR = np.array([-0.178, -0.197, 0.964])
 
 
-def beam_particle(world: World, start: np.ndarray = BEAM_START,
-                  direction: np.ndarray = BEAM_DIR) -> str:
+def beam_particle(
+    world: World, start: np.ndarray = BEAM_START, direction: np.ndarray = BEAM_DIR
+) -> str:
     """One in-time test-beam particle (e+, pi+, p, mu+) of 1, 2, 3, 6 or 7 GeV/c; its kind."""
     rng = world.rng
     p_mom = float(rng.choice([1000.0, 2000.0, 3000.0, 6000.0, 7000.0]))
@@ -712,7 +826,7 @@ def beam_particle(world: World, start: np.ndarray = BEAM_START,
         em_cascade(world, start, d, p_mom, "e", 0.0)
     else:
         mass = {"pi": MPI, "p": MP, "mu": MMU}[kind]
-        kin = math.sqrt(p_mom ** 2 + mass ** 2) - mass
+        kin = math.sqrt(p_mom**2 + mass**2) - mass
         if kind == "mu":
             muon(world, start, d, kin, 1, 0.0)
         else:

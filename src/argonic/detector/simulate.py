@@ -72,8 +72,10 @@ class PlaneTruth:
 def readout_window_us(det: Detector) -> tuple[float, float]:
     """Times (us, relative to the trigger) of deposits whose charge can reach the readout."""
     max_drift = max(t.drift_length for t in det.tpcs) / det.drift_velocity_cm_per_us
-    return (-det.trigger_tick * det.tick_us - max_drift - 20.0,
-            (det.n_ticks - det.trigger_tick) * det.tick_us + 20.0)
+    return (
+        -det.trigger_tick * det.tick_us - max_drift - 20.0,
+        (det.n_ticks - det.trigger_tick) * det.tick_us + 20.0,
+    )
 
 
 def make_world(det: Detector, rng: np.random.Generator) -> physics.World:
@@ -82,8 +84,13 @@ def make_world(det: Detector, rng: np.random.Generator) -> physics.World:
     return physics.World(np.array([x0, y0, z0]), np.array([x1, y1, z1]), rng)
 
 
-def generate_deposits(det: Detector, rng: np.random.Generator, cosmics: bool = True,
-                      beam: bool = True, radiologicals: bool = True) -> dict[str, np.ndarray]:
+def generate_deposits(
+    det: Detector,
+    rng: np.random.Generator,
+    cosmics: bool = True,
+    beam: bool = True,
+    radiologicals: bool = True,
+) -> dict[str, np.ndarray]:
     """All deposits of one readout (see ``physics``): pos [N,3] cm, t us, q ke-, cat, michel."""
     world = make_world(det, rng)
     (x0, x1), (y0, y1), (z0, z1) = det.bounds
@@ -102,8 +109,9 @@ def generate_deposits(det: Detector, rng: np.random.Generator, cosmics: bool = T
     return world.dep.arrays()
 
 
-def _share(center: np.ndarray, sigma: np.ndarray, offsets: np.ndarray
-           ) -> tuple[np.ndarray, np.ndarray]:
+def _share(
+    center: np.ndarray, sigma: np.ndarray, offsets: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Bins floor(center)+offsets and the Gaussian fraction of each deposit in them (sum 1)."""
     k = np.floor(center).astype(np.int64)[:, None] + offsets[None, :]
     s = sigma[:, None]
@@ -122,14 +130,21 @@ def drift(det: Detector, tpc: TPC, dep: dict[str, np.ndarray]) -> dict[str, np.n
     keep = (tick > -10) & (tick < det.n_ticks + 10)
     t_drift, tick = t_drift[keep], tick[keep]
     q = dep["q"][inside][keep] * np.exp(-t_drift / ELECTRON_LIFETIME_US)
-    return {"y": p[keep, 1], "z": p[keep, 2], "tick": tick, "q": q.astype(np.float64),
-            "sigma_l_ticks": np.sqrt(2 * DIFFUSION_L_CM2_US * t_drift) / det.cm_per_tick,
-            "sigma_t_cm": np.sqrt(2 * DIFFUSION_T_CM2_US * t_drift),
-            "cat": dep["cat"][inside][keep], "michel": dep["michel"][inside][keep]}
+    return {
+        "y": p[keep, 1],
+        "z": p[keep, 2],
+        "tick": tick,
+        "q": q.astype(np.float64),
+        "sigma_l_ticks": np.sqrt(2 * DIFFUSION_L_CM2_US * t_drift) / det.cm_per_tick,
+        "sigma_t_cm": np.sqrt(2 * DIFFUSION_T_CM2_US * t_drift),
+        "cat": dep["cat"][inside][keep],
+        "michel": dep["michel"][inside][keep],
+    }
 
 
-def plane_charge(det: Detector, tpc: TPC, plane: Plane, d: dict[str, np.ndarray]
-                 ) -> tuple[np.ndarray, PlaneTruth]:
+def plane_charge(
+    det: Detector, tpc: TPC, plane: Plane, d: dict[str, np.ndarray]
+) -> tuple[np.ndarray, PlaneTruth]:
     """Drifted charge binned on (wire, tick) of one plane (before the filter), and the truth."""
     n_w, n_t = plane.n_wires, det.n_ticks
     w = det.wire(tpc, plane, d["y"], d["z"])
@@ -145,8 +160,13 @@ def plane_charge(det: Detector, tpc: TPC, plane: Plane, d: dict[str, np.ndarray]
     tt = np.repeat(t_near, 3)
     tq = (q[:, None] * wf).ravel()
     ok = (tw >= 0) & (tw < n_w) & (tt >= 0) & (tt < n_t) & (tq > 1e-3)
-    truth = PlaneTruth(tw[ok].astype(np.int32), tt[ok].astype(np.int32), tq[ok].astype(np.float32),
-                       np.repeat(d["cat"], 3)[ok], np.repeat(d["michel"], 3)[ok])
+    truth = PlaneTruth(
+        tw[ok].astype(np.int32),
+        tt[ok].astype(np.int32),
+        tq[ok].astype(np.float32),
+        np.repeat(d["cat"], 3)[ok],
+        np.repeat(d["michel"], 3)[ok],
+    )
     # signal: 3 wires x 7 ticks per deposit
     flat_w = np.repeat(wk, 7, axis=1)  # [N, 21]
     flat_t = np.tile(tk, (1, 3))
@@ -189,11 +209,12 @@ def dilate_ticks(index: np.ndarray, pad: int, n_ticks: int) -> np.ndarray:
 def noise_roi_rate() -> float:
     """Upcrossings of ROI_THRESHOLD per wire and tick by the filtered noise (Rice's formula)."""
     sigma_r = math.sqrt(2) * FILTER_SIGMA_TICKS  # autocorrelation width of Gaussian-filtered noise
-    return math.exp(-ROI_THRESHOLD ** 2 / (2 * NOISE_RMS_KE ** 2)) / (2 * math.pi * sigma_r)
+    return math.exp(-(ROI_THRESHOLD**2) / (2 * NOISE_RMS_KE**2)) / (2 * math.pi * sigma_r)
 
 
-def digitise(signal: np.ndarray, rng: np.random.Generator, bank: np.ndarray | None
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def digitise(
+    signal: np.ndarray, rng: np.random.Generator, bank: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Deconvolved frame with noise, kept only in regions of interest: (wire, tick, value).
 
     ``bank`` None: no noise, keep the signal above SIGNAL_FLOOR.
@@ -211,14 +232,15 @@ def digitise(signal: np.ndarray, rng: np.random.Generator, bank: np.ndarray | No
     n_ex = rng.poisson(noise_roi_rate() * (n_w * n_t - len(region)))
     if n_ex:
         lag = np.arange(-ROI_PAD - 2, ROI_PAD + 3)
-        r = np.exp(-lag ** 2 / (4 * FILTER_SIGMA_TICKS ** 2))
+        r = np.exp(-(lag**2) / (4 * FILTER_SIGMA_TICKS**2))
         ew = rng.integers(0, n_w, n_ex)
         et = rng.integers(0, n_t, n_ex)
-        peak = np.sqrt(ROI_THRESHOLD ** 2 + 2 * NOISE_RMS_KE ** 2 * rng.exponential(size=n_ex))
+        peak = np.sqrt(ROI_THRESHOLD**2 + 2 * NOISE_RMS_KE**2 * rng.exponential(size=n_ex))
         ww = np.repeat(ew, len(lag))
         tt = (et[:, None] + lag[None, :]).ravel()
         ev = (peak[:, None] * r[None, :]).ravel() + bank[(offset[ww] + tt) % len(bank)] * np.tile(
-            np.sqrt(1 - r ** 2), n_ex)
+            np.sqrt(1 - r**2), n_ex
+        )
         ei = ww.astype(np.int64) * n_t + tt
         ok = (tt >= 0) & (tt < n_t)
         ei, ev = ei[ok], ev[ok]
@@ -232,25 +254,39 @@ def digitise(signal: np.ndarray, rng: np.random.Generator, bank: np.ndarray | No
         region, vals = region[order], vals[order]
     roi = dilate_ticks(region[vals > ROI_THRESHOLD], ROI_PAD, n_t)
     keep = np.searchsorted(region, roi)  # roi pixels are in region, except past its edges
-    ok = (keep < len(region))
+    ok = keep < len(region)
     keep = keep[ok][region[keep[ok]] == roi[ok]]
     idx = region[keep]
     wire, tick = np.divmod(idx, n_t)
     return wire.astype(np.int32), tick.astype(np.int32), vals[keep].astype(np.float32)
 
 
-def simulate_event(detector: Detector, rng: np.random.Generator, run: int, subrun: int,
-                   event: int, *, cosmics: bool = True, beam: bool = True,
-                   radiologicals: bool = True, deposits: dict[str, np.ndarray] | None = None,
-                   noise: bool = True) -> Event:
+def simulate_event(
+    detector: Detector,
+    rng: np.random.Generator,
+    run: int,
+    subrun: int,
+    event: int,
+    *,
+    cosmics: bool = True,
+    beam: bool = True,
+    radiologicals: bool = True,
+    deposits: dict[str, np.ndarray] | None = None,
+    noise: bool = True,
+) -> Event:
     """One readout of ``detector``: frames of every (TPC, plane) with signal, and labelled hits.
 
     ``deposits`` (pos, t, q, cat, michel) replaces the particle generation, for tests.
     """
     from argonic.reco.hits import find_hits, label_hits
 
-    dep = deposits if deposits is not None else generate_deposits(
-        detector, rng, cosmics=cosmics, beam=beam, radiologicals=radiologicals)
+    dep = (
+        deposits
+        if deposits is not None
+        else generate_deposits(
+            detector, rng, cosmics=cosmics, beam=beam, radiologicals=radiologicals
+        )
+    )
     bank = noise_bank(rng) if noise else None
     frames: list[PlaneFrame] = []
     hits: list[Hits] = []
@@ -261,17 +297,25 @@ def simulate_event(detector: Detector, rng: np.random.Generator, run: int, subru
                 signal, truth = plane_charge(detector, tpc, plane, d)
                 rows = np.flatnonzero(signal.any(axis=1))
                 if len(rows) > signal.shape[0] // 2:  # in place: ndimage filters line by line
-                    gaussian_filter1d(signal, FILTER_SIGMA_TICKS, axis=1, output=signal,
-                                      mode="constant", truncate=4.0)
+                    gaussian_filter1d(
+                        signal,
+                        FILTER_SIGMA_TICKS,
+                        axis=1,
+                        output=signal,
+                        mode="constant",
+                        truncate=4.0,
+                    )
                 elif len(rows):
-                    signal[rows] = gaussian_filter1d(signal[rows], FILTER_SIGMA_TICKS, axis=1,
-                                                     mode="constant", truncate=4.0)
+                    signal[rows] = gaussian_filter1d(
+                        signal[rows], FILTER_SIGMA_TICKS, axis=1, mode="constant", truncate=4.0
+                    )
             else:
                 signal = np.zeros((plane.n_wires, detector.n_ticks), np.float32)
                 truth = None
             wire, tick, value = digitise(signal, rng, bank)
-            frame = PlaneFrame(tpc.index, plane.index, plane.n_wires, detector.n_ticks,
-                               wire, tick, value)
+            frame = PlaneFrame(
+                tpc.index, plane.index, plane.n_wires, detector.n_ticks, wire, tick, value
+            )
             if len(frame.value) == 0:
                 continue
             frames.append(frame)
@@ -280,8 +324,14 @@ def simulate_event(detector: Detector, rng: np.random.Generator, run: int, subru
     return Event(run, subrun, event, frames, Hits.concat(hits))
 
 
-def simulate_file(output: str | Path, detector: str, n_events: int, seed: int, run: int = 1,
-                  show_progress: bool = True) -> dict[str, Any]:
+def simulate_file(
+    output: str | Path,
+    detector: str,
+    n_events: int,
+    seed: int,
+    run: int = 1,
+    show_progress: bool = True,
+) -> dict[str, Any]:
     """Simulate ``n_events`` events of ``detector`` into an HDF5 event file; return a summary.
 
     Event i uses ``np.random.default_rng([seed, i])``: the same seed gives the same file.
@@ -299,7 +349,14 @@ def simulate_file(output: str | Path, detector: str, n_events: int, seed: int, r
             n_hits.append(len(ev.hits))
             writer.write(ev)
     elapsed = time.perf_counter() - start
-    return {"output": str(output), "detector": det.name, "events": n_events, "seed": seed,
-            "hits_per_event": n_hits, "hits_mean": float(np.mean(n_hits)),
-            "hits_std": float(np.std(n_hits)), "seconds_per_event": elapsed / n_events,
-            "file_bytes": Path(output).stat().st_size}
+    return {
+        "output": str(output),
+        "detector": det.name,
+        "events": n_events,
+        "seed": seed,
+        "hits_per_event": n_hits,
+        "hits_mean": float(np.mean(n_hits)),
+        "hits_std": float(np.std(n_hits)),
+        "seconds_per_event": elapsed / n_events,
+        "file_bytes": Path(output).stat().st_size,
+    }

@@ -93,7 +93,9 @@ class ModelInterface(abc.ABC):
             out[start : start + len(batch)] = scores
         return out
 
-    def predict_plane(self, image: np.ndarray, wire: np.ndarray, peak_tick: np.ndarray) -> np.ndarray:
+    def predict_plane(
+        self, image: np.ndarray, wire: np.ndarray, peak_tick: np.ndarray
+    ) -> np.ndarray:
         """Scores [N, 4] of the N hits (wire, peak tick) of one preprocessed (TPC, plane) image.
 
         The default cuts the hits' patches here (PointIdAlg rules, ``cut_patches``) and calls
@@ -104,8 +106,12 @@ class ModelInterface(abc.ABC):
 
         t0 = time.perf_counter()
         patches = np.empty((len(wire), *PATCH_SHAPE), np.float32)
-        cut_patches(np.asarray(image, np.float32), np.asarray(wire), np.asarray(peak_tick),
-                    out=patches[..., 0])
+        cut_patches(
+            np.asarray(image, np.float32),
+            np.asarray(wire),
+            np.asarray(peak_tick),
+            out=patches[..., 0],
+        )
         self.seconds_patches += time.perf_counter() - t0
         return self.predict(patches)
 

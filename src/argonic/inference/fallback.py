@@ -182,7 +182,8 @@ class LocalServer:
         grpc_port = free_port(self.host)
         self.metrics_port = free_port(self.host)
         self.address = f"{self.host}:{grpc_port}"
-        self._log_file = tempfile.NamedTemporaryFile(prefix="argonic-fallback-", suffix=".log")
+        # the server writes to it for the interface's lifetime; closed in close()
+        self._log_file = tempfile.NamedTemporaryFile(prefix="argonic-fallback-", suffix=".log")  # noqa: SIM115
         self.process = subprocess.Popen(
             self.command(grpc_port),
             stdin=subprocess.DEVNULL,

@@ -218,7 +218,9 @@ class RemoteConfig:
         if self.transport not in ("fp32", "fp16"):
             raise bad("transport", 'expected "fp32" or "fp16"')
         if self.tensor_compression not in tensor_transport.COMPRESSIONS:
-            raise bad("tensor_compression", f"expected one of {list(tensor_transport.COMPRESSIONS)}")
+            raise bad(
+                "tensor_compression", f"expected one of {list(tensor_transport.COMPRESSIONS)}"
+            )
         try:
             tensor_transport.compressor(self.tensor_compression)
         except tensor_transport.CompressionError as exc:
@@ -631,7 +633,9 @@ class RemoteInterface(ModelInterface):
                 self._total.add(call)
         return out
 
-    def predict_plane(self, image: np.ndarray, wire: np.ndarray, peak_tick: np.ndarray) -> np.ndarray:
+    def predict_plane(
+        self, image: np.ndarray, wire: np.ndarray, peak_tick: np.ndarray
+    ) -> np.ndarray:
         """Scores [N, 4] of one (TPC, plane)'s hits: with ``request_mode = "plane"`` one
         request to the plane model carrying the image and the hits (argonic.reco.planes);
         otherwise (or once a server lacked the plane model) the hits' patches."""
@@ -656,8 +660,14 @@ class RemoteInterface(ModelInterface):
             try:
                 self._pick_server(_Job(0, 0), call)
                 try:
-                    self._drain(np.empty((n, 0), np.float32), out, call,
-                                deque([_Job(0, n, plane=tensors)]), deque(), 1)
+                    self._drain(
+                        np.empty((n, 0), np.float32),
+                        out,
+                        call,
+                        deque([_Job(0, n, plane=tensors)]),
+                        deque(),
+                        1,
+                    )
                 except _NoPlaneModel as exc:
                     missing = str(exc)  # nothing was sent: the patches go in their own call
                     call.calls = call.patches = call.plane_requests = 0
@@ -670,8 +680,11 @@ class RemoteInterface(ModelInterface):
                 self._total.add(call)
         if missing:
             self._plane_off = True
-            log.warning("server %s does not serve the plane model '%s': using patch mode "
-                        "from now on", missing, self.config.plane_model_name)
+            log.warning(
+                "server %s does not serve the plane model '%s': using patch mode from now on",
+                missing,
+                self.config.plane_model_name,
+            )
             return super().predict_plane(image, wire, peak_tick)
         return out
 
@@ -687,11 +700,19 @@ class RemoteInterface(ModelInterface):
         try:
             ready = server.rpc("ModelReady")(service_pb2.ModelReadyRequest(**model), **kwargs).ready
             if ready:
-                metadata = server.rpc("ModelMetadata")(service_pb2.ModelMetadataRequest(**model), **kwargs)
-                config = server.rpc("ModelConfig")(service_pb2.ModelConfigRequest(**model), **kwargs).config
+                metadata = server.rpc("ModelMetadata")(
+                    service_pb2.ModelMetadataRequest(**model), **kwargs
+                )
+                config = server.rpc("ModelConfig")(
+                    service_pb2.ModelConfigRequest(**model), **kwargs
+                ).config
         except grpc.RpcError as error:
-            log.warning("server %s: plane model '%s' unavailable (%s)", server.label,
-                        cfg.plane_model_name, _rpc_error_text(error))
+            log.warning(
+                "server %s: plane model '%s' unavailable (%s)",
+                server.label,
+                cfg.plane_model_name,
+                _rpc_error_text(error),
+            )
             ready = False
         if not ready:
             server.plane = False
@@ -703,13 +724,18 @@ class RemoteInterface(ModelInterface):
             problems.append(f"inputs {inputs} (expected {PLANE_DATATYPES})")
         if not {s.name for s in self.signature.outputs} <= outputs:
             problems.append(f"outputs {sorted(outputs)}")
-        served_sha = (config.parameters["sha256"].string_value.strip().lower()
-                      if "sha256" in config.parameters else "")
+        served_sha = (
+            config.parameters["sha256"].string_value.strip().lower()
+            if "sha256" in config.parameters
+            else ""
+        )
         if self.signature.sha256 and served_sha and served_sha != self.signature.sha256:
             problems.append(f"network sha256 {served_sha} (expected {self.signature.sha256})")
         if problems:
-            raise ModelMismatchError(f"server {server.label} serves a different plane model "
-                                     f"'{cfg.plane_model_name}': " + "; ".join(problems))
+            raise ModelMismatchError(
+                f"server {server.label} serves a different plane model "
+                f"'{cfg.plane_model_name}': " + "; ".join(problems)
+            )
         server.plane = True
         return True
 
@@ -809,7 +835,9 @@ class RemoteInterface(ModelInterface):
             model_name=self.config.plane_model_name, model_version=self.config.model_version
         )
         for name in PLANE_INPUTS:
-            array = np.ascontiguousarray(tensors[name], "<f4" if PLANE_DATATYPES[name] == "FP32" else "<i4")
+            array = np.ascontiguousarray(
+                tensors[name], "<f4" if PLANE_DATATYPES[name] == "FP32" else "<i4"
+            )
             request.inputs.add(name=name, datatype=PLANE_DATATYPES[name], shape=list(array.shape))
             data = array.tobytes()
             if compression != "none":
@@ -831,12 +859,19 @@ class RemoteInterface(ModelInterface):
             if "fp16" in server.transport:
                 datatype = "FP16"
             else:
-                self._warn_once(f"fp16-{server.address}", "server %s does not accept FP16 for "
-                                "FP32 inputs: sending fp32", server.label)
+                self._warn_once(
+                    f"fp16-{server.address}",
+                    "server %s does not accept FP16 for FP32 inputs: sending fp32",
+                    server.label,
+                )
         compression = self.config.tensor_compression
         if compression != "none" and compression not in server.transport:
-            self._warn_once(f"{compression}-{server.address}", "server %s does not decode %s "
-                            "tensors: sending them uncompressed", server.label, compression)
+            self._warn_once(
+                f"{compression}-{server.address}",
+                "server %s does not decode %s tensors: sending them uncompressed",
+                server.label,
+                compression,
+            )
             compression = "none"
         return datatype, compression
 
@@ -1028,8 +1063,11 @@ class RemoteInterface(ModelInterface):
         config = server.rpc("ModelConfig")(service_pb2.ModelConfigRequest(**model), **kwargs).config
         self.signature.check(server.label, metadata, config, cfg.model_version)
         server.max_batch_size = config.max_batch_size
-        advertised = config.parameters[tensor_transport.TRANSPORT_PARAMETER].string_value if (
-            tensor_transport.TRANSPORT_PARAMETER in config.parameters) else ""
+        advertised = (
+            config.parameters[tensor_transport.TRANSPORT_PARAMETER].string_value
+            if (tensor_transport.TRANSPORT_PARAMETER in config.parameters)
+            else ""
+        )
         server.transport = frozenset(w.strip() for w in advertised.split(",") if w.strip())
         server.plane = None
         server.verified = True

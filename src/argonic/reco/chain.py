@@ -57,9 +57,13 @@ class EventResult:
 def reconstruct_hits(frames: list[PlaneFrame], stored: Hits) -> Hits:
     """Run the hit finder on every frame; carry the stored truth labels over when the hits agree."""
     hits = Hits.concat([find_hits(f) for f in frames])
-    same = (len(hits) == len(stored) and np.array_equal(hits.tpc, stored.tpc)
-            and np.array_equal(hits.plane, stored.plane) and np.array_equal(hits.wire, stored.wire)
-            and np.array_equal(hits.peak_tick, stored.peak_tick))
+    same = (
+        len(hits) == len(stored)
+        and np.array_equal(hits.tpc, stored.tpc)
+        and np.array_equal(hits.plane, stored.plane)
+        and np.array_equal(hits.wire, stored.wire)
+        and np.array_equal(hits.peak_tick, stored.peak_tick)
+    )
     if same:
         hits.label, hits.michel = stored.label, stored.michel
     return hits
@@ -97,7 +101,7 @@ class RecoWriter:
     def write(self, r: EventResult) -> None:
         predicted = np.argmax(r.scores[:, :3], axis=1).astype(np.uint8)
         g = self.out.create_group(f"events/{r.index:06d}")
-        g.attrs.update(dict(zip(("run", "subrun", "event"), r.ids)))
+        g.attrs.update(dict(zip(("run", "subrun", "event"), r.ids, strict=True)))
         for name, col in r.hits.columns().items():
             g[f"hits/{name}"] = col
         g["scores"] = r.scores
@@ -115,18 +119,33 @@ class RecoWriter:
         n = max(self.n_events, 1)
         total = sum(self.wall.values()) or 1.0
         return {
-            "events": self.n_events, "hits": self.n_hits, "hits_per_event": self.n_hits / n,
-            "modules": [{"module": m, "wall_s_per_event": self.wall[m] / n, "cpu_s_per_event": self.cpu[m] / n,
-                         "share": self.wall[m] / total} for m in self.wall],
+            "events": self.n_events,
+            "hits": self.n_hits,
+            "hits_per_event": self.n_hits / n,
+            "modules": [
+                {
+                    "module": m,
+                    "wall_s_per_event": self.wall[m] / n,
+                    "cpu_s_per_event": self.cpu[m] / n,
+                    "share": self.wall[m] / total,
+                }
+                for m in self.wall
+            ],
             "emtrackmichelid_patches_s_per_event": self.patches_s / n,
             "emtrackmichelid_inference_s_per_event": self.inference_s / n,
-            "predicted": {name: int(c) for name, c in zip(LABEL_NAMES, self.classes)},
+            "predicted": {name: int(c) for name, c in zip(LABEL_NAMES, self.classes, strict=True)},
         }
 
 
-def run_reco(events_file: str | os.PathLike[str], output: str | os.PathLike[str], config: dict[str, Any],
-             show_progress: bool = True, executor: str = "local", workers: int = 2,
-             scheduler: str | None = None) -> dict[str, Any]:
+def run_reco(
+    events_file: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    config: dict[str, Any],
+    show_progress: bool = True,
+    executor: str = "local",
+    workers: int = 2,
+    scheduler: str | None = None,
+) -> dict[str, Any]:
     """Run the chain over every event of ``events_file``; write scores to ``output``; return a summary."""
     if executor not in ("local", "dask"):
         raise ArgonicError(f"unknown executor {executor!r}: choose from local, dask")
@@ -134,19 +153,34 @@ def run_reco(events_file: str | os.PathLike[str], output: str | os.PathLike[str]
         n, detector_name = len(events), events.detector_name
     wall0 = time.perf_counter()
     with atomic_output(output) as tmp, h5py.File(tmp, "w") as out:
-        out.attrs.update({"format": "argonic-reco", "format_version": 1, "argonic_version": __version__,
-                          "events_file": str(events_file), "detector": detector_name,
-                          "config": json.dumps(config)})
+        out.attrs.update(
+            {
+                "format": "argonic-reco",
+                "format_version": 1,
+                "argonic_version": __version__,
+                "events_file": str(events_file),
+                "detector": detector_name,
+                "config": json.dumps(config),
+            }
+        )
         writer = RecoWriter(out)
         if executor == "local":
             interface_stats = _run_local(events_file, config, writer, show_progress)
         else:
             from argonic.reco.distributed import run_dask
 
-            interface_stats = run_dask(events_file, n, config, writer, workers, scheduler, show_progress)
-    summary = {"output": str(output), "interface": config["inference"]["interface"],
-               "batch_size": config["inference"].get("batch_size"), "executor": executor,
-               **writer.summary(), "wall_s": time.perf_counter() - wall0, "interface_stats": interface_stats}
+            interface_stats = run_dask(
+                events_file, n, config, writer, workers, scheduler, show_progress
+            )
+    summary = {
+        "output": str(output),
+        "interface": config["inference"]["interface"],
+        "batch_size": config["inference"].get("batch_size"),
+        "executor": executor,
+        **writer.summary(),
+        "wall_s": time.perf_counter() - wall0,
+        "interface_stats": interface_stats,
+    }
     total = interface_stats.get("total", {}) if isinstance(interface_stats, dict) else {}
     if "bytes_sent" in total:  # remote: message sizes (before gRPC compression) per event
         n_events = max(summary["events"], 1)
@@ -155,8 +189,12 @@ def run_reco(events_file: str | os.PathLike[str], output: str | os.PathLike[str]
     return summary
 
 
-def _run_local(events_file: str | os.PathLike[str], config: dict[str, Any], writer: RecoWriter,
-               show_progress: bool) -> dict[str, Any]:
+def _run_local(
+    events_file: str | os.PathLike[str],
+    config: dict[str, Any],
+    writer: RecoWriter,
+    show_progress: bool,
+) -> dict[str, Any]:
     with EventFile(events_file) as events, make_interface(config["inference"]) as interface:
         module = EmTrackMichelId(interface, events.detector)
         for i in progress(range(len(events)), len(events), "reco", show_progress):
@@ -168,8 +206,10 @@ def format_table(summary: dict[str, Any]) -> str:
     """The per-module time table, as the paper's Table 2."""
     lines = [f"{'module':<18}{'wall s/event':>14}{'CPU s/event':>14}{'share':>8}"]
     for row in summary["modules"]:
-        lines.append(f"{row['module']:<18}{row['wall_s_per_event']:>14.3f}{row['cpu_s_per_event']:>14.3f}"
-                     f"{row['share']:>8.1%}")
+        lines.append(
+            f"{row['module']:<18}{row['wall_s_per_event']:>14.3f}{row['cpu_s_per_event']:>14.3f}"
+            f"{row['share']:>8.1%}"
+        )
     lines.append(f"{'  patches':<18}{summary['emtrackmichelid_patches_s_per_event']:>14.3f}")
     lines.append(f"{'  inference':<18}{summary['emtrackmichelid_inference_s_per_event']:>14.3f}")
     if "bytes_sent_per_event" in summary:

@@ -15,8 +15,14 @@ from argonic.detector.eventfile import EventFile
 _LABEL_COLOURS = ("tab:blue", "tab:red", "tab:gray")
 
 
-def draw_event(events_file: str | os.PathLike[str], output: str | os.PathLike[str], event: int = 0,
-               plane: str = "W", tpc: int | None = None, show_hits: bool = True) -> dict[str, Any]:
+def draw_event(
+    events_file: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    event: int = 0,
+    plane: str = "W",
+    tpc: int | None = None,
+    show_hits: bool = True,
+) -> dict[str, Any]:
     """Draw ``plane`` of ``tpc`` (default: the TPC with most hits) of one event to a PNG."""
     import matplotlib
 
@@ -39,21 +45,38 @@ def draw_event(events_file: str | os.PathLike[str], output: str | os.PathLike[st
 
     fig, ax = plt.subplots(figsize=(10, 7), dpi=110)
     vmax = max(float(np.percentile(image[image > 0], 99)) if np.any(image > 0) else 1.0, 1.0)
-    im = ax.imshow(image.T, origin="lower", aspect="auto", cmap="viridis" if not show_hits else "Greys",
-                   vmin=0, vmax=vmax, interpolation="nearest",
-                   extent=(-0.5, image.shape[0] - 0.5, -0.5, image.shape[1] - 0.5))
+    im = ax.imshow(
+        image.T,
+        origin="lower",
+        aspect="auto",
+        cmap="viridis" if not show_hits else "Greys",
+        vmin=0,
+        vmax=vmax,
+        interpolation="nearest",
+        extent=(-0.5, image.shape[0] - 0.5, -0.5, image.shape[1] - 0.5),
+    )
     fig.colorbar(im, ax=ax, label="charge [ke-/tick]")
     if show_hits and len(hits):
         for label, colour in enumerate(_LABEL_COLOURS):
             sel = (hits.label == label) & ~hits.michel
-            ax.scatter(hits.wire[sel], hits.peak_tick[sel], s=2, c=colour, label=LABEL_NAMES[label],
-                       linewidths=0)
+            ax.scatter(
+                hits.wire[sel],
+                hits.peak_tick[sel],
+                s=2,
+                c=colour,
+                label=LABEL_NAMES[label],
+                linewidths=0,
+            )
         sel = hits.michel
-        ax.scatter(hits.wire[sel], hits.peak_tick[sel], s=4, c="tab:green", label="michel", linewidths=0)
+        ax.scatter(
+            hits.wire[sel], hits.peak_tick[sel], s=4, c="tab:green", label="michel", linewidths=0
+        )
         ax.legend(loc="upper right", markerscale=4, fontsize=8)
     ax.set_xlabel(f"{p.name} wire")
     ax.set_ylabel("tick (0.5 us)")
-    ax.set_title(f"{det.name} run {ev.run} event {ev.event}: TPC {tpc}, plane {p.name}, {len(hits)} hits")
+    ax.set_title(
+        f"{det.name} run {ev.run} event {ev.event}: TPC {tpc}, plane {p.name}, {len(hits)} hits"
+    )
     fig.tight_layout()
     with atomic_output(output) as tmp:
         fig.savefig(tmp, format="png")

@@ -33,15 +33,27 @@ def reco_task(events_file: str, index: int, config_json: str) -> EventResult:
     return reco_event(events, index, module)
 
 
-def run_dask(events_file: str | os.PathLike[str], n_events: int, config: dict[str, Any], writer: RecoWriter,
-             workers: int = 2, scheduler: str | None = None, show_progress: bool = True) -> dict[str, Any]:
+def run_dask(
+    events_file: str | os.PathLike[str],
+    n_events: int,
+    config: dict[str, Any],
+    writer: RecoWriter,
+    workers: int = 2,
+    scheduler: str | None = None,
+    show_progress: bool = True,
+) -> dict[str, Any]:
     """Run every event as a Dask task; write the results in event order; return executor facts."""
     from dask.distributed import Client, LocalCluster, as_completed
 
     cluster = None
     if scheduler is None:
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                               dashboard_address=None, silence_logs=40)
+        cluster = LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=40,
+        )
     try:
         with Client(scheduler or cluster) as client:
             path, cfg = str(Path(events_file).resolve()), json.dumps(config)

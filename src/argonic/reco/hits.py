@@ -72,8 +72,9 @@ def _prune_peaks(v: np.ndarray, roi: np.ndarray, peaks: np.ndarray) -> np.ndarra
     return peaks
 
 
-def find_hits(frame: PlaneFrame, threshold: float = HIT_THRESHOLD,
-              max_multi: int = MAX_MULTI_HIT) -> Hits:
+def find_hits(
+    frame: PlaneFrame, threshold: float = HIT_THRESHOLD, max_multi: int = MAX_MULTI_HIT
+) -> Hits:
     """Gaussian hits of one plane frame, sorted by wire then tick (labels NONE: see label_hits)."""
     w, t, v = _sorted(frame)
     n = len(v)
@@ -124,11 +125,19 @@ def find_hits(frame: PlaneFrame, threshold: float = HIT_THRESHOLD,
     train_roi[pr[above_half > LONG_PULSE_TICKS]] = True
     train_roi |= n_peaks_roi > max_multi
     normal = ~train_roi[pr]
-    out = [Hits(tpc=np.full(normal.sum(), frame.tpc), plane=np.full(normal.sum(), frame.plane),
-                wire=w[peaks[normal]], peak_tick=(t[peaks] + delta)[normal],
-                sigma=np.maximum(integral / np.maximum(amp, 1e-6) / _SQRT_2PI, 0.3)[normal],
-                amplitude=amp[normal], integral=integral[normal],
-                label=np.full(normal.sum(), NONE), michel=np.zeros(normal.sum(), bool))]
+    out = [
+        Hits(
+            tpc=np.full(normal.sum(), frame.tpc),
+            plane=np.full(normal.sum(), frame.plane),
+            wire=w[peaks[normal]],
+            peak_tick=(t[peaks] + delta)[normal],
+            sigma=np.maximum(integral / np.maximum(amp, 1e-6) / _SQRT_2PI, 0.3)[normal],
+            amplitude=amp[normal],
+            integral=integral[normal],
+            label=np.full(normal.sum(), NONE),
+            michel=np.zeros(normal.sum(), bool),
+        )
+    ]
     rois = np.flatnonzero(train_roi)
     if len(rois):
         out.append(_pulse_trains(frame, w, t, v, csum, roi_first[rois], roi_end[rois], threshold))
@@ -143,8 +152,16 @@ def _segment_pixels(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     return np.arange(lengths.sum()) + owner_start
 
 
-def _pulse_trains(frame: PlaneFrame, w: np.ndarray, t: np.ndarray, v: np.ndarray, csum: np.ndarray,
-                  lo: np.ndarray, hi: np.ndarray, threshold: float) -> Hits:
+def _pulse_trains(
+    frame: PlaneFrame,
+    w: np.ndarray,
+    t: np.ndarray,
+    v: np.ndarray,
+    csum: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    threshold: float,
+) -> Hits:
     """Cut each ROI [lo, hi) into equal hits of ~LONG_PULSE_TICKS over its span above threshold."""
     pix = _segment_pixels(lo, hi)
     owner = np.repeat(np.arange(len(lo)), hi - lo)
@@ -173,9 +190,17 @@ def _pulse_trains(frame: PlaneFrame, w: np.ndarray, t: np.ndarray, v: np.ndarray
     amp = np.full(len(b0), -np.inf)
     np.maximum.at(amp, piece, v[pix])
     n = len(b0)
-    return Hits(tpc=np.full(n, frame.tpc), plane=np.full(n, frame.plane), wire=w[b0],
-                peak_tick=tmean, sigma=(b1 - b0) / math.sqrt(12), amplitude=amp,
-                integral=integral, label=np.full(n, NONE), michel=np.zeros(n, bool))
+    return Hits(
+        tpc=np.full(n, frame.tpc),
+        plane=np.full(n, frame.plane),
+        wire=w[b0],
+        peak_tick=tmean,
+        sigma=(b1 - b0) / math.sqrt(12),
+        amplitude=amp,
+        integral=integral,
+        label=np.full(n, NONE),
+        michel=np.zeros(n, bool),
+    )
 
 
 def label_hits(hits: Hits, truth: PlaneTruth | None) -> Hits:
@@ -197,14 +222,18 @@ def label_hits(hits: Hits, truth: PlaneTruth | None) -> Hits:
         q = truth.charge[order].astype(np.float64)
         cat = truth.category[order]
         mic = truth.michel[order]
-        cs = np.stack([np.concatenate([[0.0], np.cumsum(np.where(sel, q, 0.0))])
-                       for sel in (cat == TRACK, cat == EM, mic)])
+        cs = np.stack(
+            [
+                np.concatenate([[0.0], np.cumsum(np.where(sel, q, 0.0))])
+                for sel in (cat == TRACK, cat == EM, mic)
+            ]
+        )
         lo = np.ceil(hits.peak_tick - 2 * hits.sigma).astype(np.int64)
         hi = np.floor(hits.peak_tick + 2 * hits.sigma).astype(np.int64)
         base = hits.wire.astype(np.int64) * n_t
         i0 = np.searchsorted(key, base + np.maximum(lo, 0), side="left")
         i1 = np.searchsorted(key, base + np.maximum(hi, 0), side="right")
-        trk, em, mq = (cs[:, i1] - cs[:, i0])
+        trk, em, mq = cs[:, i1] - cs[:, i0]
         total = trk + em
         has = total > 0.05 * np.maximum(hits.integral, 0) + 1e-3
         label = np.where(has, np.where(trk >= em, TRACK, EM), NONE).astype(np.uint8)

@@ -42,8 +42,11 @@ class EmTrackMichelId:
             t0 = time.perf_counter()
             frame = frames.get((tpc, plane))
             # the hit finder never makes hits without signal; all-zero patches if given some
-            image = (plane_image(frame, self.detector.planes[plane].calib_c) if frame is not None
-                     else np.zeros((1, 1), np.float32))
+            image = (
+                plane_image(frame, self.detector.planes[plane].calib_c)
+                if frame is not None
+                else np.zeros((1, 1), np.float32)
+            )
             wire, peak_tick = hits.wire[idx], hits.peak_tick[idx]
             if not hasattr(self.interface, "predict_plane"):  # a duck-typed stand-in: cut here
                 patches = np.zeros((len(idx), PATCH_SIZE, PATCH_SIZE, 1), np.float32)

@@ -46,8 +46,9 @@ def patch_origin(wire: np.ndarray, peak_tick: np.ndarray) -> tuple[np.ndarray, n
     return np.asarray(wire, np.int64) - half, d - half
 
 
-def cut_patches(image: np.ndarray, wire: np.ndarray, peak_tick: np.ndarray,
-                out: np.ndarray | None = None) -> np.ndarray:
+def cut_patches(
+    image: np.ndarray, wire: np.ndarray, peak_tick: np.ndarray, out: np.ndarray | None = None
+) -> np.ndarray:
     """Cut the [N, 48, 48] patches of hits (wire, peak tick) out of one preprocessed image."""
     n = len(wire)
     if out is None:
@@ -66,8 +67,9 @@ def cut_patches(image: np.ndarray, wire: np.ndarray, peak_tick: np.ndarray,
     return out
 
 
-def plane_patches(event: Event, detector: Detector, hits: Hits | None = None
-                  ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def plane_patches(
+    event: Event, detector: Detector, hits: Hits | None = None
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """For each (TPC, plane) with hits in turn: (indices into ``hits``, their patches [n, 48, 48, 1])."""
     hits = event.hits if hits is None else hits
     frames = {(f.tpc, f.plane): f for f in event.frames}

@@ -28,8 +28,13 @@ import numpy as np
 from argonic.reco.patches import PATCH_SIZE, cut_patches, patch_origin
 
 PLANE_INPUTS = ("plane_shape", "pixel_delta", "pixel_value", "hit_wire", "hit_tick")
-PLANE_DATATYPES = {"plane_shape": "INT32", "pixel_delta": "INT32", "pixel_value": "FP32",
-                   "hit_wire": "INT32", "hit_tick": "FP32"}
+PLANE_DATATYPES = {
+    "plane_shape": "INT32",
+    "pixel_delta": "INT32",
+    "pixel_value": "FP32",
+    "hit_wire": "INT32",
+    "hit_tick": "FP32",
+}
 
 
 class PlaneRequestError(ValueError):
@@ -57,16 +62,22 @@ def patch_coverage(shape: tuple[int, int], wire: np.ndarray, peak_tick: np.ndarr
     return counts[:n_wires, :n_bins] > 0
 
 
-def encode_plane(image: np.ndarray, wire: np.ndarray, peak_tick: np.ndarray) -> dict[str, np.ndarray]:
+def encode_plane(
+    image: np.ndarray, wire: np.ndarray, peak_tick: np.ndarray
+) -> dict[str, np.ndarray]:
     """The plane-mode tensors of one preprocessed image and its hits (see the module doc)."""
     image = np.asarray(image, np.float32)
     if image.ndim != 2:
-        raise PlaneRequestError(f"image must be 2-D [n_wires, n_bins], got shape {list(image.shape)}")
+        raise PlaneRequestError(
+            f"image must be 2-D [n_wires, n_bins], got shape {list(image.shape)}"
+        )
     wire = np.asarray(wire)
     peak_tick = np.asarray(peak_tick)
     if wire.shape != peak_tick.shape or wire.ndim != 1:
-        raise PlaneRequestError(f"wire {list(wire.shape)} and peak_tick {list(peak_tick.shape)} "
-                                "must be 1-D of the same length")
+        raise PlaneRequestError(
+            f"wire {list(wire.shape)} and peak_tick {list(peak_tick.shape)} "
+            "must be 1-D of the same length"
+        )
     index = np.flatnonzero((image != 0) & patch_coverage(image.shape, wire, peak_tick))
     delta = np.diff(index, prepend=0).astype(np.int32)
     return {
@@ -99,8 +110,9 @@ def decode_plane(tensors: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndar
         raise PlaneRequestError(f"pixel_delta has {delta.size} values but pixel_value {value.size}")
     index = np.cumsum(delta, dtype=np.int64)
     if delta.size and ((delta[1:] <= 0).any() or index[0] < 0 or index[-1] >= n_wires * n_bins):
-        raise PlaneRequestError("pixel indices must increase strictly and lie inside plane_shape "
-                                f"{[n_wires, n_bins]}")
+        raise PlaneRequestError(
+            f"pixel indices must increase strictly and lie inside plane_shape {[n_wires, n_bins]}"
+        )
     if not np.isfinite(value).all():
         raise PlaneRequestError("pixel_value contains NaN or inf")
     wire = np.asarray(tensors["hit_wire"]).reshape(-1)

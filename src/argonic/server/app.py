@@ -29,9 +29,15 @@ MAX_MESSAGE_BYTES = 1 << 30  # 1 GiB: batches of thousands of 48x48 float32 patc
 class InferenceServer:
     """gRPC inference service, health service and metrics endpoint over one DataPlane."""
 
-    def __init__(self, model_repository: str | Path, host: str = "0.0.0.0", grpc_port: int = 8001,
-                 metrics_port: int | None = 8002, models: list[str] | None = None,
-                 drain_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        model_repository: str | Path,
+        host: str = "0.0.0.0",
+        grpc_port: int = 8001,
+        metrics_port: int | None = 8002,
+        models: list[str] | None = None,
+        drain_timeout_s: float = 30.0,
+    ) -> None:
         self.model_repository = Path(model_repository)
         self.host = host
         self.grpc_port = grpc_port
@@ -49,9 +55,11 @@ class InferenceServer:
         self._stop_requested = asyncio.Event()
         self.dataplane = dp = DataPlane(ModelRepository(self.model_repository))
         await dp.load_all(self.models)
-        options = [("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                   ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                   ("grpc.so_reuseport", 0)]  # a busy port is an error, not a shared port
+        options = [
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.so_reuseport", 0),
+        ]  # a busy port is an error, not a shared port
         self._grpc = grpc.aio.server(options=options)
         add_to_server(InferenceServicer(dp), self._grpc)
         self._grpc.add_generic_rpc_handlers([health.health_handler(self._health_status)])
@@ -63,12 +71,23 @@ class InferenceServer:
                 self._metrics = start_metrics_server(exporter.render, self.host, self.metrics_port)
                 self.metrics_port = self._metrics.server_port
         except (RuntimeError, OSError) as exc:
-            raise ServerError(f"cannot listen on {self.host} (gRPC port {self.grpc_port}, "
-                              f"metrics port {self.metrics_port}): {exc}") from None
+            raise ServerError(
+                f"cannot listen on {self.host} (gRPC port {self.grpc_port}, "
+                f"metrics port {self.metrics_port}): {exc}"
+            ) from None
         served = ", ".join(f"{n} (versions {sorted(v)})" for n, v in sorted(dp.models.items()))
-        log.info("serving %d model(s) from %s: %s", len(dp.models), self.model_repository, served or "none")
-        log.info("gRPC on %s:%d, metrics on %s", self.host, self.grpc_port,
-                 f"http://{self.host}:{self.metrics_port}/metrics" if self._metrics else "(off)")
+        log.info(
+            "serving %d model(s) from %s: %s",
+            len(dp.models),
+            self.model_repository,
+            served or "none",
+        )
+        log.info(
+            "gRPC on %s:%d, metrics on %s",
+            self.host,
+            self.grpc_port,
+            f"http://{self.host}:{self.metrics_port}/metrics" if self._metrics else "(off)",
+        )
 
     def request_stop(self) -> None:
         """Ask ``wait`` to drain and stop (call on the server's event loop, e.g. from a signal)."""
@@ -104,11 +123,16 @@ class InferenceServer:
     def summary(self) -> dict[str, Any]:
         """Ports, models and request counts so far."""
         stats = [s for _, _, s in self._model_stats()]
-        return {"grpc_port": self.grpc_port, "metrics_port": self.metrics_port,
-                "models": {n: sorted(v) for n, v in self.dataplane.models.items()} if self.dataplane else {},
-                "requests_succeeded": sum(s.success.count for s in stats),
-                "requests_failed": sum(s.fail.count for s in stats),
-                "inferences": sum(s.inference_count for s in stats)}
+        return {
+            "grpc_port": self.grpc_port,
+            "metrics_port": self.metrics_port,
+            "models": {n: sorted(v) for n, v in self.dataplane.models.items()}
+            if self.dataplane
+            else {},
+            "requests_succeeded": sum(s.success.count for s in stats),
+            "requests_failed": sum(s.fail.count for s in stats),
+            "inferences": sum(s.inference_count for s in stats),
+        }
 
     def _model_stats(self):
         models = list(self.dataplane.models.items()) if self.dataplane else []
@@ -123,15 +147,24 @@ class InferenceServer:
         return None
 
 
-def serve(model_repository: str | Path, host: str = "0.0.0.0", grpc_port: int = 8001,
-          metrics_port: int | None = 8002, models: list[str] | None = None,
-          drain_timeout_s: float = 30.0) -> dict[str, Any]:
+def serve(
+    model_repository: str | Path,
+    host: str = "0.0.0.0",
+    grpc_port: int = 8001,
+    metrics_port: int | None = 8002,
+    models: list[str] | None = None,
+    drain_timeout_s: float = 30.0,
+) -> dict[str, Any]:
     """Run the server until SIGTERM or SIGINT, drain, and return a summary."""
     if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+        )
 
     async def main() -> dict[str, Any]:
-        server = InferenceServer(model_repository, host, grpc_port, metrics_port, models, drain_timeout_s)
+        server = InferenceServer(
+            model_repository, host, grpc_port, metrics_port, models, drain_timeout_s
+        )
         try:
             await server.start()
         except BaseException:
@@ -173,8 +206,13 @@ class ServerHandle:
 
 
 @contextlib.contextmanager
-def running_server(model_repository: str | Path, host: str = "127.0.0.1", grpc_port: int = 0,
-                   metrics_port: int | None = 0, **kwargs: Any) -> Iterator[ServerHandle]:
+def running_server(
+    model_repository: str | Path,
+    host: str = "127.0.0.1",
+    grpc_port: int = 0,
+    metrics_port: int | None = 0,
+    **kwargs: Any,
+) -> Iterator[ServerHandle]:
     """Run a server in a background thread (port 0: any free port); stop it on exit."""
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="argonic-server", daemon=True)

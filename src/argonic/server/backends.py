@@ -47,8 +47,10 @@ def create_backend(config: mc.ModelConfig, model_file: Path, instance: InstanceS
     if platform == "argonic_plane" and platform not in _FACTORIES:
         import argonic.server.plane  # noqa: F401 - registers the plane model's backend
     if platform not in _FACTORIES:
-        raise InvalidArgument(f"model '{config.name}': platform/backend '{platform}' is not "
-                              f"supported (supported: {', '.join(sorted(_FACTORIES))})")
+        raise InvalidArgument(
+            f"model '{config.name}': platform/backend '{platform}' is not "
+            f"supported (supported: {', '.join(sorted(_FACTORIES))})"
+        )
     if not model_file.is_file():
         raise InvalidArgument(f"model '{config.name}': model file {model_file} does not exist")
     return _FACTORIES[platform](config, model_file, instance)
@@ -68,11 +70,17 @@ def cuda_device_count(platform: str) -> int:
     return torch.cuda.device_count()
 
 
-_ORT_TYPES = {"tensor(float)": mc.TYPE_FP32, "tensor(double)": mc.TYPE_FP64,
-              "tensor(float16)": mc.TYPE_FP16, "tensor(int64)": mc.TYPE_INT64,
-              "tensor(int32)": mc.TYPE_INT32, "tensor(int16)": mc.TYPE_INT16,
-              "tensor(int8)": mc.TYPE_INT8, "tensor(uint8)": mc.TYPE_UINT8,
-              "tensor(bool)": mc.TYPE_BOOL}
+_ORT_TYPES = {
+    "tensor(float)": mc.TYPE_FP32,
+    "tensor(double)": mc.TYPE_FP64,
+    "tensor(float16)": mc.TYPE_FP16,
+    "tensor(int64)": mc.TYPE_INT64,
+    "tensor(int32)": mc.TYPE_INT32,
+    "tensor(int16)": mc.TYPE_INT16,
+    "tensor(int8)": mc.TYPE_INT8,
+    "tensor(uint8)": mc.TYPE_UINT8,
+    "tensor(bool)": mc.TYPE_BOOL,
+}
 
 
 class OnnxRuntimeBackend:
@@ -96,7 +104,9 @@ class OnnxRuntimeBackend:
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run the session on one batch."""
-        return dict(zip(self.output_names, self.session.run(self.output_names, inputs)))
+        return dict(
+            zip(self.output_names, self.session.run(self.output_names, inputs), strict=True)
+        )
 
     def close(self) -> None:
         """Drop the session."""
@@ -109,16 +119,22 @@ def _check_onnx_io(config: mc.ModelConfig, session: object) -> None:
     have_out = {o.name for o in session.get_outputs()}  # type: ignore[attr-defined]
     for tensor in config.input:
         if tensor.name not in have_in:
-            raise InvalidArgument(f"model '{config.name}': input '{tensor.name}' is not in the "
-                                  f"ONNX model (it has {sorted(have_in)})")
+            raise InvalidArgument(
+                f"model '{config.name}': input '{tensor.name}' is not in the "
+                f"ONNX model (it has {sorted(have_in)})"
+            )
         if _ORT_TYPES.get(have_in[tensor.name], tensor.data_type) != tensor.data_type:
-            raise InvalidArgument(f"model '{config.name}': input '{tensor.name}' is "
-                                  f"{have_in[tensor.name]} in the ONNX model but "
-                                  f"{mc.DataType.Name(tensor.data_type)} in config.pbtxt")
+            raise InvalidArgument(
+                f"model '{config.name}': input '{tensor.name}' is "
+                f"{have_in[tensor.name]} in the ONNX model but "
+                f"{mc.DataType.Name(tensor.data_type)} in config.pbtxt"
+            )
     for tensor in config.output:
         if tensor.name not in have_out:
-            raise InvalidArgument(f"model '{config.name}': output '{tensor.name}' is not in the "
-                                  f"ONNX model (it has {sorted(have_out)})")
+            raise InvalidArgument(
+                f"model '{config.name}': output '{tensor.name}' is not in the "
+                f"ONNX model (it has {sorted(have_out)})"
+            )
 
 
 class TorchScriptBackend:
@@ -131,14 +147,20 @@ class TorchScriptBackend:
 
         precision = parameter(config, "precision", "fp32").lower()
         if precision not in self._PRECISIONS:
-            raise InvalidArgument(f"model '{config.name}': precision must be one of "
-                                  f"{self._PRECISIONS}, got {precision!r}")
+            raise InvalidArgument(
+                f"model '{config.name}': precision must be one of "
+                f"{self._PRECISIONS}, got {precision!r}"
+            )
         threads = int_parameter(config, "intra_op_thread_count", 0)
         if threads:
             torch.set_num_threads(threads)  # process-wide in PyTorch
         self.torch = torch
-        self.device = torch.device(instance.device, instance.index if instance.device == "cuda" else None)
-        self.dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+        self.device = torch.device(
+            instance.device, instance.index if instance.device == "cuda" else None
+        )
+        self.dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[
+            precision
+        ]
         with warnings.catch_warnings():  # TorchScript is what Triton's pytorch backend loads
             warnings.simplefilter("ignore", DeprecationWarning)
             self.module = torch.jit.load(str(model_file), map_location=self.device).eval()
@@ -162,10 +184,16 @@ class TorchScriptBackend:
             elif isinstance(result, torch.Tensor):
                 result = [result]
             if len(result) != len(self.outputs):
-                raise InvalidArgument(f"model returned {len(result)} outputs, config.pbtxt "
-                                      f"lists {len(self.outputs)}")
-            return {name: (t.float() if t.is_floating_point() else t).cpu().numpy().astype(dtype, copy=False)
-                    for (name, dtype), t in zip(self.outputs, result)}
+                raise InvalidArgument(
+                    f"model returned {len(result)} outputs, config.pbtxt lists {len(self.outputs)}"
+                )
+            return {
+                name: (t.float() if t.is_floating_point() else t)
+                .cpu()
+                .numpy()
+                .astype(dtype, copy=False)
+                for (name, dtype), t in zip(self.outputs, result, strict=True)
+            }
 
     def close(self) -> None:
         """Drop the module."""

@@ -12,6 +12,7 @@ request runs, its next chunk is already staged behind it on the same worker.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -30,19 +31,19 @@ from argonic.server.stats import ModelStats, RequestTiming
 class QueuePolicy:
     """One priority level's queue policy (Triton's ModelQueuePolicy)."""
 
-    max_queue_size: int = 0          # requests; 0 = unbounded
-    timeout_us: int = 0              # 0 = no timeout
+    max_queue_size: int = 0  # requests; 0 = unbounded
+    timeout_us: int = 0  # 0 = no timeout
     allow_timeout_override: bool = False
-    delay_on_timeout: bool = False   # timeout_action DELAY instead of REJECT
+    delay_on_timeout: bool = False  # timeout_action DELAY instead of REJECT
 
 
 @dataclass(frozen=True)
 class BatchPolicy:
     """How the batcher forms executions."""
 
-    execution_batch_size: int                 # rows per execution (>= 1)
-    batched: bool = True                      # inputs carry a batch dimension (max_batch_size > 0)
-    dynamic: bool = False                     # merge requests (dynamic_batching present)
+    execution_batch_size: int  # rows per execution (>= 1)
+    batched: bool = True  # inputs carry a batch dimension (max_batch_size > 0)
+    dynamic: bool = False  # merge requests (dynamic_batching present)
     preferred_batch_sizes: tuple[int, ...] = ()
     max_queue_delay_us: int = 0
     priority_levels: int = 1
@@ -77,9 +78,11 @@ class _Job:
             return
         with self.lock:
             if self.outputs is None:
-                self.outputs = {k: np.empty((self.rows, *v.shape[1:]), v.dtype) for k, v in outputs.items()}
+                self.outputs = {
+                    k: np.empty((self.rows, *v.shape[1:]), v.dtype) for k, v in outputs.items()
+                }
         for name, array in outputs.items():
-            self.outputs[name][start:start + rows] = array
+            self.outputs[name][start : start + rows] = array
 
 
 @dataclass
@@ -96,12 +99,15 @@ log = logging.getLogger("argonic.server")
 class DynamicBatcher:
     """Queues requests for one model version and runs them on its instances."""
 
-    def __init__(self, backends: list[Backend], policy: BatchPolicy, stats: ModelStats,
-                 name: str = "model") -> None:
+    def __init__(
+        self, backends: list[Backend], policy: BatchPolicy, stats: ModelStats, name: str = "model"
+    ) -> None:
         self.policy = policy
         self.stats = stats
-        self._instances = [_Instance(b, ThreadPoolExecutor(1, thread_name_prefix=f"{name}-{i}"))
-                           for i, b in enumerate(backends)]
+        self._instances = [
+            _Instance(b, ThreadPoolExecutor(1, thread_name_prefix=f"{name}-{i}"))
+            for i, b in enumerate(backends)
+        ]
         # one queue per priority level, then one for requests delayed by timeout_action DELAY
         self._queues: list[deque[_Job]] = [deque() for _ in range(policy.priority_levels + 1)]
         self._running: set[asyncio.Task] = set()
@@ -111,11 +117,14 @@ class DynamicBatcher:
 
     # --- public -------------------------------------------------------------------------
 
-    async def submit(self, inputs: dict[str, np.ndarray], rows: int, priority: int = 0,
-                     timeout_us: int = 0) -> tuple[dict[str, np.ndarray], RequestTiming]:
+    async def submit(
+        self, inputs: dict[str, np.ndarray], rows: int, priority: int = 0, timeout_us: int = 0
+    ) -> tuple[dict[str, np.ndarray], RequestTiming]:
         """Queue one validated request; return its outputs and where its time went."""
         if self._closing:
-            raise Unavailable("Server is not ready: model is unloading or the server is shutting down")
+            raise Unavailable(
+                "Server is not ready: model is unloading or the server is shutting down"
+            )
         level = self._level(priority)
         policy = self.policy.queue_policies[level]
         queue = self._queues[level]
@@ -125,8 +134,13 @@ class DynamicBatcher:
         if timeout_us > 0 and policy.allow_timeout_override:
             timeout = min(timeout, timeout_us) if timeout else timeout_us
         now = time.monotonic_ns()
-        job = _Job(inputs, rows, asyncio.get_running_loop().create_future(), now,
-                   now + timeout * 1000 if timeout else None)
+        job = _Job(
+            inputs,
+            rows,
+            asyncio.get_running_loop().create_future(),
+            now,
+            now + timeout * 1000 if timeout else None,
+        )
         queue.append(job)
         self.stats.pending += 1
         self._changed.set()
@@ -172,8 +186,14 @@ class DynamicBatcher:
     def _expire(self, now: int) -> None:
         """Reject (or, with DELAY, demote) requests whose queue timeout passed before they started."""
         for level, queue in enumerate(self._queues[:-1]):
-            expired = [j for j in queue if j.deadline_ns is not None and j.deadline_ns <= now
-                       and j.next_row == 0 and not j.finished]
+            expired = [
+                j
+                for j in queue
+                if j.deadline_ns is not None
+                and j.deadline_ns <= now
+                and j.next_row == 0
+                and not j.finished
+            ]
             for job in expired:
                 queue.remove(job)
                 if self.policy.queue_policies[level].delay_on_timeout:
@@ -222,10 +242,8 @@ class DynamicBatcher:
 
     async def _wait(self, wake_ns: int | None) -> None:
         timeout = None if wake_ns is None else max(0.0, (wake_ns - time.monotonic_ns()) / 1e9)
-        try:
+        with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._changed.wait(), timeout)
-        except asyncio.TimeoutError:
-            pass
 
     async def _schedule(self) -> None:
         while True:
@@ -262,7 +280,8 @@ class DynamicBatcher:
             return False
         instance.busy += 1
         task = asyncio.get_running_loop().create_task(
-            self._execute(instance, self._take(jobs, size, now)))
+            self._execute(instance, self._take(jobs, size, now))
+        )
         self._running.add(task)
         task.add_done_callback(self._running.discard)
         return False
@@ -273,15 +292,21 @@ class DynamicBatcher:
         loop = asyncio.get_running_loop()
         try:
             input_ns, infer_ns, output_ns = await loop.run_in_executor(
-                instance.executor, _run_batch, instance.backend, slices, self.policy.batched)
+                instance.executor, _run_batch, instance.backend, slices, self.policy.batched
+            )
         except Exception as exc:  # noqa: BLE001 - one failed execution must not stop the server
-            error = exc if isinstance(exc, ServerError) else ServerError(
-                f"model execution failed: {type(exc).__name__}: {exc}")
+            error = (
+                exc
+                if isinstance(exc, ServerError)
+                else ServerError(f"model execution failed: {type(exc).__name__}: {exc}")
+            )
             for job, _, _ in slices:
                 if not job.finished:
                     job.future.set_exception(error)
         else:
-            self.stats.record_execution(sum(b - a for _, a, b in slices), input_ns, infer_ns, output_ns)
+            self.stats.record_execution(
+                sum(b - a for _, a, b in slices), input_ns, infer_ns, output_ns
+            )
             for job, start, stop in slices:
                 self._deliver(job, stop - start, (input_ns, infer_ns, output_ns))
         finally:
@@ -307,8 +332,10 @@ def _run_batch(backend: Backend, slices: list[_Slice], batched: bool) -> tuple[i
         job, a, b = slices[0]
         inputs = job.inputs if not batched else {k: v[a:b] for k, v in job.inputs.items()}
     else:
-        inputs = {name: np.concatenate([job.inputs[name][a:b] for job, a, b in slices])
-                  for name in slices[0][0].inputs}
+        inputs = {
+            name: np.concatenate([job.inputs[name][a:b] for job, a, b in slices])
+            for name in slices[0][0].inputs
+        }
     t1 = time.perf_counter_ns()
     outputs = backend.run(inputs)
     t2 = time.perf_counter_ns()
@@ -318,10 +345,11 @@ def _run_batch(backend: Backend, slices: list[_Slice], batched: bool) -> tuple[i
     total = sum(b - a for _, a, b in slices)
     for name, array in outputs.items():
         if array.ndim == 0 or array.shape[0] != total:
-            raise ServerError(f"model output '{name}' has shape {list(array.shape)}, "
-                              f"expected batch size {total}")
+            raise ServerError(
+                f"model output '{name}' has shape {list(array.shape)}, expected batch size {total}"
+            )
     offset = 0
     for job, a, b in slices:
-        job.store(a, {name: array[offset:offset + b - a] for name, array in outputs.items()})
+        job.store(a, {name: array[offset : offset + b - a] for name, array in outputs.items()})
         offset += b - a
     return t1 - t0, t2 - t1, time.perf_counter_ns() - t2

@@ -19,14 +19,21 @@ from argonic.server.config import numpy_dtype
 CANDIDATES = (64, 256, 1024, 2048)
 
 
-def random_inputs(config: mc.ModelConfig, rows: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+def random_inputs(
+    config: mc.ModelConfig, rows: int, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
     """Inputs of ``rows`` rows shaped as the config declares them (variable dims taken as 1)."""
-    return {i.name: rng.standard_normal((rows, *(max(int(d), 1) for d in i.dims))).astype(numpy_dtype(i.data_type))
-            for i in config.input}
+    return {
+        i.name: rng.standard_normal((rows, *(max(int(d), 1) for d in i.dims))).astype(
+            numpy_dtype(i.data_type)
+        )
+        for i in config.input
+    }
 
 
-def fastest_execution_batch_size(config: mc.ModelConfig, backend: Backend,
-                                 candidates: tuple[int, ...] = CANDIDATES) -> tuple[int, dict[int, float]]:
+def fastest_execution_batch_size(
+    config: mc.ModelConfig, backend: Backend, candidates: tuple[int, ...] = CANDIDATES
+) -> tuple[int, dict[int, float]]:
     """(the fastest candidate size, rows/s of each candidate) for a batched model."""
     sizes = sorted({min(c, config.max_batch_size) for c in candidates})
     rng = np.random.default_rng(0)

@@ -16,10 +16,19 @@ from argonic.server.tensors import InferRequest, InferResponse, InputTensor
 from argonic.server.wire import InferResponseMessage
 
 # InferTensorContents field holding each datatype's values (non-raw requests).
-_CONTENTS = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents",
-             "INT32": "int_contents", "INT64": "int64_contents", "UINT8": "uint_contents",
-             "UINT16": "uint_contents", "UINT32": "uint_contents", "UINT64": "uint64_contents",
-             "FP32": "fp32_contents", "FP64": "fp64_contents"}
+_CONTENTS = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+}
 
 
 def _int_parameter(params, key: str) -> int:
@@ -33,8 +42,10 @@ def infer_request(msg: pb.ModelInferRequest, raw: list | None = None) -> InferRe
     """Decode ModelInferRequest; ``raw`` overrides its raw_input_contents (see wire.py)."""
     raw = list(msg.raw_input_contents) if raw is None else raw
     if raw and len(raw) != len(msg.inputs):
-        raise InvalidArgument(f"expected {len(msg.inputs)} raw input contents for model "
-                              f"'{msg.model_name}', got {len(raw)}")
+        raise InvalidArgument(
+            f"expected {len(msg.inputs)} raw input contents for model "
+            f"'{msg.model_name}', got {len(raw)}"
+        )
     if raw and transport.PARAMETER in msg.parameters:
         raw = _decompressed(msg, raw)
     inputs = []
@@ -43,18 +54,40 @@ def infer_request(msg: pb.ModelInferRequest, raw: list | None = None) -> InferRe
         if not raw:
             field = _CONTENTS.get(t.datatype)
             values = list(getattr(t.contents, field)) if field else []
-        inputs.append(InputTensor(t.name, t.datatype, tuple(t.shape), raw[i] if raw else None, values))
+        inputs.append(
+            InputTensor(t.name, t.datatype, tuple(t.shape), raw[i] if raw else None, values)
+        )
     try:
         priority = _int_parameter(msg.parameters, "priority")
         timeout = _int_parameter(msg.parameters, "timeout")
     except ValueError:
         raise InvalidArgument("parameters 'priority' and 'timeout' must be integers") from None
-    return InferRequest(msg.model_name, inputs, msg.model_version, msg.id,
-                        [o.name for o in msg.outputs], priority, timeout)
+    return InferRequest(
+        msg.model_name,
+        inputs,
+        msg.model_version,
+        msg.id,
+        [o.name for o in msg.outputs],
+        priority,
+        timeout,
+    )
 
 
-_ITEMSIZE = {"BOOL": 1, "INT8": 1, "UINT8": 1, "INT16": 2, "UINT16": 2, "FP16": 2, "BF16": 2,
-             "INT32": 4, "UINT32": 4, "FP32": 4, "INT64": 8, "UINT64": 8, "FP64": 8}
+_ITEMSIZE = {
+    "BOOL": 1,
+    "INT8": 1,
+    "UINT8": 1,
+    "INT16": 2,
+    "UINT16": 2,
+    "FP16": 2,
+    "BF16": 2,
+    "INT32": 4,
+    "UINT32": 4,
+    "FP32": 4,
+    "INT64": 8,
+    "UINT64": 8,
+    "FP64": 8,
+}
 MAX_DECOMPRESSED = 1 << 31  # bytes per tensor: a bomb of a request is refused, not inflated
 
 
@@ -66,14 +99,17 @@ def _decompressed(msg: pb.ModelInferRequest, raw: list) -> list:
     if name == "none":
         return raw
     out = []
-    for t, data in zip(msg.inputs, raw):
+    for t, data in zip(msg.inputs, raw, strict=True):
         if t.datatype not in _ITEMSIZE or any(d < 0 for d in t.shape):
-            raise InvalidArgument(f"input '{t.name}': cannot decompress datatype {t.datatype} "
-                                  f"shape {list(t.shape)}")
+            raise InvalidArgument(
+                f"input '{t.name}': cannot decompress datatype {t.datatype} shape {list(t.shape)}"
+            )
         size = math.prod(t.shape) * _ITEMSIZE[t.datatype]
         if size > MAX_DECOMPRESSED:
-            raise InvalidArgument(f"input '{t.name}': {size} bytes is above the {MAX_DECOMPRESSED} "
-                                  "bytes a compressed tensor may expand to")
+            raise InvalidArgument(
+                f"input '{t.name}': {size} bytes is above the {MAX_DECOMPRESSED} "
+                "bytes a compressed tensor may expand to"
+            )
         try:
             out.append(memoryview(transport.decompress(name, data, size)))
         except transport.CompressionError as exc:
@@ -83,8 +119,9 @@ def _decompressed(msg: pb.ModelInferRequest, raw: list) -> list:
 
 def infer_response(response: InferResponse) -> InferResponseMessage:
     """Encode the outputs, always as raw_output_contents (little-endian)."""
-    msg = pb.ModelInferResponse(model_name=response.model_name,
-                                model_version=response.model_version, id=response.id)
+    msg = pb.ModelInferResponse(
+        model_name=response.model_name, model_version=response.model_version, id=response.id
+    )
     raw = []
     for out in response.outputs:
         msg.outputs.add(name=out.name, datatype=out.datatype, shape=out.data.shape)
@@ -93,9 +130,14 @@ def infer_response(response: InferResponse) -> InferResponseMessage:
 
 
 def _tensor_metadata(tensors, batched: bool) -> list[pb.ModelMetadataResponse.TensorMetadata]:
-    return [pb.ModelMetadataResponse.TensorMetadata(
-        name=t.name, datatype=datatype_name(t.data_type),
-        shape=([-1] if batched else []) + list(t.dims)) for t in tensors]
+    return [
+        pb.ModelMetadataResponse.TensorMetadata(
+            name=t.name,
+            datatype=datatype_name(t.data_type),
+            shape=([-1] if batched else []) + list(t.dims),
+        )
+        for t in tensors
+    ]
 
 
 def metadata_response(versions: list[ModelVersion]) -> pb.ModelMetadataResponse:
@@ -103,9 +145,12 @@ def metadata_response(versions: list[ModelVersion]) -> pb.ModelMetadataResponse:
     config = versions[-1].config
     batched = config.max_batch_size > 0
     return pb.ModelMetadataResponse(
-        name=config.name, versions=[str(v.version) for v in versions],
-        platform=versions[-1].platform, inputs=_tensor_metadata(config.input, batched),
-        outputs=_tensor_metadata(config.output, batched))
+        name=config.name,
+        versions=[str(v.version) for v in versions],
+        platform=versions[-1].platform,
+        inputs=_tensor_metadata(config.input, batched),
+        outputs=_tensor_metadata(config.output, batched),
+    )
 
 
 def config_response(model: ModelVersion) -> pb.ModelConfigResponse:
@@ -114,12 +159,18 @@ def config_response(model: ModelVersion) -> pb.ModelConfigResponse:
     config.CopyFrom(model.config)
     config.parameters["sha256"].string_value = model.sha256
     config.parameters[transport.TRANSPORT_PARAMETER].string_value = ",".join(
-        ["fp16", *transport.available()])
+        ["fp16", *transport.available()]
+    )
     return pb.ModelConfigResponse(config=config)
 
 
 def index_response(entries: list[IndexEntry]) -> pb.RepositoryIndexResponse:
     """RepositoryIndex from the data plane's entries."""
-    return pb.RepositoryIndexResponse(models=[
-        pb.RepositoryIndexResponse.ModelIndex(name=e.name, version=e.version, state=e.state,
-                                              reason=e.reason) for e in entries])
+    return pb.RepositoryIndexResponse(
+        models=[
+            pb.RepositoryIndexResponse.ModelIndex(
+                name=e.name, version=e.version, state=e.state, reason=e.reason
+            )
+            for e in entries
+        ]
+    )

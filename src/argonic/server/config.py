@@ -29,14 +29,26 @@ CONFIG_FILE = "config.pbtxt"
 
 # Triton TYPE_* enum <-> protocol datatype string <-> numpy dtype (BYTES/BF16 not supported).
 _NUMPY = {
-    mc.TYPE_BOOL: np.bool_, mc.TYPE_UINT8: np.uint8, mc.TYPE_UINT16: np.uint16,
-    mc.TYPE_UINT32: np.uint32, mc.TYPE_UINT64: np.uint64, mc.TYPE_INT8: np.int8,
-    mc.TYPE_INT16: np.int16, mc.TYPE_INT32: np.int32, mc.TYPE_INT64: np.int64,
-    mc.TYPE_FP16: np.float16, mc.TYPE_FP32: np.float32, mc.TYPE_FP64: np.float64,
+    mc.TYPE_BOOL: np.bool_,
+    mc.TYPE_UINT8: np.uint8,
+    mc.TYPE_UINT16: np.uint16,
+    mc.TYPE_UINT32: np.uint32,
+    mc.TYPE_UINT64: np.uint64,
+    mc.TYPE_INT8: np.int8,
+    mc.TYPE_INT16: np.int16,
+    mc.TYPE_INT32: np.int32,
+    mc.TYPE_INT64: np.int64,
+    mc.TYPE_FP16: np.float16,
+    mc.TYPE_FP32: np.float32,
+    mc.TYPE_FP64: np.float64,
 }
 
-DEFAULT_FILENAMES = {"onnxruntime_onnx": "model.onnx", "onnxruntime": "model.onnx",
-                     "pytorch_libtorch": "model.pt", "pytorch": "model.pt"}
+DEFAULT_FILENAMES = {
+    "onnxruntime_onnx": "model.onnx",
+    "onnxruntime": "model.onnx",
+    "pytorch_libtorch": "model.pt",
+    "pytorch": "model.pt",
+}
 
 
 def datatype_name(data_type: int) -> str:
@@ -62,7 +74,9 @@ def parse_config(text: str, name: str = "") -> mc.ModelConfig:
     if not config.name:
         config.name = name
     if name and config.name != name:
-        raise InvalidArgument(f"config.pbtxt names model '{config.name}' but its directory is '{name}'")
+        raise InvalidArgument(
+            f"config.pbtxt names model '{config.name}' but its directory is '{name}'"
+        )
     return config
 
 
@@ -82,8 +96,10 @@ def _guess_platform(model_dir: Path, filename: str) -> str:
         wanted = filename or default
         if wanted.endswith(Path(default).suffix) and any(model_dir.glob(f"*/{wanted}")):
             return platform
-    raise InvalidArgument(f"model '{model_dir.name}': no platform or backend in config.pbtxt "
-                          "and no model.onnx / model.pt to guess it from")
+    raise InvalidArgument(
+        f"model '{model_dir.name}': no platform or backend in config.pbtxt "
+        "and no model.onnx / model.pt to guess it from"
+    )
 
 
 def platform_of(config: mc.ModelConfig) -> str:
@@ -109,8 +125,9 @@ def int_parameter(config: mc.ModelConfig, key: str, default: int) -> int:
     try:
         return int(text)
     except ValueError:
-        raise InvalidArgument(f"model '{config.name}': parameter {key} must be an integer, "
-                              f"got {text!r}") from None
+        raise InvalidArgument(
+            f"model '{config.name}': parameter {key} must be an integer, got {text!r}"
+        ) from None
 
 
 def select_versions(config: mc.ModelConfig, available: list[int]) -> list[int]:
@@ -123,8 +140,10 @@ def select_versions(config: mc.ModelConfig, available: list[int]) -> list[int]:
     if kind == "specific":
         missing = sorted(set(policy.specific.versions) - set(available))
         if missing:
-            raise InvalidArgument(f"model '{config.name}': version(s) {missing} requested by "
-                                  "version_policy are not in the repository")
+            raise InvalidArgument(
+                f"model '{config.name}': version(s) {missing} requested by "
+                "version_policy are not in the repository"
+            )
         return sorted(set(policy.specific.versions))
     n = policy.latest.num_versions if kind == "latest" and policy.latest.num_versions else 1
     return available[-n:]
@@ -140,24 +159,32 @@ class InstanceSpec:
 
 def instance_specs(config: mc.ModelConfig, cuda_devices: int) -> list[InstanceSpec]:
     """Expand instance_group into one spec per instance (KIND_AUTO picks CUDA when present)."""
-    groups = list(config.instance_group) or [mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_AUTO)]
+    groups = list(config.instance_group) or [
+        mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_AUTO)
+    ]
     specs: list[InstanceSpec] = []
     for group in groups:
         count = group.count or 1
         kind = group.kind
         if kind == mc.ModelInstanceGroup.KIND_AUTO:
-            kind = mc.ModelInstanceGroup.KIND_GPU if cuda_devices else mc.ModelInstanceGroup.KIND_CPU
+            kind = (
+                mc.ModelInstanceGroup.KIND_GPU if cuda_devices else mc.ModelInstanceGroup.KIND_CPU
+            )
         if kind == mc.ModelInstanceGroup.KIND_CPU:
             specs += [InstanceSpec("cpu")] * count
         elif kind == mc.ModelInstanceGroup.KIND_GPU:
             if not cuda_devices:
-                raise InvalidArgument(f"model '{config.name}': instance_group asks for KIND_GPU "
-                                      "but no CUDA device is available")
+                raise InvalidArgument(
+                    f"model '{config.name}': instance_group asks for KIND_GPU "
+                    "but no CUDA device is available"
+                )
             for gpu in list(group.gpus) or range(cuda_devices):
                 if gpu >= cuda_devices:
                     raise InvalidArgument(f"model '{config.name}': GPU {gpu} does not exist")
                 specs += [InstanceSpec("cuda", gpu)] * count
         else:
-            raise InvalidArgument(f"model '{config.name}': instance kind "
-                                  f"{mc.ModelInstanceGroup.Kind.Name(kind)} is not supported")
+            raise InvalidArgument(
+                f"model '{config.name}': instance kind "
+                f"{mc.ModelInstanceGroup.Kind.Name(kind)} is not supported"
+            )
     return specs

@@ -38,7 +38,7 @@ class DataPlane:
     def __init__(self, repository: ModelRepository) -> None:
         self.repository = repository
         self.models: dict[str, dict[int, ModelVersion]] = {}
-        self.failures: dict[str, str] = {}   # model in the repository -> why its last load failed
+        self.failures: dict[str, str] = {}  # model in the repository -> why its last load failed
         self.startup_failures: set[str] = set()
         self.unloaded: set[str] = set()
         self.draining = False
@@ -126,17 +126,38 @@ class DataPlane:
                 stats = ModelStats()
                 on_gpu = all(spec.device == "cuda" for spec in files.instances)
                 exec_size = None
-                if parameter(config, "execution_batch_size") == "auto" and config.max_batch_size > 0:
-                    exec_size, rates = await asyncio.to_thread(fastest_execution_batch_size, config,
-                                                               files.backends[0])
-                    log.info("model '%s' version %d: execution_batch_size auto -> %d (rows/s: %s)", name,
-                             files.version, exec_size, ", ".join(f"{k}: {v:.0f}" for k, v in rates.items()))
-                batcher = DynamicBatcher(files.backends, batch_policy(config, on_gpu, exec_size), stats,
-                                         name=f"{name}-v{files.version}")
-                versions[files.version] = ModelVersion(config, files.version, files.sha256, stats, batcher)
-                log.info("loaded model '%s' version %d (%s, %d instance(s) on %s, sha256 %s)",
-                         name, files.version, versions[files.version].platform, len(files.backends),
-                         ",".join(sorted({s.device for s in files.instances})), files.sha256[:12])
+                if (
+                    parameter(config, "execution_batch_size") == "auto"
+                    and config.max_batch_size > 0
+                ):
+                    exec_size, rates = await asyncio.to_thread(
+                        fastest_execution_batch_size, config, files.backends[0]
+                    )
+                    log.info(
+                        "model '%s' version %d: execution_batch_size auto -> %d (rows/s: %s)",
+                        name,
+                        files.version,
+                        exec_size,
+                        ", ".join(f"{k}: {v:.0f}" for k, v in rates.items()),
+                    )
+                batcher = DynamicBatcher(
+                    files.backends,
+                    batch_policy(config, on_gpu, exec_size),
+                    stats,
+                    name=f"{name}-v{files.version}",
+                )
+                versions[files.version] = ModelVersion(
+                    config, files.version, files.sha256, stats, batcher
+                )
+                log.info(
+                    "loaded model '%s' version %d (%s, %d instance(s) on %s, sha256 %s)",
+                    name,
+                    files.version,
+                    versions[files.version].platform,
+                    len(files.backends),
+                    ",".join(sorted({s.device for s in files.instances})),
+                    files.sha256[:12],
+                )
             old = self.models.get(name, {})
             self.models[name] = versions
             self.failures.pop(name, None)

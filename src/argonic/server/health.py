@@ -17,29 +17,41 @@ UNKNOWN, SERVING, NOT_SERVING, SERVICE_UNKNOWN = 0, 1, 2, 3
 
 
 def _messages() -> tuple[type, type]:
-    f = descriptor_pb2.FileDescriptorProto(name="argonic/grpc_health_v1.proto",
-                                           package="grpc.health.v1", syntax="proto3")
+    f = descriptor_pb2.FileDescriptorProto(
+        name="argonic/grpc_health_v1.proto", package="grpc.health.v1", syntax="proto3"
+    )
     req = f.message_type.add(name="HealthCheckRequest")
-    req.field.add(name="service", number=1, type=descriptor_pb2.FieldDescriptorProto.TYPE_STRING,
-                  label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL)
+    req.field.add(
+        name="service",
+        number=1,
+        type=descriptor_pb2.FieldDescriptorProto.TYPE_STRING,
+        label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL,
+    )
     resp = f.message_type.add(name="HealthCheckResponse")
     enum = resp.enum_type.add(name="ServingStatus")
     for i, name in enumerate(("UNKNOWN", "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN")):
         enum.value.add(name=name, number=i)
-    resp.field.add(name="status", number=1, type=descriptor_pb2.FieldDescriptorProto.TYPE_ENUM,
-                   type_name=".grpc.health.v1.HealthCheckResponse.ServingStatus",
-                   label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL)
+    resp.field.add(
+        name="status",
+        number=1,
+        type=descriptor_pb2.FieldDescriptorProto.TYPE_ENUM,
+        type_name=".grpc.health.v1.HealthCheckResponse.ServingStatus",
+        label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL,
+    )
     pool = descriptor_pool.DescriptorPool()
     pool.Add(f)
-    return tuple(message_factory.GetMessageClass(pool.FindMessageTypeByName(f"grpc.health.v1.{m}"))
-                 for m in ("HealthCheckRequest", "HealthCheckResponse"))  # type: ignore[return-value]
+    return tuple(
+        message_factory.GetMessageClass(pool.FindMessageTypeByName(f"grpc.health.v1.{m}"))
+        for m in ("HealthCheckRequest", "HealthCheckResponse")
+    )  # type: ignore[return-value]
 
 
 HealthCheckRequest, HealthCheckResponse = _messages()
 
 
-def health_handler(status_of: Callable[[str], int | None],
-                   watch_interval_s: float = 0.5) -> grpc.GenericRpcHandler:
+def health_handler(
+    status_of: Callable[[str], int | None], watch_interval_s: float = 0.5
+) -> grpc.GenericRpcHandler:
     """A generic handler for Health; ``status_of(service)`` gives a status or None if unknown."""
 
     async def check(request, context: grpc.aio.ServicerContext):
@@ -58,11 +70,18 @@ def health_handler(status_of: Callable[[str], int | None],
                 yield HealthCheckResponse(status=status)
             await asyncio.sleep(watch_interval_s)
 
-    return grpc.method_handlers_generic_handler(SERVICE_NAME, {
-        "Check": grpc.unary_unary_rpc_method_handler(
-            check, request_deserializer=HealthCheckRequest.FromString,
-            response_serializer=HealthCheckResponse.SerializeToString),
-        "Watch": grpc.unary_stream_rpc_method_handler(
-            watch, request_deserializer=HealthCheckRequest.FromString,
-            response_serializer=HealthCheckResponse.SerializeToString),
-    })
+    return grpc.method_handlers_generic_handler(
+        SERVICE_NAME,
+        {
+            "Check": grpc.unary_unary_rpc_method_handler(
+                check,
+                request_deserializer=HealthCheckRequest.FromString,
+                response_serializer=HealthCheckResponse.SerializeToString,
+            ),
+            "Watch": grpc.unary_stream_rpc_method_handler(
+                watch,
+                request_deserializer=HealthCheckRequest.FromString,
+                response_serializer=HealthCheckResponse.SerializeToString,
+            ),
+        },
+    )

@@ -25,28 +25,58 @@ log = logging.getLogger("argonic.server")
 
 # name -> (type, help, value of a ModelStats)
 _FAMILIES: dict[str, tuple[str, str, Callable[[ModelStats], float]]] = {
-    "nv_inference_request_success": ("counter", "Number of successful inference requests, all batch sizes",
-                                     lambda s: s.success.count),
-    "nv_inference_request_failure": ("counter", "Number of failed inference requests, all batch sizes",
-                                     lambda s: s.fail.count),
-    "nv_inference_count": ("counter", "Number of inferences performed (does not include cached requests)",
-                           lambda s: s.inference_count),
-    "nv_inference_exec_count": ("counter", "Number of model executions performed (does not include "
-                                "cached requests)", lambda s: s.execution_count),
-    "nv_inference_request_duration_us": ("counter", "Cumulative inference request duration in microseconds",
-                                         lambda s: s.success.ns // 1000),
-    "nv_inference_queue_duration_us": ("counter", "Cumulative inference queuing duration in microseconds",
-                                       lambda s: s.queue.ns // 1000),
-    "nv_inference_compute_input_duration_us": ("counter", "Cumulative compute input duration in "
-                                               "microseconds", lambda s: s.compute_input.ns // 1000),
-    "nv_inference_compute_infer_duration_us": ("counter", "Cumulative compute inference duration in "
-                                               "microseconds", lambda s: s.compute_infer.ns // 1000),
-    "nv_inference_compute_output_duration_us": ("counter", "Cumulative inference compute output duration "
-                                                "in microseconds", lambda s: s.compute_output.ns // 1000),
-    "nv_inference_pending_request_count": ("gauge", "Instantaneous number of pending requests awaiting "
-                                           "execution per-model.", lambda s: s.pending),
+    "nv_inference_request_success": (
+        "counter",
+        "Number of successful inference requests, all batch sizes",
+        lambda s: s.success.count,
+    ),
+    "nv_inference_request_failure": (
+        "counter",
+        "Number of failed inference requests, all batch sizes",
+        lambda s: s.fail.count,
+    ),
+    "nv_inference_count": (
+        "counter",
+        "Number of inferences performed (does not include cached requests)",
+        lambda s: s.inference_count,
+    ),
+    "nv_inference_exec_count": (
+        "counter",
+        "Number of model executions performed (does not include cached requests)",
+        lambda s: s.execution_count,
+    ),
+    "nv_inference_request_duration_us": (
+        "counter",
+        "Cumulative inference request duration in microseconds",
+        lambda s: s.success.ns // 1000,
+    ),
+    "nv_inference_queue_duration_us": (
+        "counter",
+        "Cumulative inference queuing duration in microseconds",
+        lambda s: s.queue.ns // 1000,
+    ),
+    "nv_inference_compute_input_duration_us": (
+        "counter",
+        "Cumulative compute input duration in microseconds",
+        lambda s: s.compute_input.ns // 1000,
+    ),
+    "nv_inference_compute_infer_duration_us": (
+        "counter",
+        "Cumulative compute inference duration in microseconds",
+        lambda s: s.compute_infer.ns // 1000,
+    ),
+    "nv_inference_compute_output_duration_us": (
+        "counter",
+        "Cumulative inference compute output duration in microseconds",
+        lambda s: s.compute_output.ns // 1000,
+    ),
+    "nv_inference_pending_request_count": (
+        "gauge",
+        "Instantaneous number of pending requests awaiting execution per-model.",
+        lambda s: s.pending,
+    ),
 }
-BATCH_BUCKETS = tuple(2 ** i for i in range(14))  # 1 .. 8192 rows
+BATCH_BUCKETS = tuple(2**i for i in range(14))  # 1 .. 8192 rows
 
 ModelSource = Callable[[], Iterable[tuple[str, str, ModelStats]]]  # (model, version, stats)
 
@@ -107,26 +137,37 @@ class MetricsExporter:
         for name, (kind, help_text, value) in _FAMILIES.items():
             lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
             lines += [f"{name}{_labels(model=m, version=v)} {value(s)}" for m, v, s in models]
-        lines += ["# HELP nv_cpu_utilization CPU utilization rate [0.0 - 1.0]",
-                  "# TYPE nv_cpu_utilization gauge", f"nv_cpu_utilization {self.cpu():.6f}"]
+        lines += [
+            "# HELP nv_cpu_utilization CPU utilization rate [0.0 - 1.0]",
+            "# TYPE nv_cpu_utilization gauge",
+            f"nv_cpu_utilization {self.cpu():.6f}",
+        ]
         gpus = _gpu_utilization()
         if gpus:
-            lines += ["# HELP nv_gpu_utilization GPU utilization rate [0.0 - 1.0)",
-                      "# TYPE nv_gpu_utilization gauge"]
+            lines += [
+                "# HELP nv_gpu_utilization GPU utilization rate [0.0 - 1.0)",
+                "# TYPE nv_gpu_utilization gauge",
+            ]
             lines += [f"nv_gpu_utilization{_labels(gpu_uuid=g)} {u}" for g, u in gpus.items()]
-        lines += ["# HELP argonic_execution_batch_size Rows per model execution",
-                  "# TYPE argonic_execution_batch_size histogram"]
+        lines += [
+            "# HELP argonic_execution_batch_size Rows per model execution",
+            "# TYPE argonic_execution_batch_size histogram",
+        ]
         for m, v, s in models:
             with s.lock:
                 counts = {size: d[0].count for size, d in s.batches.items()}
             for bound in BATCH_BUCKETS:
                 cumulative = sum(c for size, c in counts.items() if size <= bound)
-                lines.append(f"argonic_execution_batch_size_bucket{_labels(model=m, version=v, le=str(float(bound)))} {cumulative}")
+                lines.append(
+                    f"argonic_execution_batch_size_bucket{_labels(model=m, version=v, le=str(float(bound)))} {cumulative}"
+                )
             total = sum(counts.values())
-            lines += [f"argonic_execution_batch_size_bucket{_labels(model=m, version=v, le='+Inf')} {total}",
-                      f"argonic_execution_batch_size_sum{_labels(model=m, version=v)} "
-                      f"{sum(size * c for size, c in counts.items())}",
-                      f"argonic_execution_batch_size_count{_labels(model=m, version=v)} {total}"]
+            lines += [
+                f"argonic_execution_batch_size_bucket{_labels(model=m, version=v, le='+Inf')} {total}",
+                f"argonic_execution_batch_size_sum{_labels(model=m, version=v)} "
+                f"{sum(size * c for size, c in counts.items())}",
+                f"argonic_execution_batch_size_count{_labels(model=m, version=v)} {total}",
+            ]
         return ("\n".join(lines) + "\n").encode() + generate_latest(self.registry)
 
 

@@ -17,7 +17,9 @@ from argonic.server.stats import ModelStats
 from argonic.server.tensors import InferRequest, InferResponse, InputTensor, OutputTensor
 
 
-def batch_policy(config: mc.ModelConfig, on_gpu: bool, execution_batch_size: int | None = None) -> BatchPolicy:
+def batch_policy(
+    config: mc.ModelConfig, on_gpu: bool, execution_batch_size: int | None = None
+) -> BatchPolicy:
     """The batcher settings a config asks for (see config.py for execution_batch_size);
     ``execution_batch_size`` is the calibrated size when the config says "auto"."""
     batched = config.max_batch_size > 0
@@ -30,7 +32,7 @@ def batch_policy(config: mc.ModelConfig, on_gpu: bool, execution_batch_size: int
         exec_size = default_exec
     else:
         exec_size = int_parameter(config, "execution_batch_size", default_exec)
-    if batched and not 1 <= exec_size:
+    if batched and not exec_size >= 1:
         raise InvalidArgument(f"model '{config.name}': execution_batch_size must be >= 1")
     exec_size = min(exec_size, config.max_batch_size) if batched else 1
     if not config.HasField("dynamic_batching"):
@@ -39,19 +41,30 @@ def batch_policy(config: mc.ModelConfig, on_gpu: bool, execution_batch_size: int
     levels = max(1, db.priority_levels)
     default_level = db.default_priority_level or (levels + 1) // 2 if db.priority_levels else 1
     if not 1 <= default_level <= levels:
-        raise InvalidArgument(f"model '{config.name}': default_priority_level {default_level} "
-                              f"is outside 1..{levels}")
+        raise InvalidArgument(
+            f"model '{config.name}': default_priority_level {default_level} is outside 1..{levels}"
+        )
     policies = []
     for level in range(1, levels + 1):
-        qp = db.priority_queue_policy[level] if level in db.priority_queue_policy else db.default_queue_policy
-        policies.append(QueuePolicy(qp.max_queue_size, qp.default_timeout_microseconds,
-                                    qp.allow_timeout_override,
-                                    qp.timeout_action == mc.ModelQueuePolicy.DELAY))
-    return BatchPolicy(exec_size, batched=batched, dynamic=batched,
-                       preferred_batch_sizes=tuple(p for p in db.preferred_batch_size if p <= exec_size),
-                       max_queue_delay_us=db.max_queue_delay_microseconds,
-                       priority_levels=levels, default_priority_level=default_level,
-                       queue_policies=tuple(policies))
+        qp = db.priority_queue_policy.get(level, db.default_queue_policy)
+        policies.append(
+            QueuePolicy(
+                qp.max_queue_size,
+                qp.default_timeout_microseconds,
+                qp.allow_timeout_override,
+                qp.timeout_action == mc.ModelQueuePolicy.DELAY,
+            )
+        )
+    return BatchPolicy(
+        exec_size,
+        batched=batched,
+        dynamic=batched,
+        preferred_batch_sizes=tuple(p for p in db.preferred_batch_size if p <= exec_size),
+        max_queue_delay_us=db.max_queue_delay_microseconds,
+        priority_levels=levels,
+        default_priority_level=default_level,
+        queue_policies=tuple(policies),
+    )
 
 
 def _fp16_spec(spec: mc.ModelInput) -> mc.ModelInput:
@@ -85,15 +98,21 @@ class ModelVersion:
         start = time.monotonic_ns()
         try:
             inputs, rows = self.validate(request)
-            outputs, timing = await self.batcher.submit(inputs, rows, request.priority, request.timeout_us)
+            outputs, timing = await self.batcher.submit(
+                inputs, rows, request.priority, request.timeout_us
+            )
         except (ServerError, asyncio.CancelledError):
             self.stats.record_failure(time.monotonic_ns() - start)
             raise
         self.stats.record_success(rows, time.monotonic_ns() - start, timing)
         wanted = request.outputs or [o.name for o in self.config.output]
         types = {o.name: datatype_name(o.data_type) for o in self.config.output}
-        return InferResponse(self.name, str(self.version), request.id,
-                             [OutputTensor(n, types[n], outputs[n]) for n in wanted])
+        return InferResponse(
+            self.name,
+            str(self.version),
+            request.id,
+            [OutputTensor(n, types[n], outputs[n]) for n in wanted],
+        )
 
     def validate(self, request: InferRequest) -> tuple[dict[str, np.ndarray], int]:
         """Check names, dtypes, shapes and byte sizes; return numpy inputs and the batch size."""
@@ -107,9 +126,11 @@ class ModelVersion:
         if unknown:
             raise InvalidArgument(f"unexpected inference input '{unknown[0]}' for model '{name}'")
         if missing:
-            raise InvalidArgument(f"expected {len(expected)} inputs but got {len(given)} inputs for "
-                                  f"model '{name}'. Got input(s) {given}, but missing required "
-                                  f"input(s) {missing}. Please provide all required input(s).")
+            raise InvalidArgument(
+                f"expected {len(expected)} inputs but got {len(given)} inputs for "
+                f"model '{name}'. Got input(s) {given}, but missing required "
+                f"input(s) {missing}. Please provide all required input(s)."
+            )
         outputs = {o.name for o in config.output}
         for out in request.outputs:
             if out not in outputs:
@@ -119,38 +140,55 @@ class ModelVersion:
             return arrays, 1
         batches = {a.shape[0] for a in arrays.values()}
         if len(batches) != 1:
-            raise InvalidArgument(f"inputs for model '{name}' have different batch sizes {sorted(batches)}")
+            raise InvalidArgument(
+                f"inputs for model '{name}' have different batch sizes {sorted(batches)}"
+            )
         rows = batches.pop()
         if rows < 1:
             raise InvalidArgument(f"inference request batch-size must be >= 1 for '{name}'")
         if rows > config.max_batch_size:
-            raise InvalidArgument(f"inference request batch-size must be <= "
-                                  f"{config.max_batch_size} for '{name}'")
+            raise InvalidArgument(
+                f"inference request batch-size must be <= {config.max_batch_size} for '{name}'"
+            )
         return arrays, rows
 
     def _to_array(self, tensor: InputTensor, spec: mc.ModelInput) -> np.ndarray:
         name = self.name
         want_type = datatype_name(spec.data_type)
-        if tensor.datatype == "FP16" and want_type == "FP32":  # fp16 transport: cast back on arrival
-            return self._to_array(InputTensor(tensor.name, "FP16", tensor.shape, tensor.raw, tensor.values),
-                                  _fp16_spec(spec)).astype(np.float32)
+        if (
+            tensor.datatype == "FP16" and want_type == "FP32"
+        ):  # fp16 transport: cast back on arrival
+            return self._to_array(
+                InputTensor(tensor.name, "FP16", tensor.shape, tensor.raw, tensor.values),
+                _fp16_spec(spec),
+            ).astype(np.float32)
         if tensor.datatype != want_type:
-            raise InvalidArgument(f"unexpected datatype {tensor.datatype} for inference input "
-                                  f"'{tensor.name}', expecting {want_type} for model '{name}'")
+            raise InvalidArgument(
+                f"unexpected datatype {tensor.datatype} for inference input "
+                f"'{tensor.name}', expecting {want_type} for model '{name}'"
+            )
         dims = ([-1] if self.config.max_batch_size > 0 else []) + list(spec.dims)
         shape = list(tensor.shape)
-        if len(shape) != len(dims) or any(s < 0 or (d != -1 and d != s) for s, d in zip(shape, dims)):
-            raise InvalidArgument(f"unexpected shape for input '{tensor.name}' for model '{name}'. "
-                                  f"Expected {dims}, got {shape}")
+        if len(shape) != len(dims) or any(
+            s < 0 or (d != -1 and d != s) for s, d in zip(shape, dims, strict=True)
+        ):
+            raise InvalidArgument(
+                f"unexpected shape for input '{tensor.name}' for model '{name}'. "
+                f"Expected {dims}, got {shape}"
+            )
         dtype = numpy_dtype(spec.data_type).newbyteorder("<")
         count = math.prod(shape)
         if tensor.raw is not None:
             if len(tensor.raw) != count * dtype.itemsize:
-                raise InvalidArgument(f"unexpected total byte size {len(tensor.raw)} for input "
-                                      f"'{tensor.name}', expecting {count * dtype.itemsize}")
+                raise InvalidArgument(
+                    f"unexpected total byte size {len(tensor.raw)} for input "
+                    f"'{tensor.name}', expecting {count * dtype.itemsize}"
+                )
             return np.frombuffer(tensor.raw, dtype).reshape(shape)
         values = np.asarray(tensor.values if tensor.values is not None else [], dtype=dtype)
         if values.size != count:
-            raise InvalidArgument(f"unexpected number of values {values.size} for input "
-                                  f"'{tensor.name}', expecting {count}")
+            raise InvalidArgument(
+                f"unexpected number of values {values.size} for input "
+                f"'{tensor.name}', expecting {count}"
+            )
         return values.reshape(shape)

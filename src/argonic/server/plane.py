@@ -35,20 +35,28 @@ class PlaneBackend:
     def __init__(self, config: mc.ModelConfig, model_file: Path, instance: InstanceSpec) -> None:
         network_config = load_config(model_file.parent.parent)
         if network_config.max_batch_size < 1:
-            raise InvalidArgument(f"model '{config.name}': network '{network_config.name}' must "
-                                  "have max_batch_size >= 1")
+            raise InvalidArgument(
+                f"model '{config.name}': network '{network_config.name}' must "
+                "have max_batch_size >= 1"
+            )
         self.network: Backend = create_backend(network_config, model_file, instance)
         self.input_name = network_config.input[0].name
         self.output_names = [o.name for o in config.output]
-        self.output_dims = {o.name: tuple(max(int(d), 0) for d in o.dims[1:]) for o in config.output}
+        self.output_dims = {
+            o.name: tuple(max(int(d), 0) for d in o.dims[1:]) for o in config.output
+        }
         missing = sorted(set(self.output_names) - {o.name for o in network_config.output})
         if missing:
-            raise InvalidArgument(f"model '{config.name}': outputs {missing} are not outputs of "
-                                  f"network '{network_config.name}'")
+            raise InvalidArgument(
+                f"model '{config.name}': outputs {missing} are not outputs of "
+                f"network '{network_config.name}'"
+            )
         default_chunk = min(256, network_config.max_batch_size)
-        self.chunk = min(int_parameter(config, "execution_batch_size", default_chunk),
-                         network_config.max_batch_size)
-        self.patches_ns = 0   # time spent decoding planes and cutting patches (server CPU)
+        self.chunk = min(
+            int_parameter(config, "execution_batch_size", default_chunk),
+            network_config.max_batch_size,
+        )
+        self.patches_ns = 0  # time spent decoding planes and cutting patches (server CPU)
         self.network_ns = 0
         self._lock = threading.Lock()
 
@@ -79,8 +87,10 @@ class PlaneBackend:
                 outputs[name][start:stop] = array
             net_ns += time.perf_counter_ns() - t2
         if not len(wire):  # no hits: empty heads, widths from the config
-            outputs = {name: np.zeros((0, *self.output_dims[name]), np.float32)
-                       for name in self.output_names}
+            outputs = {
+                name: np.zeros((0, *self.output_dims[name]), np.float32)
+                for name in self.output_names
+            }
         with self._lock:
             self.patches_ns += cut_ns
             self.network_ns += net_ns

@@ -53,14 +53,18 @@ class ModelRepository:
 
     def names(self) -> list[str]:
         """Model names: the sub-directories of the repository (sorted)."""
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        return sorted(
+            p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")
+        )
 
     def model_dir(self, name: str) -> Path:
         """The directory of one model; NotFound if the repository has none."""
         path = self.root / name
         if "/" in name or name.startswith(".") or not path.is_dir():
-            raise NotFound(f"failed to load '{name}', no version is available: "
-                           f"no model directory '{name}' in {self.root}")
+            raise NotFound(
+                f"failed to load '{name}', no version is available: "
+                f"no model directory '{name}' in {self.root}"
+            )
         return path
 
     def config(self, name: str) -> mc.ModelConfig:
@@ -69,8 +73,9 @@ class ModelRepository:
 
     def versions(self, name: str) -> list[int]:
         """Version numbers present on disk for one model."""
-        return sorted(int(p.name) for p in self.model_dir(name).iterdir()
-                      if p.is_dir() and p.name.isdigit())
+        return sorted(
+            int(p.name) for p in self.model_dir(name).iterdir() if p.is_dir() and p.name.isdigit()
+        )
 
     def load(self, name: str) -> tuple[mc.ModelConfig, list[LoadedFiles]]:
         """Read the config and build every instance of every version its policy selects (blocking)."""
@@ -78,7 +83,9 @@ class ModelRepository:
         config = load_config(model_dir)
         for unsupported in ("sequence_batching", "ensemble_scheduling"):
             if config.HasField(unsupported):
-                raise InvalidArgument(f"model '{name}': {unsupported} is not supported by argonic serve")
+                raise InvalidArgument(
+                    f"model '{name}': {unsupported} is not supported by argonic serve"
+                )
         if not config.input or not config.output:
             raise InvalidArgument(f"model '{name}': {CONFIG_FILE} must list its inputs and outputs")
         files_dir, files_config = model_dir, config
@@ -111,8 +118,10 @@ def checked_sha256(model_file: Path) -> str:
         words = expected_file.read_text().split()
         expected = words[0].lower() if words else ""
         if expected != digest:
-            raise InvalidArgument(f"{model_file} has sha256 {digest} but {expected_file.name} "
-                                  f"says {expected or '(empty)'}: refusing to serve the wrong model")
+            raise InvalidArgument(
+                f"{model_file} has sha256 {digest} but {expected_file.name} "
+                f"says {expected or '(empty)'}: refusing to serve the wrong model"
+            )
     return digest
 
 

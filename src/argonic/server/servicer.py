@@ -21,8 +21,13 @@ from argonic.server.errors import InvalidArgument, ServerError
 
 log = logging.getLogger("argonic.server")
 
-EXTENSIONS = ["model_repository", "model_configuration", "schedule_policy", "statistics",
-              "parameters"]
+EXTENSIONS = [
+    "model_repository",
+    "model_configuration",
+    "schedule_policy",
+    "statistics",
+    "parameters",
+]
 
 
 def _answers_errors(method):
@@ -74,25 +79,35 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         request = codec.infer_request(request.message, request.raw)
         return codec.infer_response(await self.dataplane.infer(request))
 
-    async def ModelStreamInfer(self, request_iterator, context) -> AsyncIterator[pb.ModelStreamInferResponse]:
+    async def ModelStreamInfer(
+        self, request_iterator, context
+    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
         async for request in request_iterator:
             try:
-                response = codec.infer_response(await self.dataplane.infer(codec.infer_request(request)))
+                response = codec.infer_response(
+                    await self.dataplane.infer(codec.infer_request(request))
+                )
                 yield pb.ModelStreamInferResponse(infer_response=response.to_message())
             except Exception as exc:  # noqa: BLE001 - errors travel in the stream, as Triton's
                 if not isinstance(exc, ServerError):
                     log.exception("ModelStreamInfer failed")
                 yield pb.ModelStreamInferResponse(
                     error_message=str(exc),
-                    infer_response=pb.ModelInferResponse(model_name=request.model_name, id=request.id))
+                    infer_response=pb.ModelInferResponse(
+                        model_name=request.model_name, id=request.id
+                    ),
+                )
 
     @_answers_errors
     async def ModelStatistics(self, request, context):
         names = [request.name] if request.name else sorted(self.dataplane.models)
         stats = []
         for name in names:
-            versions = ([self.dataplane.model(name, request.version)] if request.version
-                        else self.dataplane.versions(name))
+            versions = (
+                [self.dataplane.model(name, request.version)]
+                if request.version
+                else self.dataplane.versions(name)
+            )
             stats += [v.stats.to_proto(name, str(v.version)) for v in versions]
         return pb.ModelStatisticsResponse(model_stats=stats)
 
@@ -103,8 +118,10 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     @_answers_errors
     async def RepositoryModelLoad(self, request, context):
         if request.parameters:
-            raise InvalidArgument(f"load parameters {sorted(request.parameters)} are not supported: "
-                                  "edit the model repository and load again")
+            raise InvalidArgument(
+                f"load parameters {sorted(request.parameters)} are not supported: "
+                "edit the model repository and load again"
+            )
         await self.dataplane.load(request.model_name)
         return pb.RepositoryModelLoadResponse()
 
@@ -114,15 +131,18 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         return pb.RepositoryModelUnloadResponse()
 
 
-_HANDLER_KINDS = {(False, False): grpc.unary_unary_rpc_method_handler,
-                  (False, True): grpc.unary_stream_rpc_method_handler,
-                  (True, False): grpc.stream_unary_rpc_method_handler,
-                  (True, True): grpc.stream_stream_rpc_method_handler}
+_HANDLER_KINDS = {
+    (False, False): grpc.unary_unary_rpc_method_handler,
+    (False, True): grpc.unary_stream_rpc_method_handler,
+    (True, False): grpc.stream_unary_rpc_method_handler,
+    (True, True): grpc.stream_stream_rpc_method_handler,
+}
 
 
 def _unimplemented(name: str):
     async def handler(request, context: grpc.aio.ServicerContext):
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"argonic does not implement {name}")
+
     return handler
 
 
@@ -138,5 +158,9 @@ def add_to_server(servicer: InferenceServicer, server: grpc.aio.Server) -> None:
         if method.name == "ModelInfer":
             deserialize, serialize = wire.parse_infer_request, wire.serialize_infer_response
         kind = _HANDLER_KINDS[(method.client_streaming, method.server_streaming)]
-        handlers[method.name] = kind(impl, request_deserializer=deserialize, response_serializer=serialize)
-    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(service.full_name, handlers)])
+        handlers[method.name] = kind(
+            impl, request_deserializer=deserialize, response_serializer=serialize
+        )
+    server.add_generic_rpc_handlers(
+        [grpc.method_handlers_generic_handler(service.full_name, handlers)]
+    )

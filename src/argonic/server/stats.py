@@ -53,12 +53,14 @@ class ModelStats:
     batches: dict[int, tuple[Duration, Duration, Duration]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def record_execution(self, batch_size: int, input_ns: int, infer_ns: int, output_ns: int) -> None:
+    def record_execution(
+        self, batch_size: int, input_ns: int, infer_ns: int, output_ns: int
+    ) -> None:
         """One model execution of ``batch_size`` rows."""
         with self.lock:
             self.execution_count += 1
             stats = self.batches.setdefault(batch_size, (Duration(), Duration(), Duration()))
-            for duration, ns in zip(stats, (input_ns, infer_ns, output_ns)):
+            for duration, ns in zip(stats, (input_ns, infer_ns, output_ns), strict=True):
                 duration.add(ns)
 
     def record_success(self, rows: int, total_ns: int, timing: RequestTiming) -> None:
@@ -81,14 +83,26 @@ class ModelStats:
         """As the ModelStatistics message of the ModelStatistics RPC."""
         with self.lock:
             return pb.ModelStatistics(
-                name=name, version=version, last_inference=self.last_inference_ms,
-                inference_count=self.inference_count, execution_count=self.execution_count,
+                name=name,
+                version=version,
+                last_inference=self.last_inference_ms,
+                inference_count=self.inference_count,
+                execution_count=self.execution_count,
                 inference_stats=pb.InferStatistics(
-                    success=self.success.to_proto(), fail=self.fail.to_proto(),
-                    queue=self.queue.to_proto(), compute_input=self.compute_input.to_proto(),
+                    success=self.success.to_proto(),
+                    fail=self.fail.to_proto(),
+                    queue=self.queue.to_proto(),
+                    compute_input=self.compute_input.to_proto(),
                     compute_infer=self.compute_infer.to_proto(),
-                    compute_output=self.compute_output.to_proto()),
-                batch_stats=[pb.InferBatchStatistics(batch_size=size, compute_input=s[0].to_proto(),
-                                                     compute_infer=s[1].to_proto(),
-                                                     compute_output=s[2].to_proto())
-                             for size, s in sorted(self.batches.items())])
+                    compute_output=self.compute_output.to_proto(),
+                ),
+                batch_stats=[
+                    pb.InferBatchStatistics(
+                        batch_size=size,
+                        compute_input=s[0].to_proto(),
+                        compute_infer=s[1].to_proto(),
+                        compute_output=s[2].to_proto(),
+                    )
+                    for size, s in sorted(self.batches.items())
+                ],
+            )

@@ -92,7 +92,7 @@ def parse_infer_request(data: bytes) -> InferRequestMessage:
             if number == RAW_INPUT_FIELD:
                 if pos + length > len(view):
                     raise DecodeError("truncated raw_input_contents")
-                raw.append(view[pos:pos + length])
+                raw.append(view[pos : pos + length])
                 pos += length
                 continue
             pos += length

@@ -25,9 +25,26 @@ import numpy as np
 
 from argonic.inference.remote import RemoteInterface
 
-ROW_FIELDS = ("n_clients", "client", "event_seq", "event_index", "client_cpu", "start_s", "end_s",
-              "read_s", "hitfinding_s", "emtrackmichelid_s", "patches_s", "inference_s", "total_s",
-              "patches", "requests", "bytes_sent", "bytes_received", "failovers")
+ROW_FIELDS = (
+    "n_clients",
+    "client",
+    "event_seq",
+    "event_index",
+    "client_cpu",
+    "start_s",
+    "end_s",
+    "read_s",
+    "hitfinding_s",
+    "emtrackmichelid_s",
+    "patches_s",
+    "inference_s",
+    "total_s",
+    "patches",
+    "requests",
+    "bytes_sent",
+    "bytes_received",
+    "failovers",
+)
 
 
 def _totals(interface: RemoteInterface) -> dict[str, float]:
@@ -48,10 +65,18 @@ def client_main(spec: dict[str, Any], barrier: Any, queue: Any) -> None:
     client = spec["client"]
     interface = None
     try:
-        inference = {"interface": "remote", "batch_size": spec["batch_size"],
-                     "remote": {"servers": [spec["server"]], "model_name": spec["model_name"],
-                                "server_stats": "off", "timeout_s": spec.get("timeout_s", 600.0),
-                                "mode": spec.get("mode", "sync"), "retries": 2}}
+        inference = {
+            "interface": "remote",
+            "batch_size": spec["batch_size"],
+            "remote": {
+                "servers": [spec["server"]],
+                "model_name": spec["model_name"],
+                "server_stats": "off",
+                "timeout_s": spec.get("timeout_s", 600.0),
+                "mode": spec.get("mode", "sync"),
+                "retries": 2,
+            },
+        }
         if spec.get("model_repository"):
             inference["remote"]["model_repository"] = spec["model_repository"]
         interface = RemoteInterface(inference)
@@ -98,7 +123,7 @@ def _prepare(spec: dict[str, Any], interface: RemoteInterface):
         scale = float(spec.get("cpu_scale", 1.0))
         for ev in {e for e in order}:  # page the client's events in now, not on the clock
             w = workload[ev]
-            np.asarray(patches[w["offset"]:w["offset"] + w["patches"]]).sum()
+            np.asarray(patches[w["offset"] : w["offset"] + w["patches"]]).sum()
 
         def run_emulated() -> list[dict[str, Any]]:
             rows = []
@@ -106,27 +131,38 @@ def _prepare(spec: dict[str, Any], interface: RemoteInterface):
                 w = workload[ev]
                 before = _totals(interface)
                 start = time.perf_counter()
-                row = {**base, "event_seq": seq, "event_index": ev, "start_s": time.monotonic() - t_zero}
+                row = {
+                    **base,
+                    "event_seq": seq,
+                    "event_index": ev,
+                    "start_s": time.monotonic() - t_zero,
+                }
                 _sleep_until(start + w["read_s"] * scale)
                 t1 = time.perf_counter()
                 _sleep_until(t1 + w["hitfinding_s"] * scale)
                 t2 = time.perf_counter()
                 building = inferring = 0.0
                 offset = w["offset"]
-                for count, plane_s in zip(w["plane_patches"], w["plane_patches_s"]):
+                for count, plane_s in zip(w["plane_patches"], w["plane_patches_s"], strict=True):
                     p0 = time.perf_counter()
                     _sleep_until(p0 + plane_s * scale)
                     p1 = time.perf_counter()
-                    interface.predict(patches[offset:offset + count])
+                    interface.predict(patches[offset : offset + count])
                     building += p1 - p0
                     inferring += time.perf_counter() - p1
                     offset += count
                 t3 = time.perf_counter()
                 after = _totals(interface)
-                row.update(read_s=t1 - start, hitfinding_s=t2 - t1, emtrackmichelid_s=t3 - t2,
-                           patches_s=building, inference_s=inferring, total_s=t3 - start,
-                           end_s=time.monotonic() - t_zero,
-                           **{k: after[k] - before[k] for k in after})
+                row.update(
+                    read_s=t1 - start,
+                    hitfinding_s=t2 - t1,
+                    emtrackmichelid_s=t3 - t2,
+                    patches_s=building,
+                    inference_s=inferring,
+                    total_s=t3 - start,
+                    end_s=time.monotonic() - t_zero,
+                    **{k: after[k] - before[k] for k in after},
+                )
                 rows.append(row)
             return rows
 
@@ -144,13 +180,24 @@ def _prepare(spec: dict[str, Any], interface: RemoteInterface):
         try:
             for seq, ev in enumerate(order):
                 before = _totals(interface)
-                row = {**base, "event_seq": seq, "event_index": ev, "start_s": time.monotonic() - t_zero}
+                row = {
+                    **base,
+                    "event_seq": seq,
+                    "event_index": ev,
+                    "start_s": time.monotonic() - t_zero,
+                }
                 r = reco_event(events, ev, module)
                 after = _totals(interface)
-                row.update(read_s=r.wall["read"], hitfinding_s=r.wall["hitfinding"],
-                           emtrackmichelid_s=r.wall["emtrackmichelid"], patches_s=r.patches_s,
-                           inference_s=r.inference_s, total_s=sum(r.wall.values()),
-                           end_s=time.monotonic() - t_zero, **{k: after[k] - before[k] for k in after})
+                row.update(
+                    read_s=r.wall["read"],
+                    hitfinding_s=r.wall["hitfinding"],
+                    emtrackmichelid_s=r.wall["emtrackmichelid"],
+                    patches_s=r.patches_s,
+                    inference_s=r.inference_s,
+                    total_s=sum(r.wall.values()),
+                    end_s=time.monotonic() - t_zero,
+                    **{k: after[k] - before[k] for k in after},
+                )
                 rows.append(row)
         finally:
             events.close()

@@ -76,7 +76,6 @@ class LatencyModel:
         return {**asdict(self), "t_ideal": self.t_ideal, "optimal_ratio": self.optimal_ratio}
 
 
-
 # --- fitting the model to a measured module-time-vs-clients curve ---------------------------
 #
 # With one server, the ML module's time per event as a function of the number of clients
@@ -90,12 +89,16 @@ class LatencyModel:
 # directly, or fitted too when it is not given.
 
 
-def module_time(ratio: float | np.ndarray, t_flat: float, t_gpu: float, t_other: float) -> np.ndarray:
+def module_time(
+    ratio: float | np.ndarray, t_flat: float, t_gpu: float, t_other: float
+) -> np.ndarray:
     """Eq. 4's module share written as max(t_flat, t_gpu * ratio - t_other)."""
     return np.maximum(t_flat, t_gpu * np.asarray(ratio, float) - t_other)
 
 
-def mva_module_time(ratio: float | np.ndarray, t_flat: float, t_gpu: float, t_other: float) -> np.ndarray:
+def mva_module_time(
+    ratio: float | np.ndarray, t_flat: float, t_gpu: float, t_other: float
+) -> np.ndarray:
     """The same system solved as a closed queueing network by exact mean value analysis.
 
     Each of N clients per server "thinks" for Z = t_other + t_latency (its CPU modules and
@@ -140,7 +143,9 @@ class ModelFit:
     @property
     def model(self) -> LatencyModel:
         p = 1.0 - self.t_other / self.t_cpu if self.t_cpu > 0 else 0.0
-        return LatencyModel(t_cpu=self.t_cpu, p=p, t_gpu=self.t_gpu, t_latency=self.t_flat - self.t_gpu)
+        return LatencyModel(
+            t_cpu=self.t_cpu, p=p, t_gpu=self.t_gpu, t_latency=self.t_flat - self.t_gpu
+        )
 
     @property
     def t_ideal(self) -> float:
@@ -172,15 +177,35 @@ class ModelFit:
     def as_dict(self) -> dict[str, object]:
         r = self.relative_errors()
         return {
-            "t_flat": self.t_flat, "t_gpu": self.t_gpu, "t_other": self.t_other,
-            "t_latency": self.t_flat - self.t_gpu, "t_ideal": self.t_ideal, "t_cpu": self.t_cpu,
-            "p": self.model.p, "knee_clients_per_server": self.knee,
-            "optimal_clients_per_server": self.optimal_clients_per_server, "servers": self.servers,
-            "saturated_points": self.saturated_points, "t_gpu_source": self.t_gpu_source,
-            "t_other_fitted": self.t_other_fitted, "form": self.form,
-            "points": [{"clients_per_server": float(n), "measured_s": float(y), "model_s": float(m),
-                        "relative_error": float(e)}
-                       for n, y, m, e in zip(self.ratios, self.measured, self.predict(np.asarray(self.ratios)), r)],
+            "t_flat": self.t_flat,
+            "t_gpu": self.t_gpu,
+            "t_other": self.t_other,
+            "t_latency": self.t_flat - self.t_gpu,
+            "t_ideal": self.t_ideal,
+            "t_cpu": self.t_cpu,
+            "p": self.model.p,
+            "knee_clients_per_server": self.knee,
+            "optimal_clients_per_server": self.optimal_clients_per_server,
+            "servers": self.servers,
+            "saturated_points": self.saturated_points,
+            "t_gpu_source": self.t_gpu_source,
+            "t_other_fitted": self.t_other_fitted,
+            "form": self.form,
+            "points": [
+                {
+                    "clients_per_server": float(n),
+                    "measured_s": float(y),
+                    "model_s": float(m),
+                    "relative_error": float(e),
+                }
+                for n, y, m, e in zip(
+                    self.ratios,
+                    self.measured,
+                    self.predict(np.asarray(self.ratios)),
+                    r,
+                    strict=True,
+                )
+            ],
             "max_relative_error": self.max_relative_error,
         }
 
@@ -193,9 +218,14 @@ def _objective(params: np.ndarray, n: np.ndarray, y: np.ndarray, t_other: float 
     return float(np.sum(((module_time(n, t_flat, t_gpu, other) - y) / y) ** 2))
 
 
-def fit_module_time(clients: np.ndarray | list[float], module_s: np.ndarray | list[float],
-                    t_other: float | None, servers: int = 1, t_cpu: float | None = None,
-                    t_gpu_hint: float | None = None) -> ModelFit:
+def fit_module_time(
+    clients: np.ndarray | list[float],
+    module_s: np.ndarray | list[float],
+    t_other: float | None,
+    servers: int = 1,
+    t_cpu: float | None = None,
+    t_gpu_hint: float | None = None,
+) -> ModelFit:
     """Fit t_flat and t_gpu (and t_other when None) to module time per event vs clients.
 
     ``clients``: number of simultaneous clients of each measurement (on ``servers``
@@ -235,7 +265,7 @@ def fit_module_time(clients: np.ndarray | list[float], module_s: np.ndarray | li
         if best is None or score < best[0]:
             best = (score, params)
     source = "slope"
-    t_flat_all = float(np.sum(w) / np.sum(w ** 2))
+    t_flat_all = float(np.sum(w) / np.sum(w**2))
     other0 = 0.0 if fit_other else float(t_other)  # type: ignore[arg-type]
     if t_gpu_hint is not None:
         hint = np.array([t_flat_all, t_gpu_hint] + ([other0] if fit_other else []))
@@ -243,13 +273,21 @@ def fit_module_time(clients: np.ndarray | list[float], module_s: np.ndarray | li
             best, source = (_objective(hint, n, y, t_other), hint), "hint"
     if best is None:
         bound = (other0 + t_flat_all) / n[-1]  # knee at the last point: the largest slope allowed
-        best, source = (0.0, np.array([t_flat_all, bound] + ([other0] if fit_other else []))), "bound"
+        best, source = (
+            (0.0, np.array([t_flat_all, bound] + ([other0] if fit_other else []))),
+            "bound",
+        )
     params = best[1]
     if source == "slope":
         from scipy.optimize import minimize
 
-        res = minimize(_objective, params, args=(n, y, t_other), method="Nelder-Mead",
-                       options={"xatol": 1e-9, "fatol": 1e-12, "maxiter": 4000})
+        res = minimize(
+            _objective,
+            params,
+            args=(n, y, t_other),
+            method="Nelder-Mead",
+            options={"xatol": 1e-9, "fatol": 1e-12, "maxiter": 4000},
+        )
         if res.fun <= best[0]:
             params = res.x
     t_flat, t_gpu = float(params[0]), float(params[1])
@@ -257,14 +295,27 @@ def fit_module_time(clients: np.ndarray | list[float], module_s: np.ndarray | li
     saturated = int(np.sum(t_gpu * n - other > t_flat))
     if source == "slope" and saturated == 0:
         source = "bound"
-    return ModelFit(t_flat=t_flat, t_gpu=t_gpu, t_other=other,
-                    t_cpu=float(t_cpu) if t_cpu is not None else other + t_flat, servers=servers,
-                    ratios=tuple(float(v) for v in n), measured=tuple(float(v) for v in y),
-                    saturated_points=saturated, t_gpu_source=source, t_other_fitted=fit_other)
+    return ModelFit(
+        t_flat=t_flat,
+        t_gpu=t_gpu,
+        t_other=other,
+        t_cpu=float(t_cpu) if t_cpu is not None else other + t_flat,
+        servers=servers,
+        ratios=tuple(float(v) for v in n),
+        measured=tuple(float(v) for v in y),
+        saturated_points=saturated,
+        t_gpu_source=source,
+        t_other_fitted=fit_other,
+    )
 
 
-def fit_module_time_mva(clients: np.ndarray | list[float], module_s: np.ndarray | list[float],
-                        t_other: float, servers: int = 1, t_cpu: float | None = None) -> ModelFit:
+def fit_module_time_mva(
+    clients: np.ndarray | list[float],
+    module_s: np.ndarray | list[float],
+    t_other: float,
+    servers: int = 1,
+    t_cpu: float | None = None,
+) -> ModelFit:
     """Fit t_flat and t_gpu of ``mva_module_time`` (t_other measured), starting from the Eq. 4 fit."""
     from dataclasses import replace
 
@@ -279,9 +330,20 @@ def fit_module_time_mva(clients: np.ndarray | list[float], module_s: np.ndarray 
             return 1e30
         return float(np.sum(((mva_module_time(n, t_flat, t_gpu, t_other) - y) / y) ** 2))
 
-    res = minimize(objective, np.array([start.t_flat, start.t_gpu]), method="Nelder-Mead",
-                   options={"xatol": 1e-9, "fatol": 1e-12, "maxiter": 4000})
+    res = minimize(
+        objective,
+        np.array([start.t_flat, start.t_gpu]),
+        method="Nelder-Mead",
+        options={"xatol": 1e-9, "fatol": 1e-12, "maxiter": 4000},
+    )
     t_flat, t_gpu = (float(v) for v in res.x)
     saturated = int(np.sum(t_gpu * n - t_other > t_flat))
-    return replace(start, t_flat=t_flat, t_gpu=t_gpu, form="mva", saturated_points=saturated,
-                   t_gpu_source="mva", t_cpu=float(t_cpu) if t_cpu is not None else t_other + t_flat)
+    return replace(
+        start,
+        t_flat=t_flat,
+        t_gpu=t_gpu,
+        form="mva",
+        saturated_points=saturated,
+        t_gpu_source="mva",
+        t_cpu=float(t_cpu) if t_cpu is not None else t_other + t_flat,
+    )

@@ -57,8 +57,15 @@ class ProxyStats:
 class NetemProxy:
     """Forward 127.0.0.1:<port> to ``target`` ("host:port") with delay and rate limit."""
 
-    def __init__(self, target: str, rtt_ms: float = 0.0, link_gbps: float | None = None,
-                 host: str = "127.0.0.1", port: int = 0, shared_link: bool = False) -> None:
+    def __init__(
+        self,
+        target: str,
+        rtt_ms: float = 0.0,
+        link_gbps: float | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        shared_link: bool = False,
+    ) -> None:
         if rtt_ms < 0:
             raise ValueError(f"rtt_ms must be >= 0, got {rtt_ms}")
         if link_gbps is not None and link_gbps <= 0:
@@ -93,7 +100,8 @@ class NetemProxy:
             self._loop = loop
             try:
                 self._server = loop.run_until_complete(
-                    asyncio.start_server(self._handle, self.host, self.port, limit=CHUNK))
+                    asyncio.start_server(self._handle, self.host, self.port, limit=CHUNK)
+                )
                 self.port = self._server.sockets[0].getsockname()[1]
             except BaseException as exc:  # noqa: BLE001 - reported to start()
                 failure.append(exc)
@@ -129,9 +137,14 @@ class NetemProxy:
         self.stop()
 
     def as_dict(self) -> dict[str, object]:
-        return {"rtt_ms": self.delay_s * 2000, "link_gbps": self.bytes_per_s * 8 / 1e9 if self.bytes_per_s else None,
-                "shared_link": self.shared_link, "connections": self.stats.connections,
-                "bytes_up": self.stats.bytes_up, "bytes_down": self.stats.bytes_down}
+        return {
+            "rtt_ms": self.delay_s * 2000,
+            "link_gbps": self.bytes_per_s * 8 / 1e9 if self.bytes_per_s else None,
+            "shared_link": self.shared_link,
+            "connections": self.stats.connections,
+            "bytes_up": self.stats.bytes_up,
+            "bytes_down": self.stats.bytes_down,
+        }
 
     # -- inside the loop --
 
@@ -154,10 +167,13 @@ class NetemProxy:
             return
         for w in (c_writer, s_writer):
             self._writers.add(w)
-        up, down = (self._shared if self.shared_link
-                    else (_Link(self.bytes_per_s), _Link(self.bytes_per_s)))
-        pumps = [asyncio.ensure_future(self._pump(c_reader, s_writer, up, "up")),
-                 asyncio.ensure_future(self._pump(s_reader, c_writer, down, "down"))]
+        up, down = (
+            self._shared if self.shared_link else (_Link(self.bytes_per_s), _Link(self.bytes_per_s))
+        )
+        pumps = [
+            asyncio.ensure_future(self._pump(c_reader, s_writer, up, "up")),
+            asyncio.ensure_future(self._pump(s_reader, c_writer, down, "down")),
+        ]
         self._tasks.update(pumps)
         try:
             await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
@@ -172,8 +188,13 @@ class NetemProxy:
                 with contextlib.suppress(Exception):
                     w.close()
 
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, link: _Link,
-                    direction: str) -> None:
+    async def _pump(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        link: _Link,
+        direction: str,
+    ) -> None:
         """Read chunks as they come, deliver each at its scheduled time (reader never waits on the delay)."""
         queue: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue(QUEUE_CHUNKS)
 

@@ -23,8 +23,13 @@ def _plt():
     return plt
 
 
-def plot_module_time(per_n: list[dict[str, Any]], fit: ModelFit | None, path: str | os.PathLike[str],
-                     label: str, mva: ModelFit | None = None) -> None:
+def plot_module_time(
+    per_n: list[dict[str, Any]],
+    fit: ModelFit | None,
+    path: str | os.PathLike[str],
+    label: str,
+    mva: ModelFit | None = None,
+) -> None:
     """Mean EmTrackMichelId time per event vs simultaneous clients, with the fitted model."""
     plt = _plt()
     n = np.array([p["n_clients"] for p in per_n], float)
@@ -32,24 +37,48 @@ def plot_module_time(per_n: list[dict[str, Any]], fit: ModelFit | None, path: st
     std = np.array([p["module_s_steady_std"] for p in per_n])
     everything = np.array([p["module_s_mean"] for p in per_n])
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    ax.errorbar(n, mean, yerr=std, fmt="o", color="k", capsize=3,
-                label="measured, all clients running (mean, std over events): fitted")
+    ax.errorbar(
+        n,
+        mean,
+        yerr=std,
+        fmt="o",
+        color="k",
+        capsize=3,
+        label="measured, all clients running (mean, std over events): fitted",
+    )
     ax.plot(n, everything, "x", color="0.5", label="measured, all events (incl. the tail)")
     if fit is not None:
         grid = np.linspace(0, max(n.max(), fit.knee) * 1.05 + 1, 400)
-        ax.plot(grid, fit.predict(grid / fit.servers), "-", color="C3",
-                label=f"Eq. 4 fit: t_flat {fit.t_flat:.3g} s, t_gpu {fit.t_gpu:.3g} s "
-                      f"(max err {fit.max_relative_error:.0%})")
+        ax.plot(
+            grid,
+            fit.predict(grid / fit.servers),
+            "-",
+            color="C3",
+            label=f"Eq. 4 fit: t_flat {fit.t_flat:.3g} s, t_gpu {fit.t_gpu:.3g} s "
+            f"(max err {fit.max_relative_error:.0%})",
+        )
         if mva is not None:
             whole = np.arange(1, int(grid.max()) + 1)
-            ax.plot(whole, mva.predict(whole / mva.servers), "--", color="C2",
-                    label=f"same system by MVA: t_flat {mva.t_flat:.3g} s, t_gpu {mva.t_gpu:.3g} s "
-                          f"(max err {mva.max_relative_error:.0%})")
+            ax.plot(
+                whole,
+                mva.predict(whole / mva.servers),
+                "--",
+                color="C2",
+                label=f"same system by MVA: t_flat {mva.t_flat:.3g} s, t_gpu {mva.t_gpu:.3g} s "
+                f"(max err {mva.max_relative_error:.0%})",
+            )
         if np.isfinite(fit.knee):
-            ax.axvline(fit.knee * fit.servers, ls="--", color="C0",
-                       label=f"knee N* = t_ideal/t_gpu = {fit.knee * fit.servers:.1f}")
-        ax.set_title(f"EmTrackMichelId time vs clients, latency model (Eq. 4) max |model - measured| / "
-                     f"measured = {fit.max_relative_error:.1%}\n({label})", fontsize=8)
+            ax.axvline(
+                fit.knee * fit.servers,
+                ls="--",
+                color="C0",
+                label=f"knee N* = t_ideal/t_gpu = {fit.knee * fit.servers:.1f}",
+            )
+        ax.set_title(
+            f"EmTrackMichelId time vs clients, latency model (Eq. 4) max |model - measured| / "
+            f"measured = {fit.max_relative_error:.1%}\n({label})",
+            fontsize=8,
+        )
     else:
         ax.set_title(f"EmTrackMichelId time vs clients\n({label})", fontsize=9)
     ax.set_xlabel("simultaneous clients (one server)")
@@ -89,8 +118,12 @@ def _rates(samples: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, np.nd
     return mid, rate, mean_batch
 
 
-def plot_server(samples: list[dict[str, Any]], phases: list[dict[str, Any]], path: str | os.PathLike[str],
-                label: str) -> None:
+def plot_server(
+    samples: list[dict[str, Any]],
+    phases: list[dict[str, Any]],
+    path: str | os.PathLike[str],
+    label: str,
+) -> None:
     """Server inferences/s and mean execution batch size over time; batch-size distribution per phase."""
     plt = _plt()
     fig, axes = plt.subplots(3, 1, figsize=(6.4, 7.5))
@@ -101,8 +134,15 @@ def plot_server(samples: list[dict[str, Any]], phases: list[dict[str, Any]], pat
     for p in phases:
         for ax in axes[:2]:
             ax.axvspan(p["t_release_s"], p["t_end_s"], color="0.9", zorder=0)
-        axes[0].text((p["t_release_s"] + p["t_end_s"]) / 2, 0.98, f"N={p['n_clients']}", ha="center",
-                     va="top", fontsize=7, transform=axes[0].get_xaxis_transform())
+        axes[0].text(
+            (p["t_release_s"] + p["t_end_s"]) / 2,
+            0.98,
+            f"N={p['n_clients']}",
+            ha="center",
+            va="top",
+            fontsize=7,
+            transform=axes[0].get_xaxis_transform(),
+        )
     axes[0].set_ylabel("inferences / s")
     axes[0].set_title(f"server throughput and batches over time\n({label})", fontsize=9)
     axes[1].set_ylabel("mean rows per execution")
@@ -115,17 +155,30 @@ def plot_server(samples: list[dict[str, Any]], phases: list[dict[str, Any]], pat
         total = counts.sum()
         if total > 0:
             drawn += 1
-            axes[2].bar(np.arange(len(counts)) + i * width - 0.4, counts / total, width=width, align="edge",
-                        label=f"N={p['n_clients']}")
+            axes[2].bar(
+                np.arange(len(counts)) + i * width - 0.4,
+                counts / total,
+                width=width,
+                align="edge",
+                label=f"N={p['n_clients']}",
+            )
     axes[2].set_xticks(range(len(BATCH_BOUNDS)))
-    axes[2].set_xticklabels([f"{int(a) + 1}-{int(b)}" if b > a + 1 else f"{int(b)}"
-                             for a, b in itertools.pairwise(edges)], rotation=45, fontsize=7)
+    axes[2].set_xticklabels(
+        [
+            f"{int(a) + 1}-{int(b)}" if b > a + 1 else f"{int(b)}"
+            for a, b in itertools.pairwise(edges)
+        ],
+        rotation=45,
+        fontsize=7,
+    )
     axes[2].set_xlabel("rows per model execution")
     axes[2].set_ylabel("fraction of executions")
     if drawn:
         axes[2].legend(fontsize=7, ncol=4)
     else:
-        axes[2].text(0.5, 0.5, "no server metrics", ha="center", va="center", transform=axes[2].transAxes)
+        axes[2].text(
+            0.5, 0.5, "no server metrics", ha="center", va="center", transform=axes[2].transAxes
+        )
     for ax in axes:
         ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -148,15 +201,24 @@ def replot(output: str | os.PathLike[str]) -> list[str]:
     fit = summary["fit"]
     servers = summary["config"]["servers"]
     points = fit["points"]
-    refit = fit_module_time([p["clients_per_server"] * servers for p in points], [p["measured_s"] for p in points],
-                            t_other=None if fit["t_other_fitted"] else fit["t_other"], servers=servers,
-                            t_cpu=fit["t_cpu"], t_gpu_hint=fit["t_gpu"] if fit["t_gpu_source"] == "hint" else None)
+    refit = fit_module_time(
+        [p["clients_per_server"] * servers for p in points],
+        [p["measured_s"] for p in points],
+        t_other=None if fit["t_other_fitted"] else fit["t_other"],
+        servers=servers,
+        t_cpu=fit["t_cpu"],
+        t_gpu_hint=fit["t_gpu"] if fit["t_gpu_source"] == "hint" else None,
+    )
     paths = [str(out / "module_time_vs_clients.png"), str(out / "server_over_time.png")]
     mva = None
     if not fit["t_other_fitted"]:
-        mva = fit_module_time_mva([p["clients_per_server"] * servers for p in points],
-                                  [p["measured_s"] for p in points], t_other=fit["t_other"], servers=servers,
-                                  t_cpu=fit["t_cpu"])
+        mva = fit_module_time_mva(
+            [p["clients_per_server"] * servers for p in points],
+            [p["measured_s"] for p in points],
+            t_other=fit["t_other"],
+            servers=servers,
+            t_cpu=fit["t_cpu"],
+        )
     plot_module_time(summary["per_n"], refit, paths[0], summary["label"], mva)
     plot_server(samples, summary["per_n"], paths[1], summary["label"])
     return paths

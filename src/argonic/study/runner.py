@@ -56,7 +56,9 @@ class StudyConfig:
     output: str = "study"
     clients: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
     events: int = 4  # events per client
-    pool: int | None = None  # events simulated (default: events, so every client runs every event once)
+    pool: int | None = (
+        None  # events simulated (default: events, so every client runs every event once)
+    )
     batch_size: int = 1693
     server: str | None = None  # "host:port"; None: start a local argonic serve
     metrics_url: str | None = None  # default http://<server host>:8002/metrics
@@ -109,8 +111,10 @@ class StudyConfig:
             if not host or not port.isdigit():
                 raise bad("server", 'expected "host:port"')
             if not self.dynamic_batching or self.model_repository:
-                raise StudyError("dynamic_batching and model_repository choose the local server's model: "
-                                 "configure the remote server itself")
+                raise StudyError(
+                    "dynamic_batching and model_repository choose the local server's model: "
+                    "configure the remote server itself"
+                )
         if self.servers < 1:
             raise bad("servers", "expected >= 1")
 
@@ -123,7 +127,9 @@ class StudyConfig:
             parts.append(f"<= {self.max_patches} patches/event")
         parts.append(f"batch {self.batch_size}")
         if self.rtt_ms or self.link_gbps:
-            parts.append(f"RTT {self.rtt_ms:g} ms" + (f", {self.link_gbps:g} Gbps" if self.link_gbps else ""))
+            parts.append(
+                f"RTT {self.rtt_ms:g} ms" + (f", {self.link_gbps:g} Gbps" if self.link_gbps else "")
+            )
         if not self.dynamic_batching:
             parts.append("no dynamic batching")
         return ", ".join(parts)
@@ -143,8 +149,13 @@ class _CapturingInterface:
         return np.zeros((len(patches), 4), np.float32)
 
 
-def prepare_workload(events_file: str | os.PathLike[str], out_dir: Path, max_patches: int | None = None,
-                     local_baseline: bool = True, show_progress: bool = True) -> list[dict[str, Any]]:
+def prepare_workload(
+    events_file: str | os.PathLike[str],
+    out_dir: Path,
+    max_patches: int | None = None,
+    local_baseline: bool = True,
+    show_progress: bool = True,
+) -> list[dict[str, Any]]:
     """Run the chain once per event in this process (no inference) and time its modules.
 
     Writes ``patches.npy`` (all events' patches, event after event, plane after plane) and
@@ -173,14 +184,24 @@ def prepare_workload(events_file: str | os.PathLike[str], out_dir: Path, max_pat
             kept = sum(keep)
             patches_s = result.patches_s * (kept / total if total else 1.0)
             plane_s = [patches_s * k / kept if kept else 0.0 for k in keep]
-            planes = [p[:k] for p, k in zip(capture.planes, keep) if k > 0]
-            plane_s = [s for s, k in zip(plane_s, keep) if k > 0]
+            planes = [p[:k] for p, k in zip(capture.planes, keep, strict=True) if k > 0]
+            plane_s = [s for s, k in zip(plane_s, keep, strict=True) if k > 0]
             keep = [k for k in keep if k > 0]
             chunks.extend(planes)
-            workload.append({"event_index": i, "offset": offset, "patches": kept, "event_hits": total,
-                             "plane_patches": keep, "plane_patches_s": plane_s,
-                             "read_s": result.wall["read"], "hitfinding_s": result.wall["hitfinding"],
-                             "patches_s": patches_s, "local_inference_s": None})
+            workload.append(
+                {
+                    "event_index": i,
+                    "offset": offset,
+                    "patches": kept,
+                    "event_hits": total,
+                    "plane_patches": keep,
+                    "plane_patches_s": plane_s,
+                    "read_s": result.wall["read"],
+                    "hitfinding_s": result.wall["hitfinding"],
+                    "patches_s": patches_s,
+                    "local_inference_s": None,
+                }
+            )
             offset += kept
     all_patches = np.concatenate(chunks) if chunks else np.zeros((0, 48, 48, 1), np.float32)
     np.save(out_dir / "patches.npy", all_patches)
@@ -191,7 +212,7 @@ def prepare_workload(events_file: str | os.PathLike[str], out_dir: Path, max_pat
             local.predict(all_patches[: min(256, len(all_patches))])  # warm-up
             for w in workload:
                 t0 = time.perf_counter()
-                local.predict(all_patches[w["offset"]:w["offset"] + w["patches"]])
+                local.predict(all_patches[w["offset"] : w["offset"] + w["patches"]])
                 w["local_inference_s"] = time.perf_counter() - t0
     return workload
 
@@ -224,19 +245,34 @@ def repository_without_dynamic_batching(source: Path, model_name: str, target: P
 # --- one phase: N clients -------------------------------------------------------------------
 
 
-def _run_phase(ctx: Any, n: int, base_spec: dict[str, Any], cfg: StudyConfig, n_pool: int,
-               scraper: MetricsScraper, t_zero: float) -> dict[str, Any]:
+def _run_phase(
+    ctx: Any,
+    n: int,
+    base_spec: dict[str, Any],
+    cfg: StudyConfig,
+    n_pool: int,
+    scraper: MetricsScraper,
+    t_zero: float,
+) -> dict[str, Any]:
     """Start N clients, release them together, collect their rows; stop them all whatever happens."""
     queue = ctx.Queue()
     barrier = ctx.Barrier(n + 1)
     procs = []
     try:
         for c in range(n):
-            spec = {**base_spec, "client": c, "n_clients": n,
-                    "events": event_order(c, cfg.events, n_pool, cfg.seed),
-                    "barrier_timeout_s": cfg.ready_timeout_s + 60}
-            p = ctx.Process(target=client_main, args=(spec, barrier, queue), name=f"argonic-study-client-{c}",
-                            daemon=True)
+            spec = {
+                **base_spec,
+                "client": c,
+                "n_clients": n,
+                "events": event_order(c, cfg.events, n_pool, cfg.seed),
+                "barrier_timeout_s": cfg.ready_timeout_s + 60,
+            }
+            p = ctx.Process(
+                target=client_main,
+                args=(spec, barrier, queue),
+                name=f"argonic-study-client-{c}",
+                daemon=True,
+            )
             p.start()
             procs.append(p)
         ready = _collect(queue, procs, n, "ready", cfg.ready_timeout_s, "get ready")
@@ -265,9 +301,17 @@ def _run_phase(ctx: Any, n: int, base_spec: dict[str, Any], cfg: StudyConfig, n_
                 p.join(5)
         queue.close()
         queue.join_thread()
-    rows = [row for _, _, client_rows in sorted(messages, key=lambda m: m[1]) for row in client_rows]
-    return {"n_clients": n, "t_release_s": t_release, "t_end_s": t_end, "rows": rows,
-            "before": before, "after": after}
+    rows = [
+        row for _, _, client_rows in sorted(messages, key=lambda m: m[1]) for row in client_rows
+    ]
+    return {
+        "n_clients": n,
+        "t_release_s": t_release,
+        "t_end_s": t_end,
+        "rows": rows,
+        "before": before,
+        "after": after,
+    }
 
 
 def event_order(client: int, k: int, pool: int, seed: int = 1) -> list[int]:
@@ -282,7 +326,9 @@ def event_order(client: int, k: int, pool: int, seed: int = 1) -> list[int]:
     return [int(e) for e in np.concatenate(cycles)[:k]]
 
 
-def _collect(queue: Any, procs: list[Any], n: int, kind: str, timeout_s: float, what: str) -> list[tuple]:
+def _collect(
+    queue: Any, procs: list[Any], n: int, kind: str, timeout_s: float, what: str
+) -> list[tuple]:
     """``n`` messages of ``kind`` from the clients; StudyError on a client error, death or timeout."""
     got: list[tuple] = []
     deadline = time.monotonic() + timeout_s
@@ -292,10 +338,14 @@ def _collect(queue: Any, procs: list[Any], n: int, kind: str, timeout_s: float, 
         except queue_module.Empty:
             dead = [p for p in procs if p.exitcode not in (None, 0)]
             if dead:
-                raise StudyError(f"client process {dead[0].name} died (exit code {dead[0].exitcode}) "
-                                 f"before it could {what}") from None
+                raise StudyError(
+                    f"client process {dead[0].name} died (exit code {dead[0].exitcode}) "
+                    f"before it could {what}"
+                ) from None
             if time.monotonic() > deadline:
-                raise StudyError(f"{n - len(got)} of {n} clients did not {what} within {timeout_s:g} s") from None
+                raise StudyError(
+                    f"{n - len(got)} of {n} clients did not {what} within {timeout_s:g} s"
+                ) from None
             continue
         if msg[0] == "error":
             raise StudyError(f"client {msg[1]} failed:\n{msg[2]}")
@@ -329,21 +379,29 @@ def summarise_phase(phase: dict[str, Any]) -> dict[str, Any]:
     patches = int(sum(r["patches"] for r in rows))
     requests = int(sum(r["requests"] for r in rows))
     out: dict[str, Any] = {
-        "n_clients": phase["n_clients"], "client_events": len(rows),
-        "module_s_mean": float(module.mean()), "module_s_std": float(module.std()),
-        "module_s_median": float(np.median(module)), "module_s_p90": float(np.percentile(module, 90)),
-        "module_s_steady_mean": float(steady.mean()), "module_s_steady_std": float(steady.std()),
+        "n_clients": phase["n_clients"],
+        "client_events": len(rows),
+        "module_s_mean": float(module.mean()),
+        "module_s_std": float(module.std()),
+        "module_s_median": float(np.median(module)),
+        "module_s_p90": float(np.percentile(module, 90)),
+        "module_s_steady_mean": float(steady.mean()),
+        "module_s_steady_std": float(steady.std()),
         "steady_events": int(steady.size),
         "other_s_mean": float(other.mean()),
         "total_s_mean": float(np.mean([r["total_s"] for r in rows])),
         "patches_s_mean": float(np.mean([r["patches_s"] for r in rows])),
         "inference_s_mean": float(np.mean([r["inference_s"] for r in rows])),
-        "patches_per_event": patches / len(rows), "requests_per_event": requests / len(rows),
+        "patches_per_event": patches / len(rows),
+        "requests_per_event": requests / len(rows),
         "bytes_sent_per_event": float(np.mean([r["bytes_sent"] for r in rows])),
-        "patches_sent": patches, "requests_sent": requests, "duration_s": duration,
+        "patches_sent": patches,
+        "requests_sent": requests,
+        "duration_s": duration,
         "failovers": int(sum(r.get("failovers", 0) for r in rows)),
         "client_patches_per_s": patches / duration if duration > 0 else None,
-        "t_release_s": phase["t_release_s"], "t_end_s": phase["t_end_s"],
+        "t_release_s": phase["t_release_s"],
+        "t_end_s": phase["t_end_s"],
     }
     b, a = phase["before"], phase["after"]
     server: dict[str, Any] = {k: _delta(b, a, k) for k in COUNTERS}
@@ -352,59 +410,102 @@ def summarise_phase(phase: dict[str, Any]) -> dict[str, Any]:
     server["executions"] = execs
     server["mean_rows_per_execution"] = batch_rows / execs if execs else None
     inferences = server["nv_inference_count"]
-    server["inferences_per_s"] = inferences / duration if inferences is not None and duration > 0 else None
-    server["queue_ms_per_request"] = (server["nv_inference_queue_duration_us"] / 1000 / server["nv_inference_request_success"]
-                                      if server["nv_inference_request_success"] else None)
-    server["inference_count_equals_patches_sent"] = None if inferences is None else inferences == patches
+    server["inferences_per_s"] = (
+        inferences / duration if inferences is not None and duration > 0 else None
+    )
+    server["queue_ms_per_request"] = (
+        server["nv_inference_queue_duration_us"] / 1000 / server["nv_inference_request_success"]
+        if server["nv_inference_request_success"]
+        else None
+    )
+    server["inference_count_equals_patches_sent"] = (
+        None if inferences is None else inferences == patches
+    )
     # the clients' wait minus the server's own request time: network travel + transmission +
     # (de)serialisation and the gRPC stacks, per event (independent of the server's speed)
     duration_us = server["nv_inference_request_duration_us"]
     if duration_us is not None and rows:
         server["request_s_per_event"] = duration_us * 1e-6 / len(rows)
         out["outside_server_s_per_event"] = out["inference_s_mean"] - server["request_s_per_event"]
-    server["request_count_equals_requests_sent"] = (None if server["nv_inference_request_success"] is None
-                                                    else server["nv_inference_request_success"] == requests)
+    server["request_count_equals_requests_sent"] = (
+        None
+        if server["nv_inference_request_success"] is None
+        else server["nv_inference_request_success"] == requests
+    )
     out["server"] = server
     hist = []
     if b is not None and a is not None:
         cumulative = [a[f"{BATCH}_le_{x}"] - b[f"{BATCH}_le_{x}"] for x in BATCH_BOUNDS]
-        hist = [cumulative[0]] + [cumulative[i] - cumulative[i - 1] for i in range(1, len(cumulative))]
+        hist = [cumulative[0]] + [
+            cumulative[i] - cumulative[i - 1] for i in range(1, len(cumulative))
+        ]
     out["batch_histogram"] = hist
     return out
 
 
-def table3(workload: list[dict[str, Any]], per_n: list[dict[str, Any]], rows: list[dict[str, Any]],
-           cpu_scale: float = 1.0) -> dict[str, Any]:
+def table3(
+    workload: list[dict[str, Any]],
+    per_n: list[dict[str, Any]],
+    rows: list[dict[str, Any]],
+    cpu_scale: float = 1.0,
+) -> dict[str, Any]:
     """Local (measured in the parent) vs remote (the smallest N) time per event and module.
 
     The local CPU modules (read, hit finding, patch building) are multiplied by
     ``cpu_scale`` as the emulated clients' are; local inference is as measured."""
     n_min = per_n[0]["n_clients"]
     remote_rows = [r for r in rows if r["n_clients"] == n_min]
-    remote = {m: float(np.mean([r[f"{m}_s"] for r in remote_rows])) for m in ("read", "hitfinding", "emtrackmichelid")}
+    remote = {
+        m: float(np.mean([r[f"{m}_s"] for r in remote_rows]))
+        for m in ("read", "hitfinding", "emtrackmichelid")
+    }
     by_index = {w["event_index"]: w for w in workload}
     used = [by_index[r["event_index"]] for r in remote_rows]  # the events the remote clients ran
-    local = {"read": float(np.mean([w["read_s"] for w in used])) * cpu_scale,
-             "hitfinding": float(np.mean([w["hitfinding_s"] for w in used])) * cpu_scale}
+    local = {
+        "read": float(np.mean([w["read_s"] for w in used])) * cpu_scale,
+        "hitfinding": float(np.mean([w["hitfinding_s"] for w in used])) * cpu_scale,
+    }
     if all(w["local_inference_s"] is not None for w in used):
-        local["emtrackmichelid"] = float(np.mean([w["patches_s"] * cpu_scale + w["local_inference_s"] for w in used]))
+        local["emtrackmichelid"] = float(
+            np.mean([w["patches_s"] * cpu_scale + w["local_inference_s"] for w in used])
+        )
     out = {"remote_clients": n_min, "local_cpu_scale": cpu_scale, "modules": []}
     for m in ("read", "hitfinding", "emtrackmichelid"):
         lo = local.get(m)
-        out["modules"].append({"module": m, "local_s": lo, "remote_s": remote[m],
-                               "speedup": lo / remote[m] if lo is not None and remote[m] > 0 else None})
+        out["modules"].append(
+            {
+                "module": m,
+                "local_s": lo,
+                "remote_s": remote[m],
+                "speedup": lo / remote[m] if lo is not None and remote[m] > 0 else None,
+            }
+        )
     lo_total = sum(local.values()) if len(local) == 3 else None
     re_total = sum(remote.values())
-    out["modules"].append({"module": "total", "local_s": lo_total, "remote_s": re_total,
-                           "speedup": lo_total / re_total if lo_total else None})
+    out["modules"].append(
+        {
+            "module": "total",
+            "local_s": lo_total,
+            "remote_s": re_total,
+            "speedup": lo_total / re_total if lo_total else None,
+        }
+    )
     return out
 
 
 def format_table3(t: dict[str, Any], label: str) -> str:
-    scale = f", local CPU modules x{t['local_cpu_scale']:g}" if t.get("local_cpu_scale", 1.0) != 1.0 else ""
-    lines = [(f"Table 3 (per event; local: in-process ONNX Runtime{scale}; remote: {t['remote_clients']} "
-              f"client(s); {label})"),
-             f"{'module':<18}{'local s':>10}{'remote s':>10}{'speedup':>9}"]
+    scale = (
+        f", local CPU modules x{t['local_cpu_scale']:g}"
+        if t.get("local_cpu_scale", 1.0) != 1.0
+        else ""
+    )
+    lines = [
+        (
+            f"Table 3 (per event; local: in-process ONNX Runtime{scale}; remote: {t['remote_clients']} "
+            f"client(s); {label})"
+        ),
+        f"{'module':<18}{'local s':>10}{'remote s':>10}{'speedup':>9}",
+    ]
     for r in t["modules"]:
         lo = f"{r['local_s']:.4f}" if r["local_s"] is not None else "-"
         sp = f"{r['speedup']:.2f}" if r["speedup"] is not None else "-"
@@ -412,7 +513,9 @@ def format_table3(t: dict[str, Any], label: str) -> str:
     return "\n".join(lines)
 
 
-def fit_study(per_n: list[dict[str, Any]], workload: list[dict[str, Any]], cfg: StudyConfig) -> ModelFit:
+def fit_study(
+    per_n: list[dict[str, Any]], workload: list[dict[str, Any]], cfg: StudyConfig
+) -> ModelFit:
     """The latency model fitted to the mean module time per N (t_other measured at the smallest N)."""
     n = [p["n_clients"] for p in per_n]
     y = [p["module_s_steady_mean"] for p in per_n]
@@ -420,8 +523,15 @@ def fit_study(per_n: list[dict[str, Any]], workload: list[dict[str, Any]], cfg: 
     scale = cfg.cpu_scale if cfg.client_cpu == "emulated" else 1.0
     t_cpu = None
     if all(w["local_inference_s"] is not None for w in workload):
-        t_cpu = float(np.mean([(w["read_s"] + w["hitfinding_s"] + w["patches_s"]) * scale + w["local_inference_s"]
-                               for w in workload]))
+        t_cpu = float(
+            np.mean(
+                [
+                    (w["read_s"] + w["hitfinding_s"] + w["patches_s"]) * scale
+                    + w["local_inference_s"]
+                    for w in workload
+                ]
+            )
+        )
     rates = [p["server"]["inferences_per_s"] for p in per_n if p["server"].get("inferences_per_s")]
     hint = per_n[-1]["patches_per_event"] / max(rates) if rates else None
     return fit_module_time(n, y, t_other=t_other, servers=cfg.servers, t_cpu=t_cpu, t_gpu_hint=hint)
@@ -431,8 +541,13 @@ def fit_study_mva(fit: ModelFit) -> ModelFit | None:
     """The same data fitted by the mean value analysis of the same system (needs >= 2 points)."""
     if len(fit.ratios) < 2:
         return None
-    return fit_module_time_mva(np.asarray(fit.ratios) * fit.servers, fit.measured, t_other=fit.t_other,
-                               servers=fit.servers, t_cpu=fit.t_cpu)
+    return fit_module_time_mva(
+        np.asarray(fit.ratios) * fit.servers,
+        fit.measured,
+        t_other=fit.t_other,
+        servers=fit.servers,
+        t_cpu=fit.t_cpu,
+    )
 
 
 def _write_csv(path: Path, fields: tuple[str, ...] | list[str], rows: list[dict[str, Any]]) -> None:
@@ -450,7 +565,11 @@ def run_study(cfg: StudyConfig) -> dict[str, Any]:
     cfg.validate()
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
-    say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if cfg.show_progress else (lambda msg: None)
+    say = (
+        (lambda msg: print(msg, file=sys.stderr, flush=True))
+        if cfg.show_progress
+        else (lambda msg: None)
+    )
 
     from argonic.model.export import shipped_repository
 
@@ -461,7 +580,9 @@ def run_study(cfg: StudyConfig) -> dict[str, Any]:
         events_file = str(out / "events.h5")
         pool = cfg.pool or cfg.events
         say(f"simulating {pool} {cfg.detector} event(s) -> {events_file}")
-        simulate_file(events_file, detector=cfg.detector, n_events=pool, seed=cfg.seed, show_progress=False)
+        simulate_file(
+            events_file, detector=cfg.detector, n_events=pool, seed=cfg.seed, show_progress=False
+        )
     say("measuring each event's modules once in this process (and local inference)")
     workload = prepare_workload(events_file, out, cfg.max_patches, cfg.local_baseline)
     (out / "workload.json").write_text(json.dumps(workload, indent=1))
@@ -474,9 +595,13 @@ def run_study(cfg: StudyConfig) -> dict[str, Any]:
     helpers_before = _helpers_running()
     try:
         if cfg.server is None:
-            repository = Path(cfg.model_repository) if cfg.model_repository else shipped_repository()
+            repository = (
+                Path(cfg.model_repository) if cfg.model_repository else shipped_repository()
+            )
             if not cfg.dynamic_batching:
-                repository = repository_without_dynamic_batching(repository, cfg.model_name, out / "model_repository")
+                repository = repository_without_dynamic_batching(
+                    repository, cfg.model_name, out / "model_repository"
+                )
             server = LocalServer(repository, cfg.model_name)
             say(f"starting a local argonic serve ({repository})")
             fallback_log = logging.getLogger("argonic.inference.fallback")
@@ -495,19 +620,31 @@ def run_study(cfg: StudyConfig) -> dict[str, Any]:
         if cfg.rtt_ms or cfg.link_gbps:
             from argonic.study.netem import NetemProxy
 
-            proxy = NetemProxy(address, rtt_ms=cfg.rtt_ms, link_gbps=cfg.link_gbps, shared_link=cfg.shared_link)
+            proxy = NetemProxy(
+                address, rtt_ms=cfg.rtt_ms, link_gbps=cfg.link_gbps, shared_link=cfg.shared_link
+            )
             client_address = proxy.start()
-            say(f"network emulation: {client_address} -> {address}, RTT {cfg.rtt_ms:g} ms, "
-                f"link {cfg.link_gbps or 'unlimited'} Gbps")
+            say(
+                f"network emulation: {client_address} -> {address}, RTT {cfg.rtt_ms:g} ms, "
+                f"link {cfg.link_gbps or 'unlimited'} Gbps"
+            )
         t_zero = time.monotonic()
         scraper = MetricsScraper(metrics_url, cfg.model_name, cfg.scrape_interval_s, t_zero)
         if scraper.scrape() is None:
             log.warning("cannot scrape %s (%s): no server metrics", metrics_url, scraper.last_error)
         scraper.start()
-        base_spec = {"server": client_address, "batch_size": cfg.batch_size, "model_name": cfg.model_name,
-                     "cpu": cfg.client_cpu, "cpu_scale": cfg.cpu_scale, "events_file": str(events_file),
-                     "patches_file": str(out / "patches.npy"), "workload": workload, "t_zero": t_zero,
-                     "model_repository": str(cfg.model_repository or "")}
+        base_spec = {
+            "server": client_address,
+            "batch_size": cfg.batch_size,
+            "model_name": cfg.model_name,
+            "cpu": cfg.client_cpu,
+            "cpu_scale": cfg.cpu_scale,
+            "events_file": str(events_file),
+            "patches_file": str(out / "patches.npy"),
+            "workload": workload,
+            "t_zero": t_zero,
+            "model_repository": str(cfg.model_repository or ""),
+        }
         for n in sorted({int(c) for c in cfg.clients}):
             say(f"N = {n} clients x {cfg.events} event(s) ({cfg.label})")
             phases.append(_run_phase(ctx, n, base_spec, cfg, len(workload), scraper, t_zero))
@@ -528,17 +665,30 @@ def run_study(cfg: StudyConfig) -> dict[str, Any]:
     fit = fit_study(per_n, workload, cfg)
     mva = fit_study_mva(fit)
     summary: dict[str, Any] = {
-        "label": cfg.label, "client_cpu": cfg.client_cpu, "config": asdict(cfg),
-        "events_file": str(events_file), "server": cfg.server or f"local argonic serve ({address})",
-        "metrics_url": metrics_url, "network": proxy.as_dict() if proxy else None,
-        "workload": {"events": len(workload), "patches_per_event": float(np.mean([w["patches"] for w in workload])),
-                     "hits_per_event": float(np.mean([w["event_hits"] for w in workload]))},
-        "per_n": per_n, "fit": fit.as_dict(), "knee_clients": fit.knee * cfg.servers,
+        "label": cfg.label,
+        "client_cpu": cfg.client_cpu,
+        "config": asdict(cfg),
+        "events_file": str(events_file),
+        "server": cfg.server or f"local argonic serve ({address})",
+        "metrics_url": metrics_url,
+        "network": proxy.as_dict() if proxy else None,
+        "workload": {
+            "events": len(workload),
+            "patches_per_event": float(np.mean([w["patches"] for w in workload])),
+            "hits_per_event": float(np.mean([w["event_hits"] for w in workload])),
+        },
+        "per_n": per_n,
+        "fit": fit.as_dict(),
+        "knee_clients": fit.knee * cfg.servers,
         "model_max_relative_error": fit.max_relative_error,
         "fit_mva": mva.as_dict() if mva else None,
-        "table3": table3(workload, per_n, rows, cfg.cpu_scale if cfg.client_cpu == "emulated" else 1.0),
+        "table3": table3(
+            workload, per_n, rows, cfg.cpu_scale if cfg.client_cpu == "emulated" else 1.0
+        ),
         "sizing": sizing_report(fit.model, cfg.farms, cfg.farm_servers),
-        "consistent": all(p["server"]["inference_count_equals_patches_sent"] is not False for p in per_n),
+        "consistent": all(
+            p["server"]["inference_count_equals_patches_sent"] is not False for p in per_n
+        ),
         "scrape_failures": scraper.failures if scraper else 0,
         "files": {},
     }
@@ -546,10 +696,18 @@ def run_study(cfg: StudyConfig) -> dict[str, Any]:
         from argonic.study.plots import plot_module_time, plot_server
 
         plot_module_time(per_n, fit, out / "module_time_vs_clients.png", cfg.label, mva)
-        plot_server(scraper.samples if scraper else [], per_n, out / "server_over_time.png", cfg.label)
-        summary["files"]["plots"] = [str(out / "module_time_vs_clients.png"), str(out / "server_over_time.png")]
-    summary["files"].update(results=str(out / "results.csv"), server_metrics=str(out / "server_metrics.csv"),
-                            summary=str(out / "summary.json"))
+        plot_server(
+            scraper.samples if scraper else [], per_n, out / "server_over_time.png", cfg.label
+        )
+        summary["files"]["plots"] = [
+            str(out / "module_time_vs_clients.png"),
+            str(out / "server_over_time.png"),
+        ]
+    summary["files"].update(
+        results=str(out / "results.csv"),
+        server_metrics=str(out / "server_metrics.csv"),
+        summary=str(out / "summary.json"),
+    )
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=_json_default))
     return summary
 
@@ -604,10 +762,14 @@ def _stop_helpers(running_before: tuple[bool, bool], tracker: bool = True) -> No
 
 def format_summary(s: dict[str, Any]) -> str:
     """The human-readable report `argonic study` prints."""
-    lines = [f"scaling study ({s['label']}); server {s['server']}",
-             f"workload: {s['workload']['events']} event(s), {s['workload']['patches_per_event']:.0f} patches/event",
-             (f"{'N':>4}{'module s':>10}{'steady':>8}{'std':>8}{'model s':>9}{'err':>7}{'other s':>9}{'req/ev':>8}"
-              f"{'server inf/s':>13}{'rows/exec':>10}{'queue ms':>9}  count=patches")]
+    lines = [
+        f"scaling study ({s['label']}); server {s['server']}",
+        f"workload: {s['workload']['events']} event(s), {s['workload']['patches_per_event']:.0f} patches/event",
+        (
+            f"{'N':>4}{'module s':>10}{'steady':>8}{'std':>8}{'model s':>9}{'err':>7}{'other s':>9}{'req/ev':>8}"
+            f"{'server inf/s':>13}{'rows/exec':>10}{'queue ms':>9}  count=patches"
+        ),
+    ]
     points = {p["clients_per_server"] * s["config"]["servers"]: p for p in s["fit"]["points"]}
     for p in s["per_n"]:
         sv, pt = p["server"], points.get(float(p["n_clients"]), {})
@@ -615,26 +777,38 @@ def format_summary(s: dict[str, Any]) -> str:
         def f(v: Any, fmt: str) -> str:
             return format(v, fmt) if v is not None else "-"
 
-        lines.append(f"{p['n_clients']:>4}{p['module_s_mean']:>10.4f}{p['module_s_steady_mean']:>8.4f}"
-                     f"{p['module_s_steady_std']:>8.4f}"
-                     f"{f(pt.get('model_s'), '.4f'):>9}{f(pt.get('relative_error'), '+.1%'):>7}"
-                     f"{p['other_s_mean']:>9.4f}{p['requests_per_event']:>8.1f}{f(sv['inferences_per_s'], '.0f'):>13}"
-                     f"{f(sv['mean_rows_per_execution'], '.0f'):>10}{f(sv['queue_ms_per_request'], '.1f'):>9}"
-                     f"  {sv['inference_count_equals_patches_sent']}")
+        lines.append(
+            f"{p['n_clients']:>4}{p['module_s_mean']:>10.4f}{p['module_s_steady_mean']:>8.4f}"
+            f"{p['module_s_steady_std']:>8.4f}"
+            f"{f(pt.get('model_s'), '.4f'):>9}{f(pt.get('relative_error'), '+.1%'):>7}"
+            f"{p['other_s_mean']:>9.4f}{p['requests_per_event']:>8.1f}{f(sv['inferences_per_s'], '.0f'):>13}"
+            f"{f(sv['mean_rows_per_execution'], '.0f'):>10}{f(sv['queue_ms_per_request'], '.1f'):>9}"
+            f"  {sv['inference_count_equals_patches_sent']}"
+        )
     fit = s["fit"]
-    lines += ["", (f"latency model fit: t_flat {fit['t_flat']:.4f} s, t_gpu {fit['t_gpu']:.4f} s/event "
-                   f"(from {fit['t_gpu_source']}), t_other {fit['t_other']:.4f} s, t_latency {fit['t_latency']:.4f} s"),
-              (f"knee N* = t_ideal / t_gpu = {s['knee_clients']:.1f} clients; optimal "
-               f"{fit['optimal_clients_per_server']} clients per server; "
-               f"largest |model - measured| / measured = {s['model_max_relative_error']:.1%}")]
+    lines += [
+        "",
+        (
+            f"latency model fit: t_flat {fit['t_flat']:.4f} s, t_gpu {fit['t_gpu']:.4f} s/event "
+            f"(from {fit['t_gpu_source']}), t_other {fit['t_other']:.4f} s, t_latency {fit['t_latency']:.4f} s"
+        ),
+        (
+            f"knee N* = t_ideal / t_gpu = {s['knee_clients']:.1f} clients; optimal "
+            f"{fit['optimal_clients_per_server']} clients per server; "
+            f"largest |model - measured| / measured = {s['model_max_relative_error']:.1%}"
+        ),
+    ]
     if s.get("fit_mva"):
         m = s["fit_mva"]
-        lines.append(f"same system by mean value analysis (smooth knee): t_flat {m['t_flat']:.4f} s, "
-                     f"t_gpu {m['t_gpu']:.4f} s/event, knee {m['knee_clients_per_server'] * s['config']['servers']:.1f}"
-                     f" clients, largest error {m['max_relative_error']:.1%}")
-    lines += ["",
-              format_table3(s["table3"], s["label"]), "", format_sizing(s["sizing"])]
+        lines.append(
+            f"same system by mean value analysis (smooth knee): t_flat {m['t_flat']:.4f} s, "
+            f"t_gpu {m['t_gpu']:.4f} s/event, knee {m['knee_clients_per_server'] * s['config']['servers']:.1f}"
+            f" clients, largest error {m['max_relative_error']:.1%}"
+        )
+    lines += ["", format_table3(s["table3"], s["label"]), "", format_sizing(s["sizing"])]
     if s.get("files", {}).get("plots"):
         lines += ["", "plots: " + ", ".join(s["files"]["plots"])]
-    lines.append(f"results: {s['files']['results']}, {s['files']['server_metrics']}, {s['files']['summary']}")
+    lines.append(
+        f"results: {s['files']['results']}, {s['files']['server_metrics']}, {s['files']['summary']}"
+    )
     return "\n".join(lines)

@@ -16,16 +16,29 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-COUNTERS = ("nv_inference_count", "nv_inference_exec_count", "nv_inference_request_success",
-            "nv_inference_request_failure", "nv_inference_queue_duration_us",
-            "nv_inference_compute_infer_duration_us", "nv_inference_request_duration_us")
+COUNTERS = (
+    "nv_inference_count",
+    "nv_inference_exec_count",
+    "nv_inference_request_success",
+    "nv_inference_request_failure",
+    "nv_inference_queue_duration_us",
+    "nv_inference_compute_infer_duration_us",
+    "nv_inference_request_duration_us",
+)
 GAUGES = ("nv_inference_pending_request_count", "nv_cpu_utilization")
 BATCH = "argonic_execution_batch_size"
-BATCH_BOUNDS = tuple(2 ** i for i in range(14))
-SAMPLE_FIELDS = ("t_s", "n_clients", *COUNTERS, *GAUGES, f"{BATCH}_sum", f"{BATCH}_count",
-                 *(f"{BATCH}_le_{b}" for b in BATCH_BOUNDS))
+BATCH_BOUNDS = tuple(2**i for i in range(14))
+SAMPLE_FIELDS = (
+    "t_s",
+    "n_clients",
+    *COUNTERS,
+    *GAUGES,
+    f"{BATCH}_sum",
+    f"{BATCH}_count",
+    *(f"{BATCH}_le_{b}" for b in BATCH_BOUNDS),
+)
 
-_LINE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)')
+_LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
@@ -59,7 +72,9 @@ def parse_metrics(text: str, model: str) -> dict[str, float]:
 class MetricsScraper:
     """Polls ``url`` every ``interval_s`` seconds in a daemon thread; ``samples`` grows."""
 
-    def __init__(self, url: str, model: str, interval_s: float = 0.5, t_zero: float | None = None) -> None:
+    def __init__(
+        self, url: str, model: str, interval_s: float = 0.5, t_zero: float | None = None
+    ) -> None:
         self.url = url
         self.model = model
         self.interval_s = interval_s
@@ -81,8 +96,11 @@ class MetricsScraper:
             self.failures += 1
             self.last_error = str(exc)
             return None
-        sample = {"t_s": time.monotonic() - self.t_zero, "n_clients": self.phase,
-                  **parse_metrics(text, self.model)}
+        sample = {
+            "t_s": time.monotonic() - self.t_zero,
+            "n_clients": self.phase,
+            **parse_metrics(text, self.model),
+        }
         with self._lock:
             self.samples.append(sample)
         return sample
