@@ -36,12 +36,11 @@ from pathlib import Path
 import numpy as np
 
 from argonic.detector.eventfile import EventFile
-from argonic.detector.simulate import simulate_file
 from argonic.inference.remote import RemoteInterface
+from argonic.patches import cut_patches, decode_plane, encode_plane, plane_image
 from argonic.reco.chain import reconstruct_hits
+from argonic.reco.events import simulate_file
 from argonic.reco.module import EmTrackMichelId
-from argonic.reco.patches import cut_patches, plane_image
-from argonic.reco.planes import decode_plane, encode_plane
 from argonic.study.netem import NetemProxy
 
 CONFIGS = {

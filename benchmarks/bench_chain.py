@@ -16,11 +16,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from argonic.config import load_config
 from argonic.detector.eventfile import EventFile
-from argonic.detector.simulate import simulate_file
-from argonic.reco.chain import format_table, run_reco
-from argonic.reco.patches import plane_patches
+from argonic.patches import plane_patches
+from argonic.reco.chain import format_table
+from argonic.reco.events import simulate_file
+from argonic.reco.runner import run_reco
+from argonic.settings import load_settings
 
 
 def patch_seconds(events_file: Path) -> list[tuple[int, float, float]]:
@@ -48,7 +49,7 @@ def main() -> None:
                 events, detector="protodune-sp", n_events=a.events, seed=a.seed, show_progress=False
             )
         patches = patch_seconds(events)
-        reco = run_reco(events, Path(tmp) / "reco.h5", load_config(), show_progress=False)
+        reco = run_reco(events, Path(tmp) / "reco.h5", load_settings(), show_progress=False)
         result = {
             "events": reco["events"],
             "hits_per_event": reco["hits_per_event"],

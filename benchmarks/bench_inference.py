@@ -87,7 +87,7 @@ def network_probes(patches: np.ndarray, threads: int) -> dict[str, Probe]:
     probes: dict[str, Probe] = {}
     for backend in ("onnxruntime", "torch"):
         interface = make_interface(
-            {"backend": backend, "threads": threads, "batch_size": max(BATCHES)}
+            {"batch_size": max(BATCHES), "local": {"backend": backend, "threads": threads}}
         )
         for bs in BATCHES:
             probes[f"{backend} batch {bs}"] = (

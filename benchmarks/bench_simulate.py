@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 from argonic.detector.geometry import get_detector
-from argonic.detector.simulate import simulate_event
+from argonic.reco.events import simulate_event
 from argonic.reco.hits import find_hits
 
 

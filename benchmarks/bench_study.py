@@ -145,7 +145,7 @@ def main() -> None:
     ROOT.mkdir(parents=True, exist_ok=True)
     events_file = a.events_file
     if events_file is None:
-        from argonic.detector.simulate import simulate_file
+        from argonic.reco.events import simulate_file
 
         events_file = str(ROOT / "events.h5")
         simulate_file(events_file, detector="mini", n_events=8, seed=1, show_progress=False)

@@ -84,7 +84,7 @@ def test_show_writes_a_png(workdir):
         (["reco", "junk.h5", "-o", "x.h5"], "not a readable HDF5 file"),
         (
             ["reco", "ev.h5", "-o", "x.h5", "--interface", "quantum"],
-            "unknown model interface 'quantum'",
+            "inference.interface: Input should be 'local' or 'remote' (got 'quantum')",
         ),
         (["reco", "ev.h5", "-o", "x.h5", "--config", "nope.toml"], "no such configuration file"),
     ],

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 from argonic import ArgonicError
-from argonic.config import load_config
 from argonic.inference import InterfaceError, InvalidPatchesError, make_interface
 from argonic.model.export import load_network
 from argonic.model.network import predict_scores
+from argonic.settings import load_settings
 
 BACKENDS = ["onnxruntime", "torch"]
 
@@ -29,7 +29,7 @@ def reference(patches):
 @pytest.fixture(scope="module", params=BACKENDS)
 def interface(request):
     with make_interface(
-        {"interface": "local", "backend": request.param, "batch_size": 10, "threads": 2}
+        {"interface": "local", "batch_size": 10, "local": {"backend": request.param, "threads": 2}}
     ) as i:
         yield i
 
@@ -77,9 +77,11 @@ def test_non_finite_patch_is_named(interface, patches, value):
 def test_chunking_gives_the_same_scores_as_one_batch(backend, patches):
     with (
         make_interface(
-            {"backend": backend, "batch_size": 1000, "execution_batch_size": 1000}
+            {"batch_size": 1000, "local": {"backend": backend, "execution_batch_size": 1000}}
         ) as one,
-        make_interface({"backend": backend, "batch_size": 7, "execution_batch_size": 3}) as chunked,
+        make_interface(
+            {"batch_size": 7, "local": {"backend": backend, "execution_batch_size": 3}}
+        ) as chunked,
     ):
         a, b = one.predict(patches), chunked.predict(patches)
     np.testing.assert_allclose(b, a, atol=1e-6)
@@ -87,20 +89,20 @@ def test_chunking_gives_the_same_scores_as_one_batch(backend, patches):
 
 
 def test_project_configuration_builds_the_local_interface(patches, reference):
-    """The [inference] table of argonic.config's defaults (nested "local" table)."""
-    with make_interface(load_config()["inference"]) as interface:
+    """The [inference] table of the default settings."""
+    with make_interface(load_settings().inference) as interface:
         assert np.max(np.abs(interface.predict(patches) - reference)) < 1e-4
 
 
 @pytest.mark.parametrize(
     "config, message",
     [
-        ({"interface": "quantum"}, "unknown model interface 'quantum'.*local"),
-        ({"interface": "local", "backend": "tensorflow"}, "unknown local backend"),
-        ({"interface": "local", "colour": "red"}, "bad option"),
-        ({"interface": "local", "batch_size": 0}, "batch_size"),
-        ({"interface": "local", "execution_batch_size": -1}, "execution_batch_size"),
-        ({"interface": "local", "model": "/nonexistent/model.onnx"}, "not found"),
+        ({"interface": "quantum"}, r"interface: Input should be 'local' or 'remote'"),
+        ({"local": {"backend": "tensorflow"}}, "local.backend: Input should be 'onnxruntime'"),
+        ({"local": {"colour": "red"}}, "unknown key 'local.colour'"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"local": {"execution_batch_size": -1}}, "execution_batch_size"),
+        ({"local": {"model": "/nonexistent/model.onnx"}}, "not found"),
     ],
 )
 def test_bad_configuration_is_refused_clearly(config, message):

@@ -7,13 +7,6 @@ import torch
 from argonic import ArgonicError
 from argonic.detector.event import EM, NONE, TRACK, Hits
 from argonic.detector.geometry import get_detector
-from argonic.model.evaluate import (
-    confusion_matrix,
-    efficiency_purity,
-    roc_curve,
-    summarise,
-    track_em_accuracy,
-)
 from argonic.model.network import build_network
 from argonic.model.train import (
     NONE_CLEARANCE,
@@ -23,6 +16,13 @@ from argonic.model.train import (
     keep_probabilities,
     none_positions,
     train_network,
+)
+from argonic.reco.evaluate import (
+    confusion_matrix,
+    efficiency_purity,
+    roc_curve,
+    summarise,
+    track_em_accuracy,
 )
 
 
@@ -148,7 +148,7 @@ def test_summary_of_perfect_scores():
 
 @pytest.fixture(scope="module")
 def events_file(tmp_path_factory):
-    from argonic.detector.simulate import simulate_file
+    from argonic.reco.events import simulate_file
 
     path = tmp_path_factory.mktemp("sim") / "mini.h5"
     simulate_file(path, detector="mini", n_events=3, seed=3, run=1, show_progress=False)
@@ -174,7 +174,7 @@ def test_training_set_from_events_is_labelled_from_truth_and_capped(events_file)
 
 def test_evaluate_file_through_the_local_interface(events_file, tmp_path):
     from argonic.detector.eventfile import EventFile
-    from argonic.model.evaluate import evaluate_file
+    from argonic.reco.evaluate import evaluate_file
 
     summary = evaluate_file(
         events_file, first_event=2, roc_png=tmp_path / "roc.png", show_progress=False

@@ -5,7 +5,7 @@ import pytest
 
 from argonic.detector.event import Event, Hits, PlaneFrame
 from argonic.detector.geometry import get_detector
-from argonic.reco.patches import event_patches
+from argonic.patches import event_patches
 
 
 def reference_patch(dense: np.ndarray, calib_c: float, wire: int, peak_tick: float) -> np.ndarray:

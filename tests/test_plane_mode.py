@@ -17,14 +17,23 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from argonic import cli
 from argonic.detector.eventfile import EventFile
-from argonic.detector.simulate import simulate_file
 from argonic.inference.local import OnnxRuntimeInterface
 from argonic.inference.remote import RemoteInterface
 from argonic.model.export import shipped_repository
+from argonic.patches import (
+    PATCH_SIZE,
+    PlaneRequestError,
+    cut_patches,
+    decode_plane,
+    encode_plane,
+    event_patches,
+    patch_coverage,
+    patch_origin,
+    plane_image,
+)
 from argonic.reco.chain import reconstruct_hits
+from argonic.reco.events import simulate_file
 from argonic.reco.module import EmTrackMichelId
-from argonic.reco.patches import PATCH_SIZE, cut_patches, event_patches, patch_origin, plane_image
-from argonic.reco.planes import PlaneRequestError, decode_plane, encode_plane, patch_coverage
 from argonic.server.app import running_server
 
 

@@ -4,15 +4,15 @@ import h5py
 import numpy as np
 import pytest
 
-from argonic.config import load_config, set_key
 from argonic.detector.eventfile import EventFile
-from argonic.detector.simulate import simulate_file
 from argonic.inference.local import OnnxRuntimeInterface
 from argonic.model.export import shipped_repository
+from argonic.patches import event_patches
 from argonic.pipeline import compare_reco_files
-from argonic.reco.chain import run_reco
-from argonic.reco.patches import event_patches
+from argonic.reco.events import simulate_file
+from argonic.reco.runner import run_reco
 from argonic.server.app import running_server
+from argonic.settings import load_settings
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def events_file(tmp_path_factory):
 @pytest.fixture(scope="module")
 def local_reco(events_file):
     out = events_file.with_name("local.h5")
-    return out, run_reco(events_file, out, load_config(), show_progress=False)
+    return out, run_reco(events_file, out, load_settings(), show_progress=False)
 
 
 def test_local_reco_scores_every_hit_with_the_shipped_model(events_file, local_reco):
@@ -48,10 +48,13 @@ def test_local_reco_scores_every_hit_with_the_shipped_model(events_file, local_r
 
 def test_remote_reco_gives_the_same_classes_as_local(events_file, local_reco, tmp_path):
     with running_server(shipped_repository()) as server:
-        config = load_config()
-        set_key(config, "inference.interface", "remote")
-        set_key(config, "inference.remote.servers", [server.url])
-        set_key(config, "inference.batch_size", 235)
+        config = load_settings(
+            flags={
+                "inference.interface": "remote",
+                "inference.remote.servers": [server.url],
+                "inference.batch_size": 235,
+            }
+        )
         summary = run_reco(events_file, tmp_path / "remote.h5", config, show_progress=False)
     agreement = compare_reco_files(local_reco[0], tmp_path / "remote.h5")
     assert agreement["hits"] == summary["hits"] > 0
@@ -68,7 +71,7 @@ def test_dask_fan_out_matches_in_process(events_file, local_reco, tmp_path):
     summary = run_reco(
         events_file,
         tmp_path / "dask.h5",
-        load_config(),
+        load_settings(),
         show_progress=False,
         executor="dask",
         workers=2,
@@ -87,7 +90,7 @@ def test_empty_event_gives_empty_result(tmp_path):
     path = tmp_path / "empty.h5"
     with EventFileWriter(path, "mini", seed=0, run=1) as w:
         w.write(Event(1, 0, 0, [], Hits()))
-    summary = run_reco(path, tmp_path / "r.h5", load_config(), show_progress=False)
+    summary = run_reco(path, tmp_path / "r.h5", load_settings(), show_progress=False)
     assert summary["hits"] == 0
     with h5py.File(tmp_path / "r.h5") as r:
         assert r["events/000000/scores"].shape == (0, 4)

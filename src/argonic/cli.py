@@ -9,10 +9,13 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from argonic import ArgonicError, __version__
 from argonic._util import dump_json
+
+if TYPE_CHECKING:
+    from argonic.settings import Settings
 
 Summary = dict[str, Any]
 
@@ -46,7 +49,7 @@ def _simulate_args(p: argparse.ArgumentParser) -> None:
 
 
 def _simulate(a: argparse.Namespace) -> Summary:
-    from argonic.detector.simulate import simulate_file
+    from argonic.reco.events import simulate_file
 
     return simulate_file(
         a.output,
@@ -146,38 +149,33 @@ def _reco_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def reco_config(a: argparse.Namespace) -> dict[str, Any]:
-    """The configuration of a reco-like command: file, then --set, then the dedicated options."""
-    from argonic.config import load_config, set_key
+def reco_settings(a: argparse.Namespace) -> Settings:
+    """The settings of a reco-like command: file, environment, --set, then the dedicated flags."""
+    from argonic.settings import load_settings
 
-    config = load_config(a.config, a.set)
-    if a.interface is not None:
-        set_key(config, "inference.interface", a.interface)
-    if a.server:
-        set_key(
-            config,
-            "inference.remote.servers",
-            [s for item in a.server for s in item.split(",") if s],
-        )
-    if a.batch_size is not None:
-        set_key(config, "inference.batch_size", a.batch_size)
+    servers = [s for item in a.server for s in item.split(",") if s] if a.server else None
+    flags = {
+        "inference.interface": a.interface,
+        "inference.remote.servers": servers,
+        "inference.batch_size": a.batch_size,
+    }
     for option, key in (
         ("mode", "request_mode"),
         ("transport", "transport"),
         ("tensor_compression", "tensor_compression"),
     ):
-        if getattr(a, option, None) is not None:
-            set_key(config, f"inference.remote.{key}", getattr(a, option))
-    return config
+        flags[f"inference.remote.{key}"] = getattr(a, option, None)
+    return load_settings(a.config, a.set, flags)
 
 
 def _reco(a: argparse.Namespace) -> Summary:
-    from argonic.reco.chain import format_table, run_reco
+    from argonic.reco.chain import format_table
+    from argonic.reco.runner import run_reco
 
     summary = run_reco(
         a.events_file,
         a.output,
-        reco_config(a),
+        reco_settings(a),
         show_progress=not a.json,
         executor=a.executor,
         workers=a.workers,
@@ -439,11 +437,11 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
 
 
 def _evaluate(a: argparse.Namespace) -> Summary:
-    from argonic.model.evaluate import evaluate_file
+    from argonic.reco.evaluate import evaluate_file
 
     return evaluate_file(
         a.events_file,
-        reco_config(a)["inference"],
+        reco_settings(a).inference,
         first_event=a.first_event,
         n_events=a.events,
         michel_cut=a.michel_cut,

@@ -14,11 +14,11 @@ from typing import Any
 import h5py
 import numpy as np
 
-from argonic.config import load_config, set_key
-from argonic.detector.simulate import simulate_file
 from argonic.inference.fallback import LocalServer
 from argonic.model.export import shipped_repository
-from argonic.reco.chain import run_reco
+from argonic.reco.events import simulate_file
+from argonic.reco.runner import run_reco
+from argonic.settings import load_settings
 
 MODEL_NAME = "emtrkmichelid"
 
@@ -59,11 +59,14 @@ def run_sonic(
     server = LocalServer(shipped_repository(), MODEL_NAME)
     try:
         address = server.start()
-        config = load_config()
-        set_key(config, "inference.interface", "remote")
-        set_key(config, "inference.remote.servers", [address])
-        set_key(config, "inference.batch_size", batch_size)
-        remote = run_reco(events, work / "reco_remote.h5", config, show_progress=show_progress)
+        settings = load_settings(
+            flags={
+                "inference.interface": "remote",
+                "inference.remote.servers": [address],
+                "inference.batch_size": batch_size,
+            }
+        )
+        remote = run_reco(events, work / "reco_remote.h5", settings, show_progress=show_progress)
     finally:
         server.stop()
     summary: dict[str, Any] = {
@@ -73,7 +76,9 @@ def run_sonic(
         "remote": remote,
     }
     if compare_local:
-        local = run_reco(events, work / "reco_local.h5", load_config(), show_progress=show_progress)
+        local = run_reco(
+            events, work / "reco_local.h5", load_settings(), show_progress=show_progress
+        )
         t_local = _module_seconds(local)
         t_remote = _module_seconds(remote)
         summary["local"] = local

@@ -1,6 +1,6 @@
-"""Event simulation: particles -> drifted charge -> deconvolved wire signals -> hits with truth.
+"""Event simulation: particles -> drifted charge -> deconvolved wire signals and their truth.
 
-The chain for one readout (``simulate_event``):
+The chain for one readout (``simulate_readout``):
 
 1. particles (``physics``): cosmic muons with delta rays and Michel electrons, cosmic EM
    particles, one test-beam particle, 39Ar blips -> deposits (position, time, charge in
@@ -14,7 +14,8 @@ The chain for one readout (``simulate_event``):
 4. noise: white noise of 2.5 ADC (x 0.16 ke-/ADC = 0.40 ke-/tick), filtered by the same
    Gaussian (0.129 ke-/tick RMS after the filter); regions of interest (ROI) are the ticks
    where signal + noise exceeds ROI_THRESHOLD, padded by ROI_PAD ticks; zero elsewhere;
-5. hits (``argonic.reco.hits``) labelled from the per-plane truth.
+5. the truth of each frame (charge per pixel by category, Michel flags), from which reco
+   labels the hits it finds (``argonic.reco.events``).
 
 Noise is only computed where it matters: inside the padded regions around true signal
 (from a bank of filtered noise, indexed at a random offset per wire, so it is correlated
@@ -28,20 +29,15 @@ its cost; noise-only ROIs whose peak exceeds the hit threshold give the spurious
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 from scipy.special import ndtr
 
-from argonic import ArgonicError
-from argonic._util import progress
 from argonic.detector import physics
 from argonic.detector.event import Event, Hits, PlaneFrame
-from argonic.detector.geometry import TPC, Detector, Plane, get_detector
+from argonic.detector.geometry import TPC, Detector, Plane
 
 # --- detector response constants -----------------------------------------------------------
 DIFFUSION_L_CM2_US = 4.0e-6  # 4.0 cm2/s: sigma_L = 1.3 mm after 3.6 m (2.25 ms)
@@ -261,7 +257,7 @@ def digitise(
     return wire.astype(np.int32), tick.astype(np.int32), vals[keep].astype(np.float32)
 
 
-def simulate_event(
+def simulate_readout(
     detector: Detector,
     rng: np.random.Generator,
     run: int,
@@ -273,13 +269,13 @@ def simulate_event(
     radiologicals: bool = True,
     deposits: dict[str, np.ndarray] | None = None,
     noise: bool = True,
-) -> Event:
-    """One readout of ``detector``: frames of every (TPC, plane) with signal, and labelled hits.
+) -> tuple[Event, list[PlaneTruth | None]]:
+    """One readout of ``detector``: the frames of every (TPC, plane) with signal, and their truth.
+
+    The event has no hits: hit finding and labelling belong to reco (``argonic.reco.events``).
 
     ``deposits`` (pos, t, q, cat, michel) replaces the particle generation, for tests.
     """
-    from argonic.reco.hits import find_hits, label_hits
-
     dep = (
         deposits
         if deposits is not None
@@ -289,7 +285,7 @@ def simulate_event(
     )
     bank = noise_bank(rng) if noise else None
     frames: list[PlaneFrame] = []
-    hits: list[Hits] = []
+    truths: list[PlaneTruth | None] = []
     for tpc in detector.tpcs:
         d = drift(detector, tpc, dep)
         for plane in detector.planes:
@@ -319,44 +315,5 @@ def simulate_event(
             if len(frame.value) == 0:
                 continue
             frames.append(frame)
-            h = find_hits(frame)
-            hits.append(label_hits(h, truth))
-    return Event(run, subrun, event, frames, Hits.concat(hits))
-
-
-def simulate_file(
-    output: str | Path,
-    detector: str,
-    n_events: int,
-    seed: int,
-    run: int = 1,
-    show_progress: bool = True,
-) -> dict[str, Any]:
-    """Simulate ``n_events`` events of ``detector`` into an HDF5 event file; return a summary.
-
-    Event i uses ``np.random.default_rng([seed, i])``: the same seed gives the same file.
-    """
-    from argonic.detector.eventfile import EventFileWriter
-
-    det = get_detector(detector)
-    if n_events < 1:
-        raise ArgonicError(f"number of events must be >= 1, got {n_events}")
-    n_hits: list[int] = []
-    start = time.perf_counter()
-    with EventFileWriter(output, detector_name=det.name, seed=seed, run=run) as writer:
-        for i in progress(range(n_events), n_events, "simulate", show_progress):
-            ev = simulate_event(det, np.random.default_rng([seed, i]), run, 0, i)
-            n_hits.append(len(ev.hits))
-            writer.write(ev)
-    elapsed = time.perf_counter() - start
-    return {
-        "output": str(output),
-        "detector": det.name,
-        "events": n_events,
-        "seed": seed,
-        "hits_per_event": n_hits,
-        "hits_mean": float(np.mean(n_hits)),
-        "hits_std": float(np.std(n_hits)),
-        "seconds_per_event": elapsed / n_events,
-        "file_bytes": Path(output).stat().st_size,
-    }
+            truths.append(truth)
+    return Event(run, subrun, event, frames, Hits.concat([])), truths

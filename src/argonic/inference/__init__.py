@@ -1,12 +1,9 @@
 """ModelInterface: one contract, local and remote implementations, chosen by configuration.
 
-``make_interface`` takes the ``[inference]`` table of the run configuration::
-
-    {"interface": "local", "batch_size": 256,
-     "local": {"backend": "onnxruntime", "threads": 2, "execution_batch_size": 256}}
-
-(keys of the "local" table may also be given at the top level). ``INTERFACES`` maps each
-interface name to a builder taking that whole table.
+``make_interface`` takes the ``[inference]`` table of the run configuration
+(:class:`argonic.settings.InferenceSettings`, or a mapping of the same keys, validated into
+one): ``interface = "local"`` runs the network in-process (ONNX Runtime or PyTorch),
+``"remote"`` on a KServe v2 / Triton server. ``INTERFACES`` maps each name to its builder.
 """
 
 from __future__ import annotations
@@ -14,62 +11,69 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from pydantic import ValidationError
+
 from argonic.inference.base import (
     InterfaceError,
     InvalidPatchesError,
     ModelInterface,
     validate_patches,
 )
+from argonic.settings import InferenceSettings, validation_message
 
 __all__ = [
     "INTERFACES",
     "InterfaceError",
     "InvalidPatchesError",
     "ModelInterface",
+    "inference_settings",
     "make_interface",
     "validate_patches",
 ]
 
 
-def _make_local(config: Mapping[str, Any]) -> ModelInterface:
-    """In-process inference: ``backend`` "onnxruntime" (default) or "torch"."""
+def inference_settings(config: InferenceSettings | Mapping[str, Any]) -> InferenceSettings:
+    """``config`` as validated InferenceSettings (InterfaceError naming a bad key)."""
+    if isinstance(config, InferenceSettings):
+        return config
+    try:
+        return InferenceSettings.model_validate(dict(config))
+    except ValidationError as exc:
+        raise InterfaceError(f"[inference] {validation_message(exc)}") from None
+
+
+def _make_local(settings: InferenceSettings) -> ModelInterface:
+    """In-process inference with the ``[inference.local]`` backend."""
     from argonic.inference.local import OnnxRuntimeInterface, TorchInterface
 
-    options = {k: v for k, v in config.items() if k not in INTERFACES and k != "interface"}
-    options.update(config.get("local", {}))
-    backend = options.pop("backend", "onnxruntime")
-    backends: dict[str, type[ModelInterface]] = {
-        "onnxruntime": OnnxRuntimeInterface,
-        "torch": TorchInterface,
+    local = settings.local
+    common: dict[str, Any] = {
+        "model": local.model or None,
+        "batch_size": settings.batch_size,
+        "execution_batch_size": local.execution_batch_size,
+        "threads": local.threads or None,
     }
-    if backend not in backends:
-        raise InterfaceError(
-            f"unknown local backend {backend!r}: choose from {', '.join(backends)}"
-        )
-    try:
-        return backends[backend](**options)
-    except TypeError as exc:  # an option the backend does not take
-        raise InterfaceError(f"bad option for the local {backend} interface: {exc}") from exc
+    if local.backend == "torch":
+        return TorchInterface(**common, device=local.device)
+    return OnnxRuntimeInterface(
+        **common, graph_optimization=local.graph_optimization, check_sha256=local.check_sha256
+    )
 
 
-def _make_remote(config: Mapping[str, Any]) -> ModelInterface:
-    """A KServe v2 / Triton gRPC client (keys: argonic.inference.remote's docstring)."""
+def _make_remote(settings: InferenceSettings) -> ModelInterface:
+    """A KServe v2 / Triton gRPC client with the ``[inference.remote]`` settings."""
     from argonic.inference.remote import RemoteInterface
 
-    return RemoteInterface(config)
+    return RemoteInterface(settings)
 
 
-INTERFACES: dict[str, Callable[[Mapping[str, Any]], ModelInterface]] = {
+INTERFACES: dict[str, Callable[[InferenceSettings], ModelInterface]] = {
     "local": _make_local,
     "remote": _make_remote,
 }
 
 
-def make_interface(config: Mapping[str, Any]) -> ModelInterface:
-    """Build the ModelInterface named by ``config["interface"]`` (default "local")."""
-    name = config.get("interface", "local")
-    if name not in INTERFACES:
-        raise InterfaceError(
-            f"unknown model interface {name!r}: choose from {', '.join(sorted(INTERFACES))}"
-        )
-    return INTERFACES[name](config)
+def make_interface(config: InferenceSettings | Mapping[str, Any]) -> ModelInterface:
+    """Build the ModelInterface that ``config.interface`` names (default "local")."""
+    settings = inference_settings(config)
+    return INTERFACES[settings.interface](settings)

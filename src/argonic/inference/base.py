@@ -13,7 +13,7 @@ from types import TracebackType
 import numpy as np
 
 from argonic import ArgonicError
-from argonic.model.network import PATCH_SIZE
+from argonic.patches import PATCH_SIZE, cut_patches
 
 PATCH_SHAPE = (PATCH_SIZE, PATCH_SIZE, 1)
 N_SCORES = 4  # track, em, none, michel
@@ -102,8 +102,6 @@ class ModelInterface(abc.ABC):
         ``predict``; an interface that can ship the plane instead (the remote plane mode)
         overrides it. Either way the network sees the same patches.
         """
-        from argonic.reco.patches import cut_patches
-
         t0 = time.perf_counter()
         patches = np.empty((len(wire), *PATCH_SHAPE), np.float32)
         cut_patches(

@@ -14,12 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from argonic.inference.base import N_SCORES, InterfaceError, ModelInterface
-from argonic.model.export import EXECUTION_BATCH_SIZE, onnx_path, verify_checksum
+from argonic.model.export import onnx_path, verify_checksum
 from argonic.model.network import INPUT_NAME, OUTPUT_NAMES
-
-# "extended" beat "all" (whose NCHWc layout pass adds a costly reorder of the 44x44x48
-# feature map) by ~1.25x at batch 256 here (benchmarks/BENCHMARKS.md).
-GRAPH_OPTIMIZATION = "extended"
+from argonic.settings import EXECUTION_BATCH_SIZE, GRAPH_OPTIMIZATION
 
 
 class _ChunkedInterface(ModelInterface):

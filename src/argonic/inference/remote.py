@@ -96,7 +96,7 @@ from argonic.inference.base import (
 )
 from argonic.inference.fallback import FallbackError, LocalServer
 from argonic.model.export import ModelRepositoryError, shipped_repository
-from argonic.reco.planes import PLANE_DATATYPES, PLANE_INPUTS, encode_plane
+from argonic.patches import PLANE_DATATYPES, PLANE_INPUTS, encode_plane
 
 log = logging.getLogger(__name__)
 
@@ -567,6 +567,8 @@ class RemoteInterface(ModelInterface):
     def __init__(
         self, config: RemoteConfig | Mapping[str, Any] | None = None, **overrides: Any
     ) -> None:
+        if hasattr(config, "model_dump"):  # InferenceSettings
+            config = config.model_dump()
         if config is None or isinstance(config, Mapping):
             table = dict(config or {})
             remote = {**table.get("remote", {}), **overrides}
@@ -637,7 +639,7 @@ class RemoteInterface(ModelInterface):
         self, image: np.ndarray, wire: np.ndarray, peak_tick: np.ndarray
     ) -> np.ndarray:
         """Scores [N, 4] of one (TPC, plane)'s hits: with ``request_mode = "plane"`` one
-        request to the plane model carrying the image and the hits (argonic.reco.planes);
+        request to the plane model carrying the image and the hits (argonic.patches);
         otherwise (or once a server lacked the plane model) the hits' patches."""
         if self.config.request_mode != "plane" or self._plane_off:
             return super().predict_plane(image, wire, peak_tick)
@@ -830,7 +832,7 @@ class RemoteInterface(ModelInterface):
         )
 
     def _serialise_plane(self, tensors: dict[str, np.ndarray], compression: str) -> bytes:
-        """The ModelInferRequest of one plane-mode request (argonic.reco.planes tensors)."""
+        """The ModelInferRequest of one plane-mode request (argonic.patches tensors)."""
         request = service_pb2.ModelInferRequest(
             model_name=self.config.plane_model_name, model_version=self.config.model_version
         )

@@ -13,12 +13,12 @@ import numpy as np
 import torch
 from torch import nn
 
-PATCH_SIZE = 48
+from argonic.patches import PATCH_SIZE
+
 INPUT_NAME = "main_input"
 OUTPUT_NAMES = ("em_trk_none_netout", "michel_netout")
 N_PARAMETERS = 11_900_420
 FLOP_PER_PATCH = 28.4e6  # 2 x 14.2 M multiply-adds
-SCORE_NAMES = ("track", "em", "none", "michel")
 DEFAULT_DROPOUT = 0.2
 _CONV_SHAPE = (48, 44, 44)  # filters, wire, drift after the valid 5x5 convolution
 

@@ -185,7 +185,7 @@ def build_patch_set(
     to fit ``max_patches`` (a last cut enforces the cap exactly).
     """
     from argonic.detector.eventfile import EventFile
-    from argonic.reco.patches import event_patches
+    from argonic.patches import event_patches
 
     rng = np.random.default_rng(seed)
     parts: list[PatchSet] = []

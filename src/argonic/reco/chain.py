@@ -2,15 +2,12 @@
 
 Modules, per event: ``read`` (event input), ``hitfinding`` (Gaussian hit finder on the
 deconvolved frames) and ``emtrackmichelid`` (patches + inference through the configured
-ModelInterface). The output file holds every hit with its [track, em, none, michel] scores.
-Events run in this process (``executor="local"``) or fanned out over Dask workers
-(``executor="dask"``: a LocalCluster of ``workers`` processes, or an existing scheduler).
+ModelInterface). ``RecoWriter`` stores every hit with its [track, em, none, michel]
+scores. ``argonic.reco.runner`` runs the chain over a whole file, here or on Dask workers.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,15 +17,10 @@ from typing import Any
 import h5py
 import numpy as np
 
-from argonic import ArgonicError, __version__
-from argonic._util import atomic_output, progress
 from argonic.detector.event import LABEL_NAMES, Hits, PlaneFrame
 from argonic.detector.eventfile import EventFile
-from argonic.inference import make_interface
 from argonic.reco.hits import find_hits
 from argonic.reco.module import EmTrackMichelId
-
-MODULES = ("read", "hitfinding", "emtrackmichelid")
 
 
 @dataclass
@@ -135,71 +127,6 @@ class RecoWriter:
             "emtrackmichelid_inference_s_per_event": self.inference_s / n,
             "predicted": {name: int(c) for name, c in zip(LABEL_NAMES, self.classes, strict=True)},
         }
-
-
-def run_reco(
-    events_file: str | os.PathLike[str],
-    output: str | os.PathLike[str],
-    config: dict[str, Any],
-    show_progress: bool = True,
-    executor: str = "local",
-    workers: int = 2,
-    scheduler: str | None = None,
-) -> dict[str, Any]:
-    """Run the chain over every event of ``events_file``; write scores to ``output``; return a summary."""
-    if executor not in ("local", "dask"):
-        raise ArgonicError(f"unknown executor {executor!r}: choose from local, dask")
-    with EventFile(events_file) as events:
-        n, detector_name = len(events), events.detector_name
-    wall0 = time.perf_counter()
-    with atomic_output(output) as tmp, h5py.File(tmp, "w") as out:
-        out.attrs.update(
-            {
-                "format": "argonic-reco",
-                "format_version": 1,
-                "argonic_version": __version__,
-                "events_file": str(events_file),
-                "detector": detector_name,
-                "config": json.dumps(config),
-            }
-        )
-        writer = RecoWriter(out)
-        if executor == "local":
-            interface_stats = _run_local(events_file, config, writer, show_progress)
-        else:
-            from argonic.reco.distributed import run_dask
-
-            interface_stats = run_dask(
-                events_file, n, config, writer, workers, scheduler, show_progress
-            )
-    summary = {
-        "output": str(output),
-        "interface": config["inference"]["interface"],
-        "batch_size": config["inference"].get("batch_size"),
-        "executor": executor,
-        **writer.summary(),
-        "wall_s": time.perf_counter() - wall0,
-        "interface_stats": interface_stats,
-    }
-    total = interface_stats.get("total", {}) if isinstance(interface_stats, dict) else {}
-    if "bytes_sent" in total:  # remote: message sizes (before gRPC compression) per event
-        n_events = max(summary["events"], 1)
-        summary["bytes_sent_per_event"] = total["bytes_sent"] / n_events
-        summary["bytes_received_per_event"] = total["bytes_received"] / n_events
-    return summary
-
-
-def _run_local(
-    events_file: str | os.PathLike[str],
-    config: dict[str, Any],
-    writer: RecoWriter,
-    show_progress: bool,
-) -> dict[str, Any]:
-    with EventFile(events_file) as events, make_interface(config["inference"]) as interface:
-        module = EmTrackMichelId(interface, events.detector)
-        for i in progress(range(len(events)), len(events), "reco", show_progress):
-            writer.write(reco_event(events, i, module))
-        return interface.stats() if hasattr(interface, "stats") else {}
 
 
 def format_table(summary: dict[str, Any]) -> str:

@@ -9,7 +9,7 @@ import numpy as np
 from argonic.detector.event import Event, Hits
 from argonic.detector.geometry import Detector
 from argonic.inference.base import ModelInterface
-from argonic.reco.patches import PATCH_SIZE, cut_patches, plane_image
+from argonic.patches import PATCH_SIZE, cut_patches, plane_image
 
 N_SCORES = 4  # [track, em, none, michel]
 

@@ -3,8 +3,8 @@
 The server-side equivalent of a Triton ensemble "patch builder -> emtrkmichelid": a model
 whose config names ``backend: "argonic_plane"`` and ``parameters["network"]`` (another
 model of the same repository) takes one (TPC, plane) image and its hits (the tensors of
-:mod:`argonic.reco.planes`), cuts each hit's 48x48 patch with the same code as the
-client (:func:`argonic.reco.patches.cut_patches`), runs the network in chunks of
+:mod:`argonic.patches`), cuts each hit's 48x48 patch with the same code as the
+client (:func:`argonic.patches.cut_patches`), runs the network in chunks of
 ``execution_batch_size`` patches and answers the network's two heads for the N hits.
 
 The repository resolves the network's model file and checksum (see repository.py); each
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from tritonclient.grpc import model_config_pb2 as mc
 
-from argonic.reco.planes import PlaneRequestError, decode_plane, plane_patch_chunks
+from argonic.patches import PlaneRequestError, decode_plane, plane_patch_chunks
 from argonic.server.backends import Backend, create_backend, register_backend
 from argonic.server.config import InstanceSpec, int_parameter, load_config
 from argonic.server.errors import InvalidArgument

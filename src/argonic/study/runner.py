@@ -575,7 +575,7 @@ def run_study(cfg: StudyConfig) -> dict[str, Any]:
 
     events_file = cfg.events_file
     if events_file is None:
-        from argonic.detector.simulate import simulate_file
+        from argonic.reco.events import simulate_file
 
         events_file = str(out / "events.h5")
         pool = cfg.pool or cfg.events

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,10 @@ import numpy as np
 from argonic import ArgonicError
 from argonic._util import atomic_output, progress
 from argonic.detector.event import EM, LABEL_NAMES, TRACK
+from argonic.detector.eventfile import EventFile
+from argonic.inference import inference_settings, make_interface
+from argonic.reco.module import EmTrackMichelId
+from argonic.settings import InferenceSettings
 
 MICHEL_CUT = 0.6
 
@@ -133,18 +138,17 @@ def summarise(
     return metrics, curves
 
 
-def _describe(config: dict[str, Any]) -> dict[str, Any]:
+def _describe(settings: InferenceSettings) -> dict[str, Any]:
     """The interface name, batch size and local options (no remote credentials) for the summary."""
-    name = config.get("interface", "local")
-    out = {"interface": name, "batch_size": config.get("batch_size")}
-    if name == "local":
-        out.update({k: v for k, v in config.items() if k not in ("interface", "remote")})
+    out: dict[str, Any] = {"interface": settings.interface, "batch_size": settings.batch_size}
+    if settings.interface == "local":
+        out.update(settings.local.model_dump())
     return out
 
 
 def evaluate_file(
     events_file: str | os.PathLike[str],
-    interface_config: dict[str, Any] | None = None,
+    interface_config: InferenceSettings | Mapping[str, Any] | None = None,
     first_event: int = 0,
     n_events: int | None = None,
     michel_cut: float = MICHEL_CUT,
@@ -156,11 +160,7 @@ def evaluate_file(
     interface_config: the ModelInterface configuration (default: local ONNX Runtime with
     the shipped model).
     """
-    from argonic.detector.eventfile import EventFile
-    from argonic.inference import make_interface
-    from argonic.reco.module import EmTrackMichelId
-
-    config = interface_config or {"interface": "local", "backend": "onnxruntime"}
+    config = inference_settings(interface_config or {})
     labels, michels, scores = [], [], []
     t0 = time.perf_counter()
     with EventFile(events_file) as f, make_interface(config) as interface:
