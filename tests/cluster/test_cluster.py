@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_cluster_support import (
+from support.cluster import (
     free_port_block,
     local_scores,
     metric,

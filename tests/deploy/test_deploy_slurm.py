@@ -20,9 +20,9 @@ from pathlib import Path
 
 import h5py
 import pytest
-from test_cluster_support import free_port_block, tiny_repository
+from support.cluster import free_port_block, tiny_repository
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SLURM = ROOT / "deploy" / "slurm"
 
 pytestmark = pytest.mark.skipif(

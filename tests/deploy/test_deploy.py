@@ -23,7 +23,7 @@ import pytest
 
 yaml = pytest.importorskip("yaml")  # PyYAML (test extra)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 CHART = DEPLOY / "helm" / "argonic"
 SUPERSONIC_QUERY = (
@@ -527,7 +527,7 @@ def test_real_triton_accepts_the_charts_arguments_and_answers_its_grpc_probe(tmp
     import urllib.error
     import urllib.request
 
-    from test_cluster_support import free_port_block
+    from support.cluster import free_port_block
 
     from argonic.cluster import health_check
 

@@ -20,7 +20,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_remote import MODEL, assert_same_scores, make_patches, make_repository, ort_scores, remote
+from support.remote import (
+    MODEL,
+    assert_same_scores,
+    make_patches,
+    make_repository,
+    ort_scores,
+    remote,
+)
 
 from argonic.inference.fallback import free_port, wait_ready
 from argonic.inference.remote import ModelMismatchError

@@ -12,7 +12,7 @@ import shutil
 import grpc
 import numpy as np
 import pytest
-from server_helpers import CNN_LIKE_CONFIG, add_model, cnn_like_onnx, head_weights, reference_heads
+from support.servers import CNN_LIKE_CONFIG, add_model, cnn_like_onnx, head_weights, reference_heads
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from argonic import cli

@@ -1,6 +1,6 @@
 """Dynamic batching, queue policies, splitting, cancellation and draining, via real clients.
 
-A "gate" backend (tests/server_helpers.py) holds each execution until the test opens it,
+A "gate" backend (tests/support/servers.py) holds each execution until the test opens it,
 so queue states are reached by construction rather than by timing.
 """
 
@@ -20,7 +20,7 @@ import onnxruntime as ort
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
-from server_helpers import (
+from support.servers import (
     CNN_LIKE_CONFIG,
     EXECUTIONS,
     GATES,

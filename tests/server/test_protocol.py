@@ -15,7 +15,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import tritonclient.grpc as grpcclient
-from server_helpers import (
+from support.servers import (
     CNN_LIKE_CONFIG,
     IDENTITY_CONFIG,
     add_model,

@@ -25,11 +25,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_cluster_support import free_port_block, random_patches, tiny_repository
+from support.cluster import free_port_block, random_patches, tiny_repository
 
 yaml = pytest.importorskip("yaml")  # PyYAML (test extra)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
 QUEUE_TIME = (
     "sum(rate(nv_inference_queue_duration_us[{w}])) / "

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from server_helpers import (
+from support.servers import (
     CNN_LIKE_CONFIG,
     EXECUTIONS,
     FEATURES,

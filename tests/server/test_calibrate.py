@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import tritonclient.grpc as grpcclient
-from server_helpers import IDENTITY_CONFIG, add_model
+from support.servers import IDENTITY_CONFIG, add_model
 
 from argonic.server import register_backend, running_server
 from argonic.server.calibrate import fastest_execution_batch_size
