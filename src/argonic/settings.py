@@ -39,8 +39,6 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-#: Lossless tensor compressions a remote request may use (argonic.transport implements them).
-TENSOR_COMPRESSIONS = ("none", "zstd", "lz4")
 #: Patches per network execution inside an interface or a backend (measured best on CPUs).
 EXECUTION_BATCH_SIZE = 256
 #: ONNX Runtime graph optimisation of local inference: "extended" beat "all" (whose NCHWc

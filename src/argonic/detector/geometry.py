@@ -106,10 +106,6 @@ class Detector:
     def cm_per_tick(self) -> float:
         return self.drift_velocity_cm_per_us * self.tick_us
 
-    def drift_ticks(self, tpc: TPC, x: np.ndarray) -> np.ndarray:
-        """Ticks of drift from position x to the anode of ``tpc`` (for an in-time deposit)."""
-        return np.abs(np.asarray(x) - tpc.x_anode) / self.cm_per_tick
-
     def wire(self, tpc: TPC, plane: Plane, y: np.ndarray, z: np.ndarray) -> np.ndarray:
         """Continuous wire number in ``plane`` of ``tpc`` for points (y, z).
 

@@ -8,6 +8,6 @@ inference, repository control, draining) -> ``model`` (request validation) -> ``
 """
 
 from argonic.server.app import InferenceServer, ServerHandle, running_server, serve
-from argonic.server.backends import register_backend
+from argonic.server.registry import register_backend
 
 __all__ = ["InferenceServer", "ServerHandle", "register_backend", "running_server", "serve"]

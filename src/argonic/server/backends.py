@@ -3,20 +3,19 @@
 A backend is chosen by the config's platform (or backend) string, as in Triton:
 ``onnxruntime_onnx`` (ONNX Runtime; CPU, or CUDA when the CUDA provider is present) and
 ``pytorch_libtorch`` (TorchScript ``model.pt``; CPU or CUDA; fp32, or fp16/bf16 via the
-``precision`` parameter). Other backends can be added with :func:`register_backend`.
+``precision`` parameter). ``argonic.server.registry`` maps platform names to them.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 from tritonclient.grpc import model_config_pb2 as mc
 
-from argonic.server.config import InstanceSpec, int_parameter, numpy_dtype, parameter, platform_of
+from argonic.server.config import InstanceSpec, int_parameter, numpy_dtype, parameter
 from argonic.server.errors import InvalidArgument
 
 
@@ -30,30 +29,6 @@ class Backend(Protocol):
     def close(self) -> None:
         """Release the instance's resources."""
         ...
-
-
-BackendFactory = Callable[[mc.ModelConfig, Path, InstanceSpec], Backend]
-_FACTORIES: dict[str, BackendFactory] = {}
-
-
-def register_backend(platform: str, factory: BackendFactory) -> None:
-    """Make ``factory(config, model_file, instance)`` the backend for a platform/backend string."""
-    _FACTORIES[platform] = factory
-
-
-def create_backend(config: mc.ModelConfig, model_file: Path, instance: InstanceSpec) -> Backend:
-    """Load one instance of a model with the backend its config names."""
-    platform = platform_of(config)
-    if platform == "argonic_plane" and platform not in _FACTORIES:
-        import argonic.server.plane  # noqa: F401 - registers the plane model's backend
-    if platform not in _FACTORIES:
-        raise InvalidArgument(
-            f"model '{config.name}': platform/backend '{platform}' is not "
-            f"supported (supported: {', '.join(sorted(_FACTORIES))})"
-        )
-    if not model_file.is_file():
-        raise InvalidArgument(f"model '{config.name}': model file {model_file} does not exist")
-    return _FACTORIES[platform](config, model_file, instance)
 
 
 def cuda_device_count(platform: str) -> int:
@@ -198,9 +173,3 @@ class TorchScriptBackend:
     def close(self) -> None:
         """Drop the module."""
         del self.module
-
-
-for _name in ("onnxruntime_onnx", "onnxruntime"):
-    register_backend(_name, OnnxRuntimeBackend)
-for _name in ("pytorch_libtorch", "pytorch"):
-    register_backend(_name, TorchScriptBackend)

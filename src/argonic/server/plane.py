@@ -9,37 +9,40 @@ client (:func:`argonic.patches.cut_patches`), runs the network in chunks of
 
 The repository resolves the network's model file and checksum (see repository.py); each
 plane-model instance loads its own copy of the network with the network's own backend
-(ONNX Runtime or TorchScript, as its config says).
+(ONNX Runtime or TorchScript, as its config says), built by the registry's factory.
 """
 
 from __future__ import annotations
 
-import threading
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from tritonclient.grpc import model_config_pb2 as mc
 
 from argonic.patches import PlaneRequestError, decode_plane, plane_patch_chunks
-from argonic.server.backends import Backend, create_backend, register_backend
+from argonic.server.backends import Backend
 from argonic.server.config import InstanceSpec, int_parameter, load_config
 from argonic.server.errors import InvalidArgument
-
-PLANE_BACKEND = "argonic_plane"
 
 
 class PlaneBackend:
     """Builds patches from a plane request and runs the network on them."""
 
-    def __init__(self, config: mc.ModelConfig, model_file: Path, instance: InstanceSpec) -> None:
+    def __init__(
+        self,
+        config: mc.ModelConfig,
+        model_file: Path,
+        instance: InstanceSpec,
+        create_network: Callable[[mc.ModelConfig, Path, InstanceSpec], Backend],
+    ) -> None:
         network_config = load_config(model_file.parent.parent)
         if network_config.max_batch_size < 1:
             raise InvalidArgument(
                 f"model '{config.name}': network '{network_config.name}' must "
                 "have max_batch_size >= 1"
             )
-        self.network: Backend = create_backend(network_config, model_file, instance)
+        self.network = create_network(network_config, model_file, instance)
         self.input_name = network_config.input[0].name
         self.output_names = [o.name for o in config.output]
         self.output_dims = {
@@ -56,49 +59,28 @@ class PlaneBackend:
             int_parameter(config, "execution_batch_size", default_chunk),
             network_config.max_batch_size,
         )
-        self.patches_ns = 0  # time spent decoding planes and cutting patches (server CPU)
-        self.network_ns = 0
-        self._lock = threading.Lock()
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Answer one plane request: outputs [N, ...] for its N hits."""
-        t0 = time.perf_counter_ns()
         try:
             image, wire, tick = decode_plane(inputs)
         except PlaneRequestError as exc:
             raise InvalidArgument(f"bad plane request: {exc}") from None
         outputs: dict[str, np.ndarray] = {}
-        cut_ns = time.perf_counter_ns() - t0
-        net_ns = 0
-        chunks = plane_patch_chunks(image, wire, tick, self.chunk)
-        while True:
-            t1 = time.perf_counter_ns()
-            item = next(chunks, None)
-            t2 = time.perf_counter_ns()
-            cut_ns += t2 - t1
-            if item is None:
-                break
-            start, stop, patches = item
+        for start, stop, patches in plane_patch_chunks(image, wire, tick, self.chunk):
             result = self.network.run({self.input_name: patches})
             for name in self.output_names:
                 array = np.asarray(result[name])
                 if name not in outputs:
                     outputs[name] = np.empty((len(wire), *array.shape[1:]), array.dtype)
                 outputs[name][start:stop] = array
-            net_ns += time.perf_counter_ns() - t2
         if not len(wire):  # no hits: empty heads, widths from the config
             outputs = {
                 name: np.zeros((0, *self.output_dims[name]), np.float32)
                 for name in self.output_names
             }
-        with self._lock:
-            self.patches_ns += cut_ns
-            self.network_ns += net_ns
         return outputs
 
     def close(self) -> None:
         """Release the network."""
         self.network.close()
-
-
-register_backend(PLANE_BACKEND, PlaneBackend)

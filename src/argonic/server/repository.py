@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tritonclient.grpc import model_config_pb2 as mc
 
-from argonic.server.backends import Backend, create_backend, cuda_device_count
+from argonic.server.backends import Backend, cuda_device_count
 from argonic.server.config import (
     CONFIG_FILE,
     InstanceSpec,
@@ -31,6 +31,7 @@ from argonic.server.config import (
     select_versions,
 )
 from argonic.server.errors import InvalidArgument, NotFound
+from argonic.server.registry import create_backend
 
 
 @dataclass
