@@ -26,15 +26,14 @@ import argparse
 import json
 import os
 import platform
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from argonic import procs
 from argonic.detector.eventfile import EventFile
 from argonic.inference.remote import RemoteInterface
 from argonic.patches import cut_patches, decode_plane, encode_plane, plane_image
@@ -53,12 +52,6 @@ CONFIGS = {
     "plane": {"request_mode": "plane"},
     "plane zstd": {"request_mode": "plane", "tensor_compression": "zstd"},
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _rss_mb(pid: int) -> float:
@@ -120,23 +113,11 @@ def start_server(
     models: list[str] | None, repository: str = "models"
 ) -> tuple[subprocess.Popen, str]:
     """``argonic serve`` in a child process; returns it and its address once ready."""
-    port = _free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "argonic.cli",
-        "serve",
-        "--grpc-port",
-        str(port),
-        "--no-metrics",
-        "--host",
-        "127.0.0.1",
-        "--model-repository",
-        repository,
-    ]
-    for m in models or []:
-        cmd += ["--load-model", m]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    port = procs.free_port()
+    load = [arg for m in models or [] for arg in ("--load-model", m)]
+    proc = procs.start(
+        procs.serve_command(repository, grpc_port=port, metrics_port=None, extra=load)
+    )
     address = f"127.0.0.1:{port}"
     remote = RemoteInterface(
         {
@@ -157,12 +138,7 @@ def start_server(
 
 
 def stop_server(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    procs.stop(procs.Child.of(proc), timeout_s=30)
 
 
 def run_config(

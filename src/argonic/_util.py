@@ -55,14 +55,15 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
             tmp.unlink()
 
 
+def json_default(o: Any) -> Any:
+    """``json.dumps(default=...)`` for summaries: numpy scalars and arrays, paths."""
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
 def dump_json(obj: Any) -> str:
     """Serialise a summary for ``--json`` (numpy scalars and arrays become plain JSON)."""
-
-    def default(o: Any) -> Any:
-        if hasattr(o, "tolist"):
-            return o.tolist()
-        if isinstance(o, Path):
-            return str(o)
-        raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-    return json.dumps(obj, indent=2, default=default)
+    return json.dumps(obj, indent=2, default=json_default)

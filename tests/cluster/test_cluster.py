@@ -31,6 +31,8 @@ from support.cluster import (
     tiny_repository,
 )
 
+from argonic import procs
+
 pytestmark = pytest.mark.skipif(
     shutil.which("nginx") is None, reason="nginx not installed (Debian package nginx)"
 )
@@ -110,9 +112,7 @@ def _answered_by(access_log: Path) -> dict[str, int]:
 
 
 def _pids_gone(pids: list[int]) -> bool:
-    from argonic.cluster import _start_time
-
-    return all(_start_time(p) is None for p in pids)
+    return not any(procs.alive(p) for p in pids)
 
 
 @pytest.fixture(scope="module")
@@ -166,10 +166,7 @@ def test_cli_cluster_up_status_down(repo, tmp_path):
         )
     assert down.returncode == 0, down.stderr
     assert json.loads(down.stdout)["still_running"] == 0
-    deadline = time.monotonic() + 10
-    while not _pids_gone(pids) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert _pids_gone(pids)
+    _wait_for(lambda: _pids_gone(pids), 10)
     again = subprocess.run([*cli, "status", "--json", *common], capture_output=True, text=True)
     assert json.loads(again.stdout)["serving"] is False
 
@@ -207,10 +204,7 @@ def test_foreground_cluster_restarts_a_dead_replica_and_stops_on_sigterm(repo, t
 
 
 def _wait_for(predicate, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
+    procs.wait_until(predicate, timeout_s, what=getattr(predicate, "__name__", "condition"))
 
 
 def test_cluster_refuses_busy_ports_and_bad_input(repo, tmp_path):
@@ -367,31 +361,14 @@ def test_client_fails_over_from_the_balancer_to_another_server(repo, tmp_path):
     from argonic.inference.remote import RemoteInterface
 
     port = free_port_block(2)
-    standalone = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "argonic.cli",
-            "serve",
-            "--model-repository",
-            str(repo),
-            "--host",
-            HOST,
-            "--grpc-port",
-            str(port),
-            "--metrics-port",
-            str(port + 1),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    standalone = procs.start(
+        procs.serve_command(repo, grpc_port=port, metrics_port=port + 1, host=HOST)
     )
     try:
         from argonic.cluster import health_check
 
         with _cluster(repo, tmp_path / "run", 2) as cluster:
-            deadline = time.monotonic() + 60
-            while not health_check(f"{HOST}:{port}") and time.monotonic() < deadline:
-                time.sleep(0.2)
+            _wait_for(lambda: health_check(f"{HOST}:{port}"), 60)
             x = random_patches(4000, seed=5)
             remote = RemoteInterface(
                 remote_config(repo, [cluster.endpoint, f"{HOST}:{port}"], batch_size=200)
@@ -406,8 +383,7 @@ def test_client_fails_over_from_the_balancer_to_another_server(repo, tmp_path):
             used = remote.stats()["last_call"]["requests_by_server"]
             remote.close()
     finally:
-        standalone.send_signal(signal.SIGTERM)
-        standalone.wait(timeout=60)
+        procs.stop(procs.Child.of(standalone), timeout_s=60)
     assert result, "predict did not finish"
     np.testing.assert_allclose(result[0], scores_from(local_scores(repo, x)), rtol=1e-5, atol=1e-7)
     # Requests went through the balancer until it died, then to the standalone server.

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import subprocess
 import threading
 import time
 import urllib.parse
@@ -26,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from support.cluster import free_port_block, random_patches, tiny_repository
+
+from argonic import procs
 
 yaml = pytest.importorskip("yaml")  # PyYAML (test extra)
 
@@ -94,9 +95,8 @@ def prometheus_over_cluster(tmp_path):
     ]
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
     address = f"{HOST}:{base + 5}"
-    log = open(tmp_path / "prometheus.log", "wb")  # noqa: SIM115 (Prometheus writes to it until the test ends)
     # Prometheus first: it starts while the replicas load, and finds them through file_sd.
-    proc = subprocess.Popen(
+    proc = procs.start(
         [
             "prometheus",
             f"--config.file={tmp_path / 'prometheus.yml'}",
@@ -104,8 +104,7 @@ def prometheus_over_cluster(tmp_path):
             f"--web.listen-address={address}",
             "--log.level=warn",
         ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
+        log=tmp_path / "prometheus.log",
     )
     try:
         with cluster:
@@ -128,9 +127,7 @@ def prometheus_over_cluster(tmp_path):
                 )
             yield prom, cluster
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
+        procs.stop(procs.Child.of(proc), timeout_s=30)
 
 
 def _load(endpoint: str, clients: int, seconds: float, x: np.ndarray) -> int:

@@ -338,10 +338,18 @@ def test_nginx_template_renders_to_a_config_nginx_accepts(tmp_path):
     assert bad.returncode != 0 and 'invalid value "unavailable"' in bad.stderr
 
 
-def test_nginx_template_carried_by_argonic_cluster_is_the_shipped_one():
-    from argonic.cluster import NGINX_TEMPLATE
+def test_nginx_template_is_one_file_shipped_as_package_data():
+    """argonic cluster reads the template installed with the package; deploy/nginx/ links
+    to that same file (no copy to drift), and pyproject.toml installs it."""
+    from argonic.cluster import nginx_template, nginx_template_path
 
-    assert (DEPLOY / "nginx" / "argonic-grpc.conf.template").read_text() == NGINX_TEMPLATE
+    shipped = nginx_template_path()
+    assert shipped.parent == ROOT / "src" / "argonic" / "cluster"
+    linked = DEPLOY / "nginx" / "argonic-grpc.conf.template"
+    assert linked.is_symlink() and linked.resolve() == shipped.resolve()
+    assert nginx_template() == shipped.read_text()
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert f'"argonic.cluster" = ["{shipped.name}"]' in pyproject
 
 
 # --- Grafana and PromQL -------------------------------------------------------------------

@@ -34,11 +34,11 @@ from support.remote import (
     serve_process,
 )
 
-from argonic import ArgonicError
+from argonic import ArgonicError, procs
 from argonic.inference import InvalidPatchesError
 from argonic.inference.base import InterfaceError
-from argonic.inference.fallback import free_port
 from argonic.inference.remote import ModelMismatchError, RemoteInferenceError, RemoteInterface
+from argonic.procs import free_port
 from argonic.server import running_server
 
 
@@ -446,13 +446,13 @@ def test_fallback_server_serves_and_dies_with_its_client(
         os.kill(client.pid, signal.SIGKILL)  # no atexit, no close(): only PR_SET_PDEATHSIG
         client.wait(10)
         deadline = time.monotonic() + 15
-        while _alive(fallback_pid) and time.monotonic() < deadline:
+        while procs.alive(fallback_pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not _alive(fallback_pid), "the fallback server outlived its client"
+        assert not procs.alive(fallback_pid), "the fallback server outlived its client"
     finally:
         kill(client)
-        if fallback_pid and _alive(fallback_pid):
-            os.killpg(fallback_pid, signal.SIGKILL)
+        if fallback_pid:
+            procs.kill(procs.Child(fallback_pid, group=True))
 
 
 def test_fallback_stopped_at_close(
@@ -473,12 +473,3 @@ def test_fallback_with_unloadable_model_fails_fast(tmp_path: Path, patches: np.n
         with pytest.raises(ArgonicError, match="failed to load 'emtrkmichelid'"):
             interface.predict(patches[:10])
         assert not interface._fallback.alive
-
-
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` exists and is not a zombie."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
-        return False
-    return state != "Z"

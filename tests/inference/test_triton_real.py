@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -29,8 +28,10 @@ from support.remote import (
     remote,
 )
 
-from argonic.inference.fallback import free_port, wait_ready
+from argonic import procs
+from argonic.inference.fallback import wait_ready
 from argonic.inference.remote import ModelMismatchError
+from argonic.procs import free_port
 
 PYTRITON_PYTHON = os.environ.get("ARGONIC_PYTRITON_PYTHON", sys.executable)
 
@@ -107,11 +108,8 @@ def pytriton_server(model_file: Path) -> Iterator[str]:
     finally:
         with contextlib.suppress(OSError):
             process.stdin.close()  # type: ignore[union-attr]
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(20)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(10)
+        # stdin closed asks it to stop: wait, then SIGKILL the group
+        procs.stop(procs.Child.of(process, group=True, stop_signal=0), timeout_s=20)
 
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,11 @@ import json
 import math
 import multiprocessing
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from argonic import procs
 from argonic.study.latency_model import LatencyModel
 from argonic.study.runner import StudyConfig, StudyError, event_order, run_study
 from argonic.study.scrape import parse_metrics
@@ -20,23 +20,10 @@ PATCH_BYTES = 48 * 48 * 4
 BATCH = 20  # small requests so that planes need several
 
 
-def _children(pid):
-    out = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid and fields[0] != "Z":
-                out.append(int(d.name))
-    return out
-
-
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     out = tmp_path_factory.mktemp("study")
-    before = set(_children(os.getpid()))
+    before = set(procs.children(os.getpid()))
     cfg = StudyConfig(
         output=str(out),
         clients=[1, 2],
@@ -51,7 +38,7 @@ def study(tmp_path_factory):
         farm_servers=[1, 4],
     )
     summary = run_study(cfg)
-    leftover = set(_children(os.getpid())) - before
+    leftover = set(procs.children(os.getpid())) - before
     return out, summary, leftover
 
 

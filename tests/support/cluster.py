@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from argonic.cluster import port_free
+from argonic.procs import port_free
 
 MODEL_NAME = "emtrkmichelid"
 PATCH = 48

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
-import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,9 +14,11 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
+from argonic import procs
 from argonic.inference import make_interface
-from argonic.inference.fallback import free_port, wait_ready
+from argonic.inference.fallback import wait_ready
 from argonic.inference.remote import RemoteInterface
+from argonic.procs import free_port
 
 MODEL = "emtrkmichelid"
 CONFIG = """
@@ -106,26 +105,8 @@ def serve_process(
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """`argonic serve` as a subprocess on 127.0.0.1; its process group is killed on exit."""
     port = port or free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "argonic.cli",
-        "serve",
-        "--model-repository",
-        str(repository),
-        "--grpc-port",
-        str(port),
-        "--metrics-port",
-        "0",
-        "--host",
-        "127.0.0.1",
-    ]
-    process = subprocess.Popen(
-        command,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+    process = procs.start(
+        procs.serve_command(repository, grpc_port=port, metrics_port=0), new_session=True
     )
     address = f"127.0.0.1:{port}"
     try:
@@ -137,9 +118,7 @@ def serve_process(
 
 def kill(process: subprocess.Popen[bytes]) -> None:
     """SIGKILL the process group and reap it."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait(10)
+    procs.kill(procs.Child.of(process, group=True))
 
 
 def remote(servers: list[str], repository: Path, **options: object) -> RemoteInterface:

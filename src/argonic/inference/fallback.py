@@ -7,16 +7,15 @@ without cleaning up. It runs in its own session, so a Ctrl-C at the terminal rea
 client only, which then stops the server itself. (Linux sends the death signal when the
 *thread* that started the server ends: start it from a long-lived thread; the remote
 client restarts a fallback server that died, up to ``retries + 1`` times.)
+
+The processes themselves (ports, start, readiness loop, stop) are argonic.procs'.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 import weakref
@@ -25,33 +24,16 @@ from pathlib import Path
 import grpc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from argonic import ArgonicError
+from argonic import ArgonicError, procs
+from argonic.procs import free_port
+
+__all__ = ["FallbackError", "LocalServer", "free_port", "wait_ready"]
 
 log = logging.getLogger(__name__)
-
-# Run in the child before `argonic serve`: ask the kernel to send SIGTERM when the parent
-# dies (PR_SET_PDEATHSIG = 1), then make sure the parent did not die before that call.
-_BOOTSTRAP = """\
-import ctypes, os, signal, sys
-parent = int(sys.argv[1])
-if sys.platform.startswith("linux"):
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
-if os.getppid() != parent:
-    sys.exit(1)
-from argonic.cli import main
-sys.exit(main(sys.argv[2:]))
-"""
 
 
 class FallbackError(ArgonicError):
     """The local fallback server could not be started."""
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free on ``host`` right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def wait_ready(
@@ -62,14 +44,10 @@ def wait_ready(
     Raises FallbackError when ``timeout_s`` passes, ``process`` exits first, or the
     server's RepositoryIndex says the model failed to load (with its reason).
     """
-    deadline = time.monotonic() + timeout_s
     with grpc.insecure_channel(address) as channel:
         stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
-        while True:
-            if process is not None and process.poll() is not None:
-                raise FallbackError(
-                    f"server at {address} exited with code {process.returncode} before it was ready"
-                )
+
+        def ready() -> bool:
             try:
                 if (
                     stub.ServerReady(service_pb2.ServerReadyRequest(), timeout=1.0).ready
@@ -77,16 +55,20 @@ def wait_ready(
                         service_pb2.ModelReadyRequest(name=model_name), timeout=1.0
                     ).ready
                 ):
-                    return
+                    return True
                 _raise_if_load_failed(stub, address, model_name)
             except grpc.RpcError:
                 pass
-            if time.monotonic() > deadline:
-                raise FallbackError(
-                    f"server at {address} was not ready with model "
-                    f"'{model_name}' after {timeout_s:g} s"
-                )
-            time.sleep(0.1)
+            return False
+
+        try:
+            procs.wait_until(ready, timeout_s, process=process, what=f"server at {address}")
+        except procs.NotReady as exc:
+            if exc.returncode is not None:
+                raise FallbackError(str(exc)) from None
+            raise FallbackError(
+                f"server at {address} was not ready with model '{model_name}' after {timeout_s:g} s"
+            ) from None
 
 
 def _raise_if_load_failed(
@@ -99,22 +81,6 @@ def _raise_if_load_failed(
             raise FallbackError(
                 f"server at {address} failed to load '{model_name}': {model.reason}"
             )
-
-
-def _stop_process(process: subprocess.Popen[bytes], grace_s: float = 5.0) -> None:
-    """SIGTERM the process group, then SIGKILL it if it is still there after ``grace_s``."""
-    if process.poll() is not None:
-        return
-    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, grace_s)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(wait_s)
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 class LocalServer:
@@ -138,22 +104,13 @@ class LocalServer:
         self._finalizer: weakref.finalize | None = None
 
     def command(self, grpc_port: int) -> list[str]:
-        """The child's command line (the bootstrap runs `argonic serve` in-process)."""
-        return [
-            sys.executable,
-            "-c",
-            _BOOTSTRAP,
-            str(os.getpid()),
-            "serve",
-            "--model-repository",
-            str(self.model_repository),
-            "--grpc-port",
-            str(grpc_port),
-            "--metrics-port",
-            str(self.metrics_port),
-            "--host",
-            self.host,
-        ]
+        """The server's command line (started so that it dies with this process)."""
+        return procs.serve_command(
+            self.model_repository,
+            grpc_port=grpc_port,
+            metrics_port=self.metrics_port,
+            host=self.host,
+        )
 
     def start(self) -> str:
         """Start the server, wait until the model is ready and return its "host:port"."""
@@ -184,14 +141,16 @@ class LocalServer:
         self.address = f"{self.host}:{grpc_port}"
         # the server writes to it for the interface's lifetime; closed in close()
         self._log_file = tempfile.NamedTemporaryFile(prefix="argonic-fallback-", suffix=".log")  # noqa: SIM115
-        self.process = subprocess.Popen(
-            self.command(grpc_port),
-            stdin=subprocess.DEVNULL,
-            stdout=self._log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+        try:
+            self.process = procs.start(
+                self.command(grpc_port), log=self._log_file, new_session=True, die_with_parent=True
+            )
+        except procs.ProcessError as exc:
+            self.stop()
+            raise FallbackError(f"cannot start a fallback server: {exc}") from None
+        self._finalizer = weakref.finalize(
+            self, procs.stop, procs.Child.of(self.process, group=True), 5.0, 5.0
         )
-        self._finalizer = weakref.finalize(self, _stop_process, self.process)
         try:
             wait_ready(self.address, self.model_name, self.startup_timeout_s, self.process)
         except FallbackError as exc:
@@ -213,8 +172,7 @@ class LocalServer:
         """The last lines the server wrote."""
         if self._log_file is None:
             return ""
-        text = Path(self._log_file.name).read_text(errors="replace")
-        return "\n".join(text.splitlines()[-lines:])
+        return procs.log_tail(self._log_file.name, lines)
 
     @property
     def alive(self) -> bool:
