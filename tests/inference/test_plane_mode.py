@@ -19,6 +19,7 @@ from argonic import cli
 from argonic.detector.eventfile import EventFile
 from argonic.inference.local import OnnxRuntimeInterface
 from argonic.inference.remote import RemoteInterface
+from argonic.inference.remote.wire import encode_plane_request
 from argonic.model.export import shipped_repository
 from argonic.patches import (
     PATCH_SIZE,
@@ -259,7 +260,11 @@ def test_bad_plane_request_is_refused_and_the_server_keeps_serving(server, repo)
         with grpc.insecure_channel(server.url) as channel:
             stub = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
             with pytest.raises(grpc.RpcError) as info:
-                stub(remote._serialise_plane(tensors, "none"))
+                stub(
+                    encode_plane_request(
+                        tensors, "emtrkmichelid_plane", "", remote.signature.outputs
+                    )
+                )
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "pixel indices" in info.value.details()
         scores = remote.predict_plane(

@@ -412,7 +412,7 @@ cfg = {"interface": "remote", "batch_size": 256, "remote": {"servers": [sys.argv
 interface = make_interface(cfg)
 scores = interface.predict(np.load(sys.argv[3]))
 np.save(sys.argv[4], scores)
-print(interface._fallback.process.pid, interface.stats()["fallback_server"], flush=True)
+print(interface.fallback_server.process.pid, interface.stats()["fallback_server"], flush=True)
 sys.stdin.read()  # wait to be killed
 """
 
@@ -460,7 +460,7 @@ def test_fallback_stopped_at_close(
 ) -> None:
     with remote([f"127.0.0.1:{free_port()}"], repository, fallback=True, retries=0) as interface:
         assert_same_scores(interface.predict(patches[:300]), truth[:300])
-        process = interface._fallback.process
+        process = interface.fallback_server.process
         assert interface.stats()["fallback_server"] is not None
     assert process.poll() is not None
 
@@ -472,4 +472,4 @@ def test_fallback_with_unloadable_model_fails_fast(tmp_path: Path, patches: np.n
     with remote([dead], broken, fallback=True, expected_sha256="") as interface:
         with pytest.raises(ArgonicError, match="failed to load 'emtrkmichelid'"):
             interface.predict(patches[:10])
-        assert not interface._fallback.alive
+        assert not interface.fallback_server.alive
