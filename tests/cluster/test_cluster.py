@@ -22,14 +22,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from support.cluster import (
+    cluster_repository,
     free_port_block,
-    local_scores,
     metric,
-    random_patches,
     remote_config,
-    scores_from,
-    tiny_repository,
 )
+from support.models import ort_scores, random_patches
 
 from argonic import procs
 
@@ -117,7 +115,7 @@ def _pids_gone(pids: list[int]) -> bool:
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
-    return tiny_repository(tmp_path_factory.mktemp("models"))
+    return cluster_repository(tmp_path_factory.mktemp("models"))
 
 
 def test_cli_cluster_up_status_down(repo, tmp_path):
@@ -153,7 +151,7 @@ def test_cli_cluster_up_status_down(repo, tmp_path):
         x = random_patches(1693, seed=1)
         with RemoteInterface(remote_config(repo, [state["endpoint"]], batch_size=400)) as remote:
             got = remote.predict(x)
-        np.testing.assert_allclose(got, scores_from(local_scores(repo, x)), rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(got, ort_scores(repo, x), rtol=1e-5, atol=1e-7)
         # Both replicas answered (least_conn spreads the requests), as nginx's log shows.
         log = (run_dir / "nginx-access.log").read_text()
         assert f"upstream={HOST}:{base + 1}" in log and f"upstream={HOST}:{base + 2}" in log
@@ -271,9 +269,7 @@ def test_replica_killed_mid_run_every_patch_answered_once(repo, tmp_path, sig):
         restarted_serving = health_check(cluster.replica_endpoints()[1])
     for c in range(n_clients):
         assert not isinstance(results[c], Exception), results[c]
-        np.testing.assert_allclose(
-            results[c], scores_from(local_scores(repo, inputs[c])), rtol=1e-5, atol=1e-7
-        )
+        np.testing.assert_allclose(results[c], ort_scores(repo, inputs[c]), rtol=1e-5, atol=1e-7)
     assert all(s["patches"] == n_patches for s in stats)
     # nginx's log: every replica answered before the kill; the others carried on after it.
     victim, others = cluster.replica_endpoints()[1], cluster.replica_endpoints()[::2]
@@ -289,9 +285,9 @@ def test_overload_is_bounded_and_retries_absorb_it(tmp_path):
 
     from argonic.inference.remote import RemoteInterface
 
-    repo = tiny_repository(tmp_path / "models", max_queue=2, max_batch=512, hidden=512)
+    repo = cluster_repository(tmp_path / "models", max_queue=2, max_batch=512, hidden=512)
     x = random_patches(512, seed=3)
-    reference = scores_from(local_scores(repo, x))
+    reference = ort_scores(repo, x)
     with _cluster(repo, tmp_path / "run", 1) as cluster:
         metrics_at = cluster.metrics_endpoints()[0]
         _scrape(metrics_at)  # the first scrape is slow (the server imports torch): not under load
@@ -385,6 +381,6 @@ def test_client_fails_over_from_the_balancer_to_another_server(repo, tmp_path):
     finally:
         procs.stop(procs.Child.of(standalone), timeout_s=60)
     assert result, "predict did not finish"
-    np.testing.assert_allclose(result[0], scores_from(local_scores(repo, x)), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(result[0], ort_scores(repo, x), rtol=1e-5, atol=1e-7)
     # Requests went through the balancer until it died, then to the standalone server.
     assert used[cluster.endpoint] > 0 and used[f"{HOST}:{port}"] > 0, used

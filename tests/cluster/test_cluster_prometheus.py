@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support.cluster import free_port_block, random_patches, tiny_repository
+from support.cluster import cluster_repository, free_port_block
+from support.models import random_patches
 
 from argonic import procs
 
@@ -74,7 +75,7 @@ class Prometheus:
 def prometheus_over_cluster(tmp_path):
     from argonic.cluster import Cluster
 
-    repo = tiny_repository(tmp_path / "models", max_queue=0, max_batch=1024, hidden=256)
+    repo = cluster_repository(tmp_path / "models", max_queue=0, max_batch=1024, hidden=256)
     base = free_port_block(6)
     run_dir = tmp_path / "run"
     cluster = Cluster(

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import h5py
 import pytest
-from support.cluster import free_port_block, tiny_repository
+from support.cluster import cluster_repository, free_port_block
 
 ROOT = Path(__file__).resolve().parents[2]
 SLURM = ROOT / "deploy" / "slurm"
@@ -64,7 +64,7 @@ def slurm(tmp_path):
 
 def test_server_job_and_client_array_on_single_node_slurm(slurm, tmp_path):
     shared = tmp_path / "shared"
-    repo = tiny_repository(shared / "models")
+    repo = cluster_repository(shared / "models")
     events = tmp_path / "events.h5"
     sim = subprocess.run(
         [

@@ -12,7 +12,8 @@ import shutil
 import grpc
 import numpy as np
 import pytest
-from support.servers import CNN_LIKE_CONFIG, add_model, cnn_like_onnx, head_weights, reference_heads
+from support.models import head_weights, reference_heads, tiny_onnx
+from support.servers import CNN_LIKE_CONFIG, add_model
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from argonic import cli
@@ -39,7 +40,7 @@ from argonic.server.app import running_server
 
 
 def _network(version_dir):
-    cnn_like_onnx(version_dir / "model.onnx")
+    tiny_onnx(version_dir / "model.onnx")
     digest = hashlib.sha256((version_dir / "model.onnx").read_bytes()).hexdigest()
     (version_dir / "model.onnx.sha256").write_text(f"{digest}  model.onnx\n")
 

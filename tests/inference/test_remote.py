@@ -23,16 +23,8 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from support.remote import (
-    MODEL,
-    assert_same_scores,
-    kill,
-    make_patches,
-    make_repository,
-    ort_scores,
-    remote,
-    serve_process,
-)
+from support.models import MODEL, ort_scores, random_patches, tiny_repository
+from support.remote import assert_same_scores, kill, remote, serve_process
 
 from argonic import ArgonicError, procs
 from argonic.inference import InvalidPatchesError
@@ -44,7 +36,7 @@ from argonic.server import running_server
 
 @pytest.fixture(scope="module")
 def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_repository(tmp_path_factory.mktemp("repo"))
+    return tiny_repository(tmp_path_factory.mktemp("repo"))
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +47,7 @@ def server(repository: Path) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def patches() -> np.ndarray:
-    return make_patches(3000)
+    return random_patches(3000)
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +138,7 @@ def test_preferred_server_takes_all_requests(
 
 
 def test_batch_above_max_batch_size_is_split(tmp_path: Path, patches: np.ndarray) -> None:
-    repository = make_repository(tmp_path, max_batch_size=100)
+    repository = tiny_repository(tmp_path, max_batch_size=100)
     with (
         serve_process(repository) as (address, _),
         remote([address], repository, batch_size=1693, mode="async") as interface,
@@ -200,7 +192,7 @@ def _kill_when_started(
 def test_server_killed_mid_predict_fails_over(
     tmp_path: Path, repository: Path, server: str, mode: str, sig: int
 ) -> None:
-    patches = make_patches(6000, seed=2)
+    patches = random_patches(6000, seed=2)
     with (
         serve_process(repository) as (doomed, process),
         remote([doomed, server], repository, mode=mode, batch_size=64) as interface,
@@ -217,7 +209,7 @@ def test_server_killed_mid_predict_fails_over(
 
 
 def test_server_killed_mid_predict_without_second_server(repository: Path) -> None:
-    patches = make_patches(6000, seed=3)
+    patches = random_patches(6000, seed=3)
     with (
         serve_process(repository) as (doomed, process),
         remote([doomed], repository, batch_size=64, retries=2) as interface,
@@ -333,7 +325,7 @@ def test_request_deadline_enforced_then_failover(
 
 
 def test_different_model_is_refused(tmp_path: Path, repository: Path, patches: np.ndarray) -> None:
-    other_weights = make_repository(tmp_path / "weights", seed=7)
+    other_weights = tiny_repository(tmp_path / "weights", seed=7)
     with serve_process(other_weights) as (address, _):
         with (
             remote([address], repository) as interface,
@@ -346,7 +338,7 @@ def test_different_model_is_refused(tmp_path: Path, repository: Path, patches: n
             interface.predict(patches[:10])
         with remote([address], repository, expected_sha256="") as interface:  # check disabled
             assert interface.predict(patches[:10]).shape == (10, 4)
-    other_shape = make_repository(tmp_path / "shape", michel=2)
+    other_shape = tiny_repository(tmp_path / "shape", michel=2)
     with (
         serve_process(other_shape) as (address, _),
         remote([address], repository, expected_sha256="") as interface,
@@ -466,7 +458,7 @@ def test_fallback_stopped_at_close(
 
 
 def test_fallback_with_unloadable_model_fails_fast(tmp_path: Path, patches: np.ndarray) -> None:
-    broken = make_repository(tmp_path)
+    broken = tiny_repository(tmp_path)
     (broken / MODEL / "1" / "model.onnx").write_bytes(b"not an onnx model")
     dead = f"127.0.0.1:{free_port()}"
     with remote([dead], broken, fallback=True, expected_sha256="") as interface:

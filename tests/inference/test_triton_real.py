@@ -19,14 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.remote import (
-    MODEL,
-    assert_same_scores,
-    make_patches,
-    make_repository,
-    ort_scores,
-    remote,
-)
+from support.models import MODEL, ort_scores, random_patches, tiny_repository
+from support.remote import assert_same_scores, remote
 
 from argonic import procs
 from argonic.inference.fallback import wait_ready
@@ -117,7 +111,7 @@ def triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
     problem = _pytriton_problem()
     if problem:
         pytest.skip(problem)
-    repository = make_repository(tmp_path_factory.mktemp("triton_repo"))
+    repository = tiny_repository(tmp_path_factory.mktemp("triton_repo"))
     with pytriton_server(repository / MODEL / "1" / "model.onnx") as address:
         yield address, repository
 
@@ -127,7 +121,7 @@ def test_real_triton_scores_equal_local_onnxruntime(
     triton: tuple[str, Path], mode: str, batch_size: int, caplog: pytest.LogCaptureFixture
 ) -> None:
     address, repository = triton
-    patches = make_patches(4000, seed=5)
+    patches = random_patches(4000, seed=5)
     with (
         caplog.at_level(logging.WARNING),
         remote(
@@ -144,14 +138,14 @@ def test_real_triton_scores_equal_local_onnxruntime(
 
 def test_real_triton_failover_from_dead_server(triton: tuple[str, Path]) -> None:
     address, repository = triton
-    patches = make_patches(500, seed=6)
+    patches = random_patches(500, seed=6)
     with remote([f"127.0.0.1:{free_port()}", address], repository) as interface:
         assert_same_scores(interface.predict(patches), ort_scores(repository, patches))
 
 
 def test_real_triton_different_model_refused(triton: tuple[str, Path], tmp_path: Path) -> None:
     address, _ = triton
-    expects_other = make_repository(tmp_path, michel=2)
+    expects_other = tiny_repository(tmp_path, michel=2)
     with (
         remote([address], expects_other) as interface,
         pytest.raises(ModelMismatchError, match=f"server {address} serves a different"),

@@ -8,16 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+from support.models import FEATURES, head_weights, reference_heads
 from support.servers import (
     CNN_LIKE_CONFIG,
     EXECUTIONS,
-    FEATURES,
     GATES,
     add_model,
     gate_model,
-    head_weights,
     marked,
-    reference_heads,
 )
 from tritonclient.utils import InferenceServerException
 

@@ -20,15 +20,14 @@ import onnxruntime as ort
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
+from support.models import identity_onnx, tiny_onnx
 from support.servers import (
     CNN_LIKE_CONFIG,
     EXECUTIONS,
     GATES,
     IDENTITY_CONFIG,
     add_model,
-    cnn_like_onnx,
     gate_model,
-    identity_onnx,
     marked,
 )
 from tritonclient.utils import InferenceServerException
@@ -64,7 +63,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
         max_batch_size=2048,
         extra="dynamic_batching { max_queue_delay_microseconds: 2000 }\n"
         'parameters { key: "execution_batch_size" value { string_value: "96" } }',
-        versions={1: lambda d: cnn_like_onnx(d / "model.onnx", 5)},
+        versions={1: lambda d: tiny_onnx(d / "model.onnx", 5)},
     )
     return root
 

@@ -15,15 +15,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import tritonclient.grpc as grpcclient
-from support.servers import (
-    CNN_LIKE_CONFIG,
-    IDENTITY_CONFIG,
-    add_model,
-    cnn_like_onnx,
-    head_weights,
-    identity_onnx,
-    reference_heads,
-)
+from support.models import head_weights, identity_onnx, reference_heads, tiny_onnx
+from support.servers import CNN_LIKE_CONFIG, IDENTITY_CONFIG, add_model
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
@@ -35,7 +28,7 @@ RNG = np.random.default_rng(7)
 
 def _write_cnn(seed: int):
     def write(d: Path) -> None:
-        cnn_like_onnx(d / "model.onnx", seed)
+        tiny_onnx(d / "model.onnx", seed)
 
     return write
 

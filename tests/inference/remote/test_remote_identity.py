@@ -11,7 +11,7 @@ from pathlib import Path
 import grpc
 import pytest
 import tritonclient.grpc as triton
-from support.remote import MODEL, tiny_onnx
+from support.models import MODEL, tiny_onnx
 
 from argonic.inference.fallback import free_port
 from argonic.inference.remote.channel import Server
@@ -42,16 +42,16 @@ def _served(address: str) -> tuple:
         client.close()
 
 
-def test_expected_model_is_the_repositorys(tiny_repository: Path) -> None:
-    signature = ModelSignature.expected(tiny_repository, MODEL)
+def test_expected_model_is_the_repositorys(tiny_repo: Path) -> None:
+    signature = ModelSignature.expected(tiny_repo, MODEL)
     assert signature.name == MODEL
     assert signature.inputs == (TensorSpec("main_input", "FP32", (48, 48, 1)),)
     assert [(s.name, s.dims) for s in signature.outputs] == [
         ("em_trk_none_netout", (3,)),
         ("michel_netout", (1,)),
     ]
-    assert signature.sha256 == _sha256(tiny_repository / MODEL / "1" / "model.onnx")
-    assert ModelSignature.expected(tiny_repository, MODEL, sha256="").sha256 == ""
+    assert signature.sha256 == _sha256(tiny_repo / MODEL / "1" / "model.onnx")
+    assert ModelSignature.expected(tiny_repo, MODEL, sha256="").sha256 == ""
     assert ModelSignature.expected(None, MODEL) == ModelSignature.default(MODEL)
 
 
@@ -68,10 +68,8 @@ def test_checksum_of_the_latest_or_the_named_version(tmp_path: Path) -> None:
     assert read_sha256(tmp_path / "nothing", "", "model.onnx") == ""
 
 
-def test_served_model_passes_and_its_facts_are_returned(
-    tiny_server: str, tiny_repository: Path
-) -> None:
-    signature = ModelSignature.expected(tiny_repository, MODEL)
+def test_served_model_passes_and_its_facts_are_returned(tiny_server: str, tiny_repo: Path) -> None:
+    signature = ModelSignature.expected(tiny_repo, MODEL)
     metadata, config = _served(tiny_server)
     signature.check(tiny_server, metadata, config, "1")
     assert served_sha256(config) == signature.sha256
@@ -99,9 +97,9 @@ def test_served_model_passes_and_its_facts_are_returned(
     ],
 )
 def test_different_model_is_refused(
-    tiny_server: str, tiny_repository: Path, change: dict, message: str
+    tiny_server: str, tiny_repo: Path, change: dict, message: str
 ) -> None:
-    signature = ModelSignature.expected(tiny_repository, MODEL)
+    signature = ModelSignature.expected(tiny_repo, MODEL)
     wanted = ModelSignature(**{**signature.__dict__, **change})
     metadata, config = _served(tiny_server)
     with pytest.raises(ModelMismatchError, match=f"server {tiny_server} serves a different"):
@@ -110,8 +108,8 @@ def test_different_model_is_refused(
         wanted.check(tiny_server, metadata, config, "")
 
 
-def test_version_and_batch_dimension_are_checked(tiny_server: str, tiny_repository: Path) -> None:
-    signature = ModelSignature.expected(tiny_repository, MODEL)
+def test_version_and_batch_dimension_are_checked(tiny_server: str, tiny_repo: Path) -> None:
+    signature = ModelSignature.expected(tiny_repo, MODEL)
     metadata, config = _served(tiny_server)
     with pytest.raises(ModelMismatchError, match=r"versions \['1'\] \(expected 4\)"):
         signature.check(tiny_server, metadata, config, "4")
@@ -121,9 +119,9 @@ def test_version_and_batch_dimension_are_checked(tiny_server: str, tiny_reposito
 
 
 def test_unpublished_checksum_is_a_warning(
-    tiny_server: str, tiny_repository: Path, caplog: pytest.LogCaptureFixture
+    tiny_server: str, tiny_repo: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    signature = ModelSignature.expected(tiny_repository, MODEL)
+    signature = ModelSignature.expected(tiny_repo, MODEL)
     metadata, config = _served(tiny_server)
     del config.parameters["sha256"]  # as NVIDIA Triton reports it
     with caplog.at_level(logging.WARNING, logger="argonic.inference.remote"):
@@ -132,9 +130,9 @@ def test_unpublished_checksum_is_a_warning(
 
 
 def test_plane_model_absent_or_unreachable_is_no(
-    tiny_server: str, tiny_repository: Path, caplog: pytest.LogCaptureFixture
+    tiny_server: str, tiny_repo: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    signature = ModelSignature.expected(tiny_repository, MODEL)
+    signature = ModelSignature.expected(tiny_repo, MODEL)
     for address in (tiny_server, f"127.0.0.1:{free_port()}"):
         server = Server(address, None)
         try:
@@ -144,28 +142,28 @@ def test_plane_model_absent_or_unreachable_is_no(
     assert "unavailable (UNAVAILABLE" in caplog.text
 
 
-def test_dead_server_raises_the_grpc_error(tiny_repository: Path) -> None:
+def test_dead_server_raises_the_grpc_error(tiny_repo: Path) -> None:
     server = Server(f"127.0.0.1:{free_port()}", None)
     try:
         with pytest.raises(grpc.RpcError) as info:
-            verify(server, ModelSignature.expected(tiny_repository, MODEL), MODEL, "", OPTIONS)
+            verify(server, ModelSignature.expected(tiny_repo, MODEL), MODEL, "", OPTIONS)
     finally:
         server.close()
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
-def test_plane_model_of_another_network_is_refused(tmp_path: Path, tiny_repository: Path) -> None:
+def test_plane_model_of_another_network_is_refused(tmp_path: Path, tiny_repo: Path) -> None:
     from argonic.model.export import shipped_repository
     from argonic.server import running_server
 
     repo = tmp_path / "repo"
-    shutil.copytree(tiny_repository / MODEL, repo / MODEL)
+    shutil.copytree(tiny_repo / MODEL, repo / MODEL)
     (repo / "emtrkmichelid_plane").mkdir()
     shutil.copy(
         shipped_repository() / "emtrkmichelid_plane" / "config.pbtxt",
         repo / "emtrkmichelid_plane" / "config.pbtxt",
     )
-    signature = ModelSignature.expected(tiny_repository, MODEL)
+    signature = ModelSignature.expected(tiny_repo, MODEL)
     with running_server(repo, metrics_port=None) as handle:
         server = Server(handle.url, None)
         try:

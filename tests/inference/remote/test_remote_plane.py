@@ -10,7 +10,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from support.remote import MODEL
+from support.models import MODEL
 
 from argonic.inference.remote import plane
 from argonic.inference.remote.channel import Server
@@ -23,10 +23,10 @@ from argonic.settings import RemoteSettings
 
 
 @pytest.fixture(scope="module")
-def plane_server(tmp_path_factory: pytest.TempPathFactory, tiny_repository: Path) -> Iterator[str]:
+def plane_server(tmp_path_factory: pytest.TempPathFactory, tiny_repo: Path) -> Iterator[str]:
     """The tiny network and the shipped plane-model config over it."""
     repo = tmp_path_factory.mktemp("plane_repo")
-    shutil.copytree(tiny_repository / MODEL, repo / MODEL)
+    shutil.copytree(tiny_repo / MODEL, repo / MODEL)
     (repo / "emtrkmichelid_plane").mkdir()
     shutil.copy(
         shipped_repository() / "emtrkmichelid_plane" / "config.pbtxt",
@@ -50,10 +50,10 @@ def _checked(mode: PlaneMode, address: str) -> Server:
 
 
 def test_active_only_when_configured_and_until_turned_off(
-    tiny_repository: Path, caplog: pytest.LogCaptureFixture
+    tiny_repo: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    assert not _mode(tiny_repository, request_mode="patch").active
-    mode = _mode(tiny_repository)
+    assert not _mode(tiny_repo, request_mode="patch").active
+    mode = _mode(tiny_repo)
     assert mode.active
     with caplog.at_level(logging.WARNING, logger="argonic.inference.remote"):
         mode.turn_off("a:1")
@@ -62,7 +62,7 @@ def test_active_only_when_configured_and_until_turned_off(
 
 
 def test_each_server_asked_once_per_check(
-    plane_server: str, tiny_server: str, tiny_repository: Path, monkeypatch: pytest.MonkeyPatch
+    plane_server: str, tiny_server: str, tiny_repo: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     asked: list[str] = []
     real = plane.serves_plane_model
@@ -72,7 +72,7 @@ def test_each_server_asked_once_per_check(
         return real(server, *args)
 
     monkeypatch.setattr(plane, "serves_plane_model", counted)
-    mode = _mode(tiny_repository)
+    mode = _mode(tiny_repo)
     with_plane, without = _checked(mode, plane_server), _checked(mode, tiny_server)
     try:
         assert mode.ready(with_plane) and mode.ready(with_plane)

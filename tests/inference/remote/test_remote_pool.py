@@ -9,7 +9,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from support.remote import MODEL
+from support.models import MODEL
 from tritonclient.grpc import service_pb2
 
 from argonic.inference.fallback import free_port
@@ -24,8 +24,8 @@ from argonic.settings import RemoteSettings
 
 
 @pytest.fixture(scope="module")
-def second_server(tiny_repository: Path) -> Iterator[str]:
-    with running_server(tiny_repository, metrics_port=None) as handle:
+def second_server(tiny_repo: Path) -> Iterator[str]:
+    with running_server(tiny_repo, metrics_port=None) as handle:
         yield handle.url
 
 
@@ -56,9 +56,9 @@ def _infer_error(address: str, request: service_pb2.ModelInferRequest) -> grpc.R
 
 
 def test_preferred_server_first_then_healthy_ones(
-    tiny_server: str, second_server: str, tiny_repository: Path
+    tiny_server: str, second_server: str, tiny_repo: Path
 ) -> None:
-    pool = _pool([tiny_server, second_server], tiny_repository)
+    pool = _pool([tiny_server, second_server], tiny_repo)
     verified: list[str] = []
     pool.on_verified.append(lambda server: verified.append(server.address))
     try:
@@ -75,9 +75,9 @@ def test_preferred_server_first_then_healthy_ones(
         pool.close()
 
 
-def test_dead_server_is_skipped_and_named(tiny_server: str, tiny_repository: Path) -> None:
+def test_dead_server_is_skipped_and_named(tiny_server: str, tiny_repo: Path) -> None:
     dead = _dead()
-    pool = _pool([dead, tiny_server], tiny_repository)
+    pool = _pool([dead, tiny_server], tiny_repo)
     attempt = Attempt()
     try:
         assert pool.pick(attempt, CallStats()).address == tiny_server
@@ -88,9 +88,9 @@ def test_dead_server_is_skipped_and_named(tiny_server: str, tiny_repository: Pat
         pool.close()
 
 
-def test_every_round_fails_then_the_error_names_servers(tiny_repository: Path) -> None:
+def test_every_round_fails_then_the_error_names_servers(tiny_repo: Path) -> None:
     dead = [_dead(), _dead()]
-    pool = _pool(dead, tiny_repository, retries=2, backoff_s=0.05)
+    pool = _pool(dead, tiny_repo, retries=2, backoff_s=0.05)
     call = CallStats()
     started = time.monotonic()
     try:
@@ -106,8 +106,8 @@ def test_every_round_fails_then_the_error_names_servers(tiny_repository: Path) -
     assert time.monotonic() - started >= 0.05 + 0.1  # backoff_s * 2**(k - 1), k = 1, 2
 
 
-def test_model_not_ready_moves_on(tiny_server: str, tiny_repository: Path) -> None:
-    pool = _pool([tiny_server], tiny_repository, model_name="nothere")
+def test_model_not_ready_moves_on(tiny_server: str, tiny_repo: Path) -> None:
+    pool = _pool([tiny_server], tiny_repo, model_name="nothere")
     try:
         with pytest.raises(RemoteInferenceError, match="model 'nothere' not ready"):
             pool.pick(Attempt(), CallStats())
@@ -116,9 +116,9 @@ def test_model_not_ready_moves_on(tiny_server: str, tiny_repository: Path) -> No
 
 
 def test_other_model_is_fatal_not_failover(
-    tiny_server: str, second_server: str, tiny_repository: Path
+    tiny_server: str, second_server: str, tiny_repo: Path
 ) -> None:
-    pool = _pool([tiny_server, second_server], tiny_repository, expected_sha256="ef" * 32)
+    pool = _pool([tiny_server, second_server], tiny_repo, expected_sha256="ef" * 32)
     try:
         with pytest.raises(ModelMismatchError, match=f"server {tiny_server} serves a different"):
             pool.pick(Attempt(), CallStats())
@@ -126,8 +126,8 @@ def test_other_model_is_fatal_not_failover(
         pool.close()
 
 
-def test_failed_request_transient_or_fatal(tiny_server: str, tiny_repository: Path) -> None:
-    pool = _pool([tiny_server], tiny_repository)
+def test_failed_request_transient_or_fatal(tiny_server: str, tiny_repo: Path) -> None:
+    pool = _pool([tiny_server], tiny_repo)
     try:
         server = pool.pick(Attempt(), CallStats())
         not_found = _infer_error(tiny_server, service_pb2.ModelInferRequest(model_name="nothere"))
@@ -145,8 +145,8 @@ def test_failed_request_transient_or_fatal(tiny_server: str, tiny_repository: Pa
         pool.close()
 
 
-def test_close_closes_every_channel(tiny_server: str, tiny_repository: Path) -> None:
-    pool = _pool([tiny_server], tiny_repository)
+def test_close_closes_every_channel(tiny_server: str, tiny_repo: Path) -> None:
+    pool = _pool([tiny_server], tiny_repo)
     server: Server = pool.pick(Attempt(), CallStats())
     old = server.channel
     server.reconnect()  # the old channel is retired, not yet closed

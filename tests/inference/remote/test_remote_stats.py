@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 import tritonclient.grpc as triton
-from support.remote import MODEL, make_patches
+from support.models import MODEL, random_patches
 from tritonclient.grpc import service_pb2
 
 from argonic.inference.fallback import free_port
@@ -54,7 +54,7 @@ def _infer(address: str, n: int) -> None:
     client = triton.InferenceServerClient(address)
     try:
         tensor = triton.InferInput("main_input", [n, 48, 48, 1], "FP32")
-        tensor.set_data_from_numpy(make_patches(n))
+        tensor.set_data_from_numpy(random_patches(n))
         client.infer(MODEL, [tensor])
     finally:
         client.close()
