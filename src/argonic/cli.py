@@ -371,8 +371,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
 
 
 def _train(a: argparse.Namespace) -> Summary:
-    from argonic.model.export import shipped_repository
     from argonic.model.train import TrainConfig, train_file
+    from argonic.repository import shipped_repository
 
     config = TrainConfig(
         epochs=a.epochs,

@@ -19,7 +19,6 @@ from argonic import cli
 from argonic.detector.eventfile import EventFile
 from argonic.inference.local import OnnxRuntimeInterface
 from argonic.inference.remote import RemoteInterface
-from argonic.model.export import shipped_repository
 from argonic.patches import (
     PATCH_SIZE,
     PlaneRequestError,
@@ -34,6 +33,7 @@ from argonic.patches import (
 from argonic.reco.chain import reconstruct_hits
 from argonic.reco.events import simulate_file
 from argonic.reco.module import EmTrackMichelId
+from argonic.repository import shipped_repository
 from argonic.server.app import running_server
 
 

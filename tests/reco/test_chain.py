@@ -6,11 +6,11 @@ import pytest
 
 from argonic.detector.eventfile import EventFile
 from argonic.inference.local import OnnxRuntimeInterface
-from argonic.model.export import shipped_repository
 from argonic.patches import event_patches
 from argonic.pipeline import compare_reco_files
 from argonic.reco.events import simulate_file
 from argonic.reco.runner import run_reco
+from argonic.repository import shipped_repository
 from argonic.server.app import running_server
 from argonic.settings import load_settings
 

@@ -95,8 +95,8 @@ from argonic.inference.base import (
     validate_patches,
 )
 from argonic.inference.fallback import FallbackError, LocalServer
-from argonic.model.export import ModelRepositoryError, shipped_repository
 from argonic.patches import PLANE_DATATYPES, PLANE_INPUTS, encode_plane
+from argonic.repository import ModelRepositoryError, shipped_repository
 
 log = logging.getLogger(__name__)
 
