@@ -75,18 +75,26 @@ def test_show_writes_a_png(workdir):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["simulate", "--detector", "dune-fd", "-o", "x.h5"], "unknown detector 'dune-fd'"),
+        (["simulate", "--detector", "dune-fd", "-o", "x.h5"], "invalid choice: 'dune-fd'"),
+        (["simulate", "-o", "nowhere/x.h5"], "folder 'nowhere' does not exist"),
+        (["reco", "ev.h5", "-o", "nowhere/x.h5"], "folder 'nowhere' does not exist"),
+        (["show", "ev.h5", "-o", "nowhere/x.png"], "folder 'nowhere' does not exist"),
+        (["show", "ev.h5", "-o", "ev.h5/x.png"], "'ev.h5' is not a folder"),
         (["simulate", "--events", "-3", "-o", "x.h5"], "expected a number >= 0"),
         (["simulate", "--events", "0", "-o", "x.h5"], "expected a number >= 1"),
         (["show", "missing.h5", "-o", "x.png"], "no such file"),
         (["show", "ev.h5", "--event", "9", "-o", "x.png"], "event index 9 out of range"),
-        (["show", "ev.h5", "--plane", "X", "-o", "x.png"], "unknown plane 'X'"),
+        (["show", "ev.h5", "--plane", "X", "-o", "x.png"], "argument --plane: invalid choice: 'X'"),
         (["reco", "junk.h5", "-o", "x.h5"], "not a readable HDF5 file"),
         (
             ["reco", "ev.h5", "-o", "x.h5", "--interface", "quantum"],
-            "inference.interface: Input should be 'local' or 'remote' (got 'quantum')",
+            "argument --interface: invalid choice: 'quantum'",
         ),
         (["reco", "ev.h5", "-o", "x.h5", "--config", "nope.toml"], "no such configuration file"),
+        (
+            ["reco", "ev.h5", "-o", "x.h5", "--set", "inference.remote.mode=fast"],
+            "inference.remote.mode: Input should be 'sync' or 'async'",
+        ),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_no_output(workdir, args, message):
@@ -98,3 +106,13 @@ def test_bad_input_is_one_line_exit_2_and_no_output(workdir, args, message):
     assert len(r.stderr.strip().splitlines()) == 1
     assert not (workdir / "x.h5").exists() and not (workdir / "x.png").exists()
     assert not list(workdir.glob(".*partial*"))
+
+
+def test_deprecated_flag_warns_through_logging_and_quiet_silences_it(workdir):
+    r = argonic("reco", "ev.h5", "-o", "r.h5", "--mode", "patch", "--json", cwd=workdir)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.splitlines() == [
+        "argonic reco: warning: --mode is deprecated: use --request-mode"
+    ]
+    r = argonic("-q", "reco", "ev.h5", "-o", "r.h5", "--mode", "patch", "--json", cwd=workdir)
+    assert r.returncode == 0 and r.stderr == ""

@@ -308,7 +308,7 @@ def test_cli_reco_plane_mode_prints_bytes_and_matches_patch_mode(
                 "remote",
                 "--server",
                 server.url,
-                "--mode",
+                "--request-mode",
                 mode,
                 "--tensor-compression",
                 "zstd",
