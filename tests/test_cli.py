@@ -1,16 +1,19 @@
 """The command line as a user meets it: real processes, exit codes, one-line errors, no partial files."""
 
 import json
+import os
+import re
 import subprocess
 import sys
 
 import pytest
 
 
-def argonic(*args, cwd):
+def argonic(*args, cwd, env=None):
     return subprocess.run(
         [sys.executable, "-m", "argonic.cli", *args],
         cwd=cwd,
+        env=None if env is None else {**os.environ, **env},
         capture_output=True,
         text=True,
         timeout=300,
@@ -115,4 +118,15 @@ def test_deprecated_flag_warns_through_logging_and_quiet_silences_it(workdir):
         "argonic reco: warning: --mode is deprecated: use --request-mode"
     ]
     r = argonic("-q", "reco", "ev.h5", "-o", "r.h5", "--mode", "patch", "--json", cwd=workdir)
+    assert r.returncode == 0 and r.stderr == ""
+
+
+def test_progress_counts_patches_inside_events_and_never_with_json(workdir):
+    forced = {"ARGONIC_PROGRESS": "1", "COLUMNS": "200", "NO_COLOR": "1"}  # as on a terminal
+    r = argonic("reco", "ev.h5", "-o", "p.h5", cwd=workdir, env=forced)
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"2/2\s+events", r.stderr) and re.search(r"(\d+)/\1\s+hits", r.stderr)
+    r = argonic("reco", "ev.h5", "-o", "p.h5", "--json", cwd=workdir, env=forced)
+    assert r.returncode == 0 and r.stderr == ""
+    r = argonic("reco", "ev.h5", "-o", "p.h5", cwd=workdir)  # not a terminal
     assert r.returncode == 0 and r.stderr == ""

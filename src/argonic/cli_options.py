@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -165,6 +166,21 @@ def log_level(a: argparse.Namespace, default: int) -> int:
     return default
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to the current ``sys.stderr`` (so log lines print above a live progress bar)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 class _CommandFormatter(logging.Formatter):
     """``argonic CMD: warning: message`` (the shape of the CLI's one-line errors)."""
 
@@ -185,7 +201,7 @@ def setup_logging(command: str, level: int, timestamps: bool = False) -> None:
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
-    handler = logging.StreamHandler()
+    handler = _StderrHandler()
     handler.setFormatter(_CommandFormatter(command, timestamps))
     root.addHandler(handler)
     root.setLevel(level)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -23,6 +24,9 @@ class EmTrackMichelId:
     server cut them. Memory stays bounded (~3,000 patches, 28 MB, per plane of a full
     event). ``seconds_patches`` counts building images and, where the interface cuts them
     here, patches; ``seconds_inference`` the rest of the interface's time.
+
+    ``on_patches(done, total)``, if set, is called after each (TPC, plane) with the hits of
+    the event scored so far (progress inside an event).
     """
 
     def __init__(self, interface: ModelInterface, detector: Detector) -> None:
@@ -30,12 +34,14 @@ class EmTrackMichelId:
         self.detector = detector
         self.seconds_patches = 0.0  # wall time spent building patches (the paper's "preprocessing")
         self.seconds_inference = 0.0  # wall time inside the interface
+        self.on_patches: Callable[[int, int], None] | None = None
 
     def produce(self, event: Event, hits: Hits) -> np.ndarray:
         """Scores [N, 4] float32 for ``hits`` (in their order) of ``event``."""
         scores = np.zeros((len(hits), N_SCORES), np.float32)
         frames = {(f.tpc, f.plane): f for f in event.frames}
         key = hits.tpc.astype(np.int64) * 8 + hits.plane
+        done = 0
         for k in np.unique(key):
             tpc, plane = divmod(int(k), 8)
             idx = np.flatnonzero(key == k)
@@ -55,6 +61,9 @@ class EmTrackMichelId:
                 self.seconds_patches += t1 - t0
                 scores[idx] = self.interface.predict(patches)
                 self.seconds_inference += time.perf_counter() - t1
+                done += len(idx)
+                if self.on_patches is not None:
+                    self.on_patches(done, len(hits))
                 continue
             t1 = time.perf_counter()
             cut0 = self.interface.seconds_patches
@@ -62,4 +71,7 @@ class EmTrackMichelId:
             cut = self.interface.seconds_patches - cut0
             self.seconds_patches += t1 - t0 + cut
             self.seconds_inference += time.perf_counter() - t1 - cut
+            done += len(idx)
+            if self.on_patches is not None:
+                self.on_patches(done, len(hits))
         return scores

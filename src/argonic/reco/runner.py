@@ -20,7 +20,7 @@ from typing import Any
 import h5py
 
 from argonic import ArgonicError, __version__
-from argonic._util import atomic_output, progress
+from argonic._util import Bars, atomic_output, progress
 from argonic.detector.eventfile import EventFile
 from argonic.inference import make_interface
 from argonic.reco.chain import EventResult, RecoWriter, reco_event
@@ -93,8 +93,14 @@ def run_local(
     """Run every event in this process, with one ModelInterface; return its statistics."""
     with EventFile(events_file) as events, make_interface(settings.inference) as interface:
         module = EmTrackMichelId(interface, events.detector)
-        for i in progress(range(len(events)), len(events), "reco", show_progress):
-            writer.write(reco_event(events, i, module))
+        with Bars(show_progress) as bars:
+            events_bar = bars.add("reco", len(events), "events")
+            patches_bar = bars.add("  patches", None, "hits")
+            module.on_patches = patches_bar.update
+            for i in range(len(events)):
+                patches_bar.update(0)
+                writer.write(reco_event(events, i, module))
+                events_bar.advance()
         return interface.stats() if hasattr(interface, "stats") else {}
 
 
