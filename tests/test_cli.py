@@ -130,3 +130,26 @@ def test_progress_counts_patches_inside_events_and_never_with_json(workdir):
     assert r.returncode == 0 and r.stderr == ""
     r = argonic("reco", "ev.h5", "-o", "p.h5", cwd=workdir)  # not a terminal
     assert r.returncode == 0 and r.stderr == ""
+
+
+def test_show_draws_predictions_beside_the_truth(workdir):
+    import matplotlib.image
+
+    r = argonic("reco", "ev.h5", "-o", "shown.h5", "--json", cwd=workdir)
+    assert r.returncode == 0, r.stderr
+    r = argonic("show", "shown.h5", "--event", "1", "-o", "pred.png", "--json", cwd=workdir)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert summary["reco"] == "shown.h5" and summary["hits"] > 0
+    assert 0.5 < summary["same_class_as_truth"] <= 1.0  # the shipped model on its own physics
+    for args in (["ev.h5", "--reco", "shown.h5", "-o", "both.png"], ["ev.h5", "-o", "truth.png"]):
+        r = argonic("show", *args, "--event", "1", cwd=workdir)
+        assert r.returncode == 0, r.stderr
+    both = matplotlib.image.imread(workdir / "both.png")
+    truth = matplotlib.image.imread(workdir / "truth.png")
+    assert both.shape[1] > 2 * truth.shape[1]  # three panels side by side
+
+    (workdir / "elsewhere").mkdir()
+    (workdir / "shown.h5").rename(workdir / "elsewhere" / "moved.h5")
+    r = argonic("show", "moved.h5", "-o", "x.png", cwd=workdir / "elsewhere")
+    assert r.returncode == 2 and "--reco" in r.stderr and len(r.stderr.splitlines()) == 1

@@ -73,7 +73,17 @@ def _simulate(a: argparse.Namespace) -> Summary:
 
 
 def _show_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("events_file", help="HDF5 event file from `argonic simulate`")
+    p.add_argument(
+        "events_file",
+        help="HDF5 event file from `argonic simulate`, or a reco file from `argonic reco` "
+        "(then its event file is found and the predictions drawn beside the truth)",
+    )
+    p.add_argument(
+        "--reco",
+        default=None,
+        metavar="RECO.h5",
+        help="reco file of these events: draw the predicted class and the Michel score too",
+    )
     p.add_argument("--event", type=_non_negative_int, default=0, help="event index in the file")
     p.add_argument("--plane", type=str.upper, choices=PLANES, default="W", help="plane to draw")
     p.add_argument("--tpc", type=int, default=None, help="TPC to draw (default: the busiest)")
@@ -83,6 +93,9 @@ def _show_args(p: argparse.ArgumentParser) -> None:
         default=True,
         help="overlay hits coloured by truth label",
     )
+    p.add_argument(
+        "--michel-cut", type=float, default=0.5, help="with a reco file: Michel score cut"
+    )
     p.add_argument("-o", "--output", type=output_file, default="display.png", help="output PNG")
 
 
@@ -90,7 +103,14 @@ def _show(a: argparse.Namespace) -> Summary:
     from argonic.reco.display import draw_event
 
     return draw_event(
-        a.events_file, a.output, event=a.event, plane=a.plane, tpc=a.tpc, show_hits=a.hits
+        a.events_file,
+        a.output,
+        event=a.event,
+        plane=a.plane,
+        tpc=a.tpc,
+        show_hits=a.hits,
+        reco=a.reco,
+        michel_cut=a.michel_cut,
     )
 
 
@@ -691,7 +711,12 @@ COMMANDS: dict[
         _simulate_args,
         _simulate,
     ),
-    "show": ("draw one plane of one event (wire vs tick) with its hits", _show_args, _show),
+    "show": (
+        "draw one plane of one event (wire vs tick) with its hits; with a reco file, the "
+        "predicted class and the Michel score beside the truth",
+        _show_args,
+        _show,
+    ),
     "reco": (
         "run hit finding and EmTrackMichelId (local or remote inference) over an event file",
         _reco_args,

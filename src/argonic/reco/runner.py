@@ -23,7 +23,7 @@ from argonic import ArgonicError, __version__
 from argonic._util import Bars, atomic_output, progress
 from argonic.detector.eventfile import EventFile
 from argonic.inference import make_interface
-from argonic.reco.chain import EventResult, RecoWriter, reco_event
+from argonic.reco.chain import RECO_FORMAT, EventResult, RecoWriter, reco_event
 from argonic.reco.module import EmTrackMichelId
 from argonic.settings import Settings
 
@@ -126,7 +126,7 @@ def run_reco(
     with atomic_output(output) as tmp, h5py.File(tmp, "w") as out:
         out.attrs.update(
             {
-                "format": "argonic-reco",
+                "format": RECO_FORMAT,
                 "format_version": 1,
                 "argonic_version": __version__,
                 "events_file": str(events_file),
