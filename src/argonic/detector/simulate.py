@@ -321,4 +321,4 @@ def simulate_readout(
                 continue
             frames.append(frame)
             truths.append(truth)
-    return Event(run, subrun, event, frames, Hits.concat([])), truths
+    return Event(run, subrun, event, frames, Hits.concat([]), detector.name), truths

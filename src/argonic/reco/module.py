@@ -7,8 +7,9 @@ from collections.abc import Callable
 
 import numpy as np
 
+from argonic import ArgonicError
 from argonic.detector.event import Event, Hits
-from argonic.detector.geometry import Detector
+from argonic.detector.geometry import Detector, get_detector
 from argonic.inference.base import ModelInterface
 from argonic.patches import PATCH_SIZE, cut_patches, plane_image
 
@@ -27,17 +28,33 @@ class EmTrackMichelId:
 
     ``on_patches(done, total)``, if set, is called after each (TPC, plane) with the hits of
     the event scored so far (progress inside an event).
+
+    ``detector`` defaults to each event's own (``Event.detector_name``, set by the
+    simulation and the event file), so ``EmTrackMichelId(interface).produce(event)`` works.
     """
 
-    def __init__(self, interface: ModelInterface, detector: Detector) -> None:
+    def __init__(self, interface: ModelInterface, detector: Detector | None = None) -> None:
         self.interface = interface
         self.detector = detector
         self.seconds_patches = 0.0  # wall time spent building patches (the paper's "preprocessing")
         self.seconds_inference = 0.0  # wall time inside the interface
         self.on_patches: Callable[[int, int], None] | None = None
 
-    def produce(self, event: Event, hits: Hits) -> np.ndarray:
-        """Scores [N, 4] float32 for ``hits`` (in their order) of ``event``."""
+    def _detector(self, event: Event) -> Detector:
+        if self.detector is not None:
+            return self.detector
+        if not event.detector_name:
+            raise ArgonicError(
+                "the event does not say its detector: give one, "
+                "EmTrackMichelId(interface, get_detector('protodune-sp'))"
+            )
+        return get_detector(event.detector_name)
+
+    def produce(self, event: Event, hits: Hits | None = None) -> np.ndarray:
+        """Scores [N, 4] float32 for ``hits`` (default: the event's own; in their order) of
+        ``event``."""
+        hits = event.hits if hits is None else hits
+        detector = self._detector(event)
         scores = np.zeros((len(hits), N_SCORES), np.float32)
         frames = {(f.tpc, f.plane): f for f in event.frames}
         key = hits.tpc.astype(np.int64) * 8 + hits.plane
@@ -49,7 +66,7 @@ class EmTrackMichelId:
             frame = frames.get((tpc, plane))
             # the hit finder never makes hits without signal; all-zero patches if given some
             image = (
-                plane_image(frame, self.detector.planes[plane].calib_c)
+                plane_image(frame, detector.planes[plane].calib_c)
                 if frame is not None
                 else np.zeros((1, 1), np.float32)
             )
