@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import site
+import sys
+import sysconfig
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +33,17 @@ PATCH_SIZE = 48  # PointIdAlg: 48 wires x 48 (downsampled) ticks
 MAX_BATCH_SIZE = 4096
 MAX_QUEUE_DELAY_US = 100
 REPOSITORY_ENV = "ARGONIC_MODEL_REPOSITORY"
-# the wheel carries the repository here (pyproject.toml package-data); a source checkout
-# has it at <checkout>/models
-PACKAGED_REPOSITORY = Path(__file__).resolve().parent / "models"
+# a source checkout (editable install) has the repository at <checkout>/models; the wheel
+# installs it as data files at <prefix>/share/argonic/models (pyproject.toml data-files)
 CHECKOUT_REPOSITORY = Path(__file__).resolve().parents[2] / "models"
+INSTALLED_PATH = Path("share", "argonic", "models")
+
+
+def installed_repositories() -> list[Path]:
+    """Where an installed wheel puts the model repository: this environment's data prefix,
+    then the user's (``pip install --user``)."""
+    roots = [sysconfig.get_path("data"), sys.prefix, site.getuserbase()]
+    return list(dict.fromkeys(Path(r) / INSTALLED_PATH for r in roots if r))
 
 
 class ModelRepositoryError(ArgonicError):
@@ -43,8 +53,8 @@ class ModelRepositoryError(ArgonicError):
 def shipped_repository() -> Path:
     """The model repository shipped with argonic.
 
-    ``$ARGONIC_MODEL_REPOSITORY`` if set, else the copy inside the installed package
-    (wheel), else the ``models/`` folder of the source checkout (editable install).
+    ``$ARGONIC_MODEL_REPOSITORY`` if set, else the ``models/`` folder of the source
+    checkout this package runs from (editable install), else the copy the wheel installed.
     """
     env = os.environ.get(REPOSITORY_ENV)
     if env:
@@ -52,12 +62,13 @@ def shipped_repository() -> Path:
         if not path.is_dir():
             raise ModelRepositoryError(f"${REPOSITORY_ENV} = {env!r} is not a folder")
         return path
-    for path in (PACKAGED_REPOSITORY, CHECKOUT_REPOSITORY):
+    candidates = [CHECKOUT_REPOSITORY, *installed_repositories()]
+    for path in candidates:
         if (path / MODEL_NAME / "config.pbtxt").is_file():
             return path
     raise ModelRepositoryError(
         f"no model repository found: set ${REPOSITORY_ENV} to a folder holding "
-        f"{MODEL_NAME}/config.pbtxt (looked in {PACKAGED_REPOSITORY} and {CHECKOUT_REPOSITORY})"
+        f"{MODEL_NAME}/config.pbtxt (looked in {', '.join(map(str, candidates))})"
     )
 
 

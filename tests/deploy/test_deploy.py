@@ -402,10 +402,14 @@ def test_every_promql_expression_parses(tmp_path):
 # --- container file -----------------------------------------------------------------------
 
 
-def test_containerfile_builds_from_the_package_and_runs_argonic_serve():
+def _containerfile() -> tuple[str, list[list[str]]]:
     text = (DEPLOY / "Containerfile").read_text()
     lines = [ln for ln in re.sub(r"\\\n", " ", text).splitlines() if ln and not ln.startswith("#")]
-    instructions = [ln.split(None, 1) for ln in lines]
+    return text, [ln.split(None, 1) for ln in lines]
+
+
+def test_containerfile_builds_from_the_package_and_runs_argonic_serve():
+    text, instructions = _containerfile()
     assert instructions[0][0] == "FROM"
     for verb, arg in instructions:
         assert verb in {
@@ -417,6 +421,7 @@ def test_containerfile_builds_from_the_package_and_runs_argonic_serve():
             "RUN",
             "USER",
             "EXPOSE",
+            "HEALTHCHECK",
             "STOPSIGNAL",
             "ENTRYPOINT",
             "CMD",
@@ -424,16 +429,21 @@ def test_containerfile_builds_from_the_package_and_runs_argonic_serve():
         if verb == "COPY":
             for src in arg.split()[:-1]:
                 assert (ROOT / src).exists(), f"COPY source {src} missing from the repository"
-    assert any(
-        v == "RUN" and "pip install" in a and a.split("&&")[0].rstrip().endswith(" .")
-        for v, a in instructions
-    )
+    (install,) = [a for v, a in instructions if v == "RUN" and "pip install" in a]
+    assert re.search(
+        r"pip install .*\s\.\$\{EXTRAS:\+\[\$\{EXTRAS\}\]\}\s", install
+    )  # this package
+    # the GPU image swaps in onnxruntime-gpu (build arg); the wheel's model moves to imagePath
+    assert 'pip install "${ONNXRUNTIME}"' in install and "ARG ONNXRUNTIME=onnxruntime" in text
+    assert "share/argonic/models" in install
     entry = json.loads(dict(instructions)["ENTRYPOINT"])
     cmd = json.loads(dict(instructions)["CMD"])
     assert entry == ["argonic"]
     args = _argonic_parser().parse_args(cmd)
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     assert args.model_repository == values["modelRepository"]["imagePath"]
+    assert f"ARGONIC_MODEL_REPOSITORY={args.model_repository}" in dict(instructions)["ENV"]
+    assert dict(instructions)["USER"] not in ("0", "root")
     exposed = {int(p) for p in dict(instructions)["EXPOSE"].split()}
     assert (
         exposed
@@ -447,6 +457,29 @@ def test_containerfile_builds_from_the_package_and_runs_argonic_serve():
         if verb == "COPY":
             for src in arg.split()[:-1]:
                 assert f"!{src}" in allowed or f"!{src}/" in allowed, src
+
+
+def test_container_healthcheck_answers_for_a_serving_server_only(tmp_path):
+    """The HEALTHCHECK command, run as written against a real server (port swapped)."""
+    from support.servers import IDENTITY_CONFIG, add_model, identity_onnx
+
+    from argonic.server import running_server
+
+    _, instructions = _containerfile()
+    check = json.loads(dict(instructions)["HEALTHCHECK"].split(" CMD ", 1)[1])
+    assert check[0] == "python" and "127.0.0.1:8001" in check[2]
+    add_model(
+        tmp_path,
+        "identity",
+        IDENTITY_CONFIG,
+        versions={1: lambda d: identity_onnx(d / "model.onnx")},
+    )
+    with running_server(tmp_path, metrics_port=None) as server:
+        code = check[2].replace("127.0.0.1:8001", server.url)
+        assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+    code = check[2].replace("127.0.0.1:8001", server.url)  # stopped: unhealthy
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
+    assert r.returncode != 0
 
 
 # --- Slurm --------------------------------------------------------------------------------
