@@ -68,7 +68,7 @@ def linear_repository(root: Path) -> Path:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from argonic.model.export import shipped_repository
+    from argonic.repository import shipped_repository
 
     rng = np.random.default_rng(0)
     weights = {

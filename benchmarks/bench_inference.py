@@ -102,7 +102,8 @@ def ort_variant_probes(patches: np.ndarray, threads: int) -> dict[str, Probe]:
     import onnxruntime as ort
 
     from argonic.inference.local import OnnxRuntimeInterface
-    from argonic.model.export import load_network, onnx_path
+    from argonic.model.export import load_network
+    from argonic.repository import onnx_path
     from argonic.settings import EXECUTION_BATCH_SIZE
 
     x = patches[:EXECUTION_BATCH_SIZE]

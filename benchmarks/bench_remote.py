@@ -20,7 +20,7 @@ import numpy as np
 
 from argonic.inference import make_interface
 from argonic.inference.fallback import LocalServer
-from argonic.model.export import MODEL_NAME, shipped_repository
+from argonic.repository import MODEL_NAME, shipped_repository
 
 # (header, result key, width, format) of the printed table
 COLUMNS = [

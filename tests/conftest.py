@@ -26,6 +26,8 @@ SLOW_MODULES = {
     "inference/test_remote.py",
     "inference/test_triton_real.py",
     "model/test_train.py",
+    "test_python_api.py",
+    "test_wheel.py",
     "reco/test_chain.py",
     "study/test_runner.py",
 }

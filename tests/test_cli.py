@@ -1,16 +1,19 @@
 """The command line as a user meets it: real processes, exit codes, one-line errors, no partial files."""
 
 import json
+import os
+import re
 import subprocess
 import sys
 
 import pytest
 
 
-def argonic(*args, cwd):
+def argonic(*args, cwd, env=None):
     return subprocess.run(
         [sys.executable, "-m", "argonic.cli", *args],
         cwd=cwd,
+        env=None if env is None else {**os.environ, **env},
         capture_output=True,
         text=True,
         timeout=300,
@@ -75,18 +78,26 @@ def test_show_writes_a_png(workdir):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["simulate", "--detector", "dune-fd", "-o", "x.h5"], "unknown detector 'dune-fd'"),
+        (["simulate", "--detector", "dune-fd", "-o", "x.h5"], "invalid choice: 'dune-fd'"),
+        (["simulate", "-o", "nowhere/x.h5"], "folder 'nowhere' does not exist"),
+        (["reco", "ev.h5", "-o", "nowhere/x.h5"], "folder 'nowhere' does not exist"),
+        (["show", "ev.h5", "-o", "nowhere/x.png"], "folder 'nowhere' does not exist"),
+        (["show", "ev.h5", "-o", "ev.h5/x.png"], "'ev.h5' is not a folder"),
         (["simulate", "--events", "-3", "-o", "x.h5"], "expected a number >= 0"),
         (["simulate", "--events", "0", "-o", "x.h5"], "expected a number >= 1"),
         (["show", "missing.h5", "-o", "x.png"], "no such file"),
         (["show", "ev.h5", "--event", "9", "-o", "x.png"], "event index 9 out of range"),
-        (["show", "ev.h5", "--plane", "X", "-o", "x.png"], "unknown plane 'X'"),
+        (["show", "ev.h5", "--plane", "X", "-o", "x.png"], "argument --plane: invalid choice: 'X'"),
         (["reco", "junk.h5", "-o", "x.h5"], "not a readable HDF5 file"),
         (
             ["reco", "ev.h5", "-o", "x.h5", "--interface", "quantum"],
-            "inference.interface: Input should be 'local' or 'remote' (got 'quantum')",
+            "argument --interface: invalid choice: 'quantum'",
         ),
         (["reco", "ev.h5", "-o", "x.h5", "--config", "nope.toml"], "no such configuration file"),
+        (
+            ["reco", "ev.h5", "-o", "x.h5", "--set", "inference.remote.mode=fast"],
+            "inference.remote.mode: Input should be 'sync' or 'async'",
+        ),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_no_output(workdir, args, message):
@@ -98,3 +109,47 @@ def test_bad_input_is_one_line_exit_2_and_no_output(workdir, args, message):
     assert len(r.stderr.strip().splitlines()) == 1
     assert not (workdir / "x.h5").exists() and not (workdir / "x.png").exists()
     assert not list(workdir.glob(".*partial*"))
+
+
+def test_deprecated_flag_warns_through_logging_and_quiet_silences_it(workdir):
+    r = argonic("reco", "ev.h5", "-o", "r.h5", "--mode", "patch", "--json", cwd=workdir)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.splitlines() == [
+        "argonic reco: warning: --mode is deprecated: use --request-mode"
+    ]
+    r = argonic("-q", "reco", "ev.h5", "-o", "r.h5", "--mode", "patch", "--json", cwd=workdir)
+    assert r.returncode == 0 and r.stderr == ""
+
+
+def test_progress_counts_patches_inside_events_and_never_with_json(workdir):
+    forced = {"ARGONIC_PROGRESS": "1", "COLUMNS": "200", "NO_COLOR": "1"}  # as on a terminal
+    r = argonic("reco", "ev.h5", "-o", "p.h5", cwd=workdir, env=forced)
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"2/2\s+events", r.stderr) and re.search(r"(\d+)/\1\s+hits", r.stderr)
+    r = argonic("reco", "ev.h5", "-o", "p.h5", "--json", cwd=workdir, env=forced)
+    assert r.returncode == 0 and r.stderr == ""
+    r = argonic("reco", "ev.h5", "-o", "p.h5", cwd=workdir)  # not a terminal
+    assert r.returncode == 0 and r.stderr == ""
+
+
+def test_show_draws_predictions_beside_the_truth(workdir):
+    import matplotlib.image
+
+    r = argonic("reco", "ev.h5", "-o", "shown.h5", "--json", cwd=workdir)
+    assert r.returncode == 0, r.stderr
+    r = argonic("show", "shown.h5", "--event", "1", "-o", "pred.png", "--json", cwd=workdir)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert summary["reco"] == "shown.h5" and summary["hits"] > 0
+    assert 0.5 < summary["same_class_as_truth"] <= 1.0  # the shipped model on its own physics
+    for args in (["ev.h5", "--reco", "shown.h5", "-o", "both.png"], ["ev.h5", "-o", "truth.png"]):
+        r = argonic("show", *args, "--event", "1", cwd=workdir)
+        assert r.returncode == 0, r.stderr
+    both = matplotlib.image.imread(workdir / "both.png")
+    truth = matplotlib.image.imread(workdir / "truth.png")
+    assert both.shape[1] > 2 * truth.shape[1]  # three panels side by side
+
+    (workdir / "elsewhere").mkdir()
+    (workdir / "shown.h5").rename(workdir / "elsewhere" / "moved.h5")
+    r = argonic("show", "moved.h5", "-o", "x.png", cwd=workdir / "elsewhere")
+    assert r.returncode == 2 and "--reco" in r.stderr and len(r.stderr.splitlines()) == 1

@@ -1,4 +1,4 @@
-"""Small shared helpers: progress on stderr, atomic output files, JSON output."""
+"""Small shared helpers: progress bars on stderr (rich), atomic output files, JSON output."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import sys
-import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -14,29 +13,85 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
+def _progress_shown(enabled: bool) -> bool:
+    """Progress goes to a terminal only (``ARGONIC_PROGRESS=1`` forces it, for tests)."""
+    return enabled and (sys.stderr.isatty() or os.environ.get("ARGONIC_PROGRESS") == "1")
+
+
+class Bar:
+    """One progress bar of a :class:`Bars` display (does nothing when progress is off)."""
+
+    def __init__(self, progress: Any = None, task: Any = None) -> None:
+        self._progress, self._task = progress, task
+
+    def advance(self, n: float = 1) -> None:
+        """Count ``n`` more units done."""
+        if self._progress is not None:
+            self._progress.advance(self._task, n)
+
+    def update(self, completed: float, total: float | None = None) -> None:
+        """Set the units done (and the total, when it becomes known)."""
+        if self._progress is not None:
+            self._progress.update(self._task, completed=completed, total=total)
+
+
+class Bars:
+    """Progress bars on stderr (rich), shown only on a terminal; a context manager.
+
+    ``bars.add(label, total, unit)`` gives a :class:`Bar` to advance; bars stay on screen
+    when the block ends. Disabled (``enabled`` False or stderr not a terminal), it is free.
+    """
+
+    def __init__(self, enabled: bool = True) -> None:
+        self._progress = None
+        if _progress_shown(enabled):
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            forced = not sys.stderr.isatty()
+            self._progress = Progress(
+                TextColumn("{task.description:<10}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[unit]}"),
+                TimeElapsedColumn(),
+                TextColumn("eta"),
+                TimeRemainingColumn(),
+                console=Console(stderr=True, force_terminal=forced or None),
+            )
+
+    def add(self, label: str, total: float | None, unit: str = "") -> Bar:
+        """A new bar; ``total`` None until known (see :meth:`Bar.update`)."""
+        if self._progress is None:
+            return Bar()
+        return Bar(self._progress, self._progress.add_task(label, total=total, unit=unit))
+
+    def __enter__(self) -> Bars:
+        if self._progress is not None:
+            self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+
 def progress(
-    items: Iterable[T], total: int | None, label: str, enabled: bool = True
+    items: Iterable[T], total: int | None, label: str, enabled: bool = True, unit: str = ""
 ) -> Iterator[T]:
-    """Yield items while drawing a one-line progress bar with rate and ETA on stderr."""
-    show = enabled and sys.stderr.isatty() or os.environ.get("ARGONIC_PROGRESS") == "1"
-    start = time.perf_counter()
-    done = 0
-    for item in items:
-        yield item
-        done += 1
-        if show:
-            elapsed = time.perf_counter() - start
-            if total:
-                eta = elapsed / done * (total - done)
-                bar = "#" * int(30 * done / total)
-                sys.stderr.write(
-                    f"\r{label} [{bar:<30}] {done}/{total} {elapsed:.1f}s eta {eta:.1f}s"
-                )
-            else:
-                sys.stderr.write(f"\r{label} {done} {elapsed:.1f}s")
-            sys.stderr.flush()
-    if show and done:
-        sys.stderr.write("\n")
+    """Yield items while a progress bar (rate, elapsed, ETA) counts them on stderr."""
+    with Bars(enabled) as bars:
+        bar = bars.add(label, total, unit)
+        for item in items:
+            yield item
+            bar.advance()
 
 
 @contextlib.contextmanager

@@ -7,12 +7,29 @@ and exit code 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from argonic import ArgonicError, __version__
 from argonic._util import dump_json
+from argonic.cli_options import (
+    DETECTORS,
+    INTERFACES,
+    PLANES,
+    HelpFormatter,
+    add_aliased,
+    add_logging_options,
+    int_list,
+    log,
+    log_level,
+    non_negative_int,
+    output_file,
+    output_folder,
+    positive_int,
+    setup_logging,
+)
 
 if TYPE_CHECKING:
     from argonic.settings import Settings
@@ -20,32 +37,23 @@ if TYPE_CHECKING:
 Summary = dict[str, Any]
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = _non_negative_int(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("expected a number >= 1, got 0")
-    return value
+# short names for the option types (argonic.cli_options holds the shared vocabulary)
+_non_negative_int = non_negative_int
+_positive_int = positive_int
+_int_list = int_list
 
 
 # --- simulate -----------------------------------------------------------------------------
 
 
 def _simulate_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--detector", default="protodune-sp", help="detector name (protodune-sp, mini)")
+    p.add_argument("--detector", choices=DETECTORS, default="protodune-sp", help="detector")
     p.add_argument("--events", type=_positive_int, default=1, help="number of events")
     p.add_argument("--seed", type=_non_negative_int, default=1, help="random seed")
     p.add_argument("--run", type=_non_negative_int, default=1, help="run number stored in the file")
-    p.add_argument("-o", "--output", default="events.h5", help="output HDF5 event file")
+    p.add_argument(
+        "-o", "--output", type=output_file, default="events.h5", help="output HDF5 event file"
+    )
 
 
 def _simulate(a: argparse.Namespace) -> Summary:
@@ -65,9 +73,19 @@ def _simulate(a: argparse.Namespace) -> Summary:
 
 
 def _show_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("events_file", help="HDF5 event file from `argonic simulate`")
+    p.add_argument(
+        "events_file",
+        help="HDF5 event file from `argonic simulate`, or a reco file from `argonic reco` "
+        "(then its event file is found and the predictions drawn beside the truth)",
+    )
+    p.add_argument(
+        "--reco",
+        default=None,
+        metavar="RECO.h5",
+        help="reco file of these events: draw the predicted class and the Michel score too",
+    )
     p.add_argument("--event", type=_non_negative_int, default=0, help="event index in the file")
-    p.add_argument("--plane", default="W", help="plane to draw (U, V, W)")
+    p.add_argument("--plane", type=str.upper, choices=PLANES, default="W", help="plane to draw")
     p.add_argument("--tpc", type=int, default=None, help="TPC to draw (default: the busiest)")
     p.add_argument(
         "--hits",
@@ -75,14 +93,24 @@ def _show_args(p: argparse.ArgumentParser) -> None:
         default=True,
         help="overlay hits coloured by truth label",
     )
-    p.add_argument("-o", "--output", default="display.png", help="output PNG")
+    p.add_argument(
+        "--michel-cut", type=float, default=0.5, help="with a reco file: Michel score cut"
+    )
+    p.add_argument("-o", "--output", type=output_file, default="display.png", help="output PNG")
 
 
 def _show(a: argparse.Namespace) -> Summary:
     from argonic.reco.display import draw_event
 
     return draw_event(
-        a.events_file, a.output, event=a.event, plane=a.plane, tpc=a.tpc, show_hits=a.hits
+        a.events_file,
+        a.output,
+        event=a.event,
+        plane=a.plane,
+        tpc=a.tpc,
+        show_hits=a.hits,
+        reco=a.reco,
+        michel_cut=a.michel_cut,
     )
 
 
@@ -91,7 +119,13 @@ def _show(a: argparse.Namespace) -> Summary:
 
 def _reco_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("events_file", help="HDF5 event file from `argonic simulate`")
-    p.add_argument("-o", "--output", default="reco.h5", help="output HDF5 file with per-hit scores")
+    p.add_argument(
+        "-o",
+        "--output",
+        type=output_file,
+        default="reco.h5",
+        help="output HDF5 file with per-hit scores",
+    )
     p.add_argument(
         "--config", default=None, help="TOML configuration file (see docs/configuration.md)"
     )
@@ -102,7 +136,12 @@ def _reco_args(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override a configuration key, e.g. inference.batch_size=1693 (repeatable)",
     )
-    p.add_argument("--interface", default=None, help="ModelInterface: local or remote")
+    p.add_argument(
+        "--interface",
+        choices=INTERFACES,
+        default=None,
+        help="ModelInterface (default: the configuration's, local)",
+    )
     p.add_argument(
         "--server",
         action="append",
@@ -113,8 +152,11 @@ def _reco_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--batch-size", type=_positive_int, default=None, help="patches per inference call"
     )
-    p.add_argument(
+    add_aliased(
+        p,
+        "--request-mode",
         "--mode",
+        dest="request_mode",
         choices=("patch", "plane"),
         default=None,
         help="remote requests: 48x48 patches, or each (TPC, plane) image + hits (the "
@@ -160,7 +202,7 @@ def reco_settings(a: argparse.Namespace) -> Settings:
         "inference.batch_size": a.batch_size,
     }
     for option, key in (
-        ("mode", "request_mode"),
+        ("request_mode", "request_mode"),
         ("transport", "transport"),
         ("tensor_compression", "tensor_compression"),
     ):
@@ -362,8 +404,11 @@ def _train_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help="HDF5 cache of the training patches: read if it exists, else written",
     )
-    p.add_argument(
+    add_aliased(
+        p,
+        "--model-repository",
         "--repository",
+        dest="repository",
         default=None,
         help="model repository to export into (default: the shipped one, models/)",
     )
@@ -371,8 +416,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
 
 
 def _train(a: argparse.Namespace) -> Summary:
-    from argonic.model.export import shipped_repository
     from argonic.model.train import TrainConfig, train_file
+    from argonic.repository import shipped_repository
 
     config = TrainConfig(
         epochs=a.epochs,
@@ -454,8 +499,13 @@ def _evaluate(a: argparse.Namespace) -> Summary:
 
 
 def _run_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--workdir", default="argonic-run", help="folder for the event and reco files")
-    p.add_argument("--detector", default="protodune-sp", help="detector name (protodune-sp, mini)")
+    p.add_argument(
+        "--workdir",
+        type=output_folder,
+        default="argonic-run",
+        help="folder for the event and reco files",
+    )
+    p.add_argument("--detector", choices=DETECTORS, default="protodune-sp", help="detector")
     p.add_argument("--events", type=_positive_int, default=1, help="number of events")
     p.add_argument("--seed", type=_non_negative_int, default=1, help="random seed")
     p.add_argument("--batch-size", type=_positive_int, default=1693, help="patches per request")
@@ -507,18 +557,6 @@ def _run(a: argparse.Namespace) -> Summary | None:
 # --- study --------------------------------------------------------------------------------
 
 
-def _int_list(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated whole numbers, got {text!r}"
-        ) from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected numbers >= 1, got {text!r}")
-    return values
-
-
 def _study_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--server",
@@ -532,11 +570,14 @@ def _study_args(p: argparse.ArgumentParser) -> None:
         help="the server's Prometheus /metrics URL "
         "(default: http://HOST:8002/metrics, or the local server's)",
     )
-    p.add_argument(
+    add_aliased(
+        p,
+        "--server-count",
         "--servers",
+        dest="servers",
         type=_positive_int,
         default=1,
-        help="servers behind --server (the model's clients per server = N / servers)",
+        help="servers behind --server (the model's clients per server = N / server count)",
     )
     p.add_argument(
         "--clients",
@@ -558,7 +599,7 @@ def _study_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--events-file", default=None, help="event file (default: simulate --pool events)"
     )
-    p.add_argument("--detector", default="mini", help="detector to simulate (mini, protodune-sp)")
+    p.add_argument("--detector", choices=DETECTORS, default="mini", help="detector to simulate")
     p.add_argument("--seed", type=_non_negative_int, default=1, help="simulation seed")
     p.add_argument(
         "--client-cpu",
@@ -612,7 +653,7 @@ def _study_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--no-local-baseline", action="store_true", help="skip the local inference measurement"
     )
-    p.add_argument("-o", "--output", default="study", help="output folder")
+    p.add_argument("-o", "--output", type=output_folder, default="study", help="output folder")
 
 
 def _study(a: argparse.Namespace) -> Summary | None:
@@ -670,7 +711,12 @@ COMMANDS: dict[
         _simulate_args,
         _simulate,
     ),
-    "show": ("draw one plane of one event (wire vs tick) with its hits", _show_args, _show),
+    "show": (
+        "draw one plane of one event (wire vs tick) with its hits; with a reco file, the "
+        "predicted class and the Michel score beside the truth",
+        _show_args,
+        _show,
+    ),
     "reco": (
         "run hit finding and EmTrackMichelId (local or remote inference) over an event file",
         _reco_args,
@@ -714,13 +760,17 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="argonic", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"argonic {__version__}")
+    add_logging_options(parser, defaults=True)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (help_text, add_args, _) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(
+            name, help=help_text, description=help_text, formatter_class=HelpFormatter
+        )
         p.add_argument(
             "--json", action="store_true", help="print a machine-readable summary on stdout"
         )
         add_args(p)
+        add_logging_options(p, defaults=False)
     return parser
 
 
@@ -747,11 +797,25 @@ def _print_summary(summary: Summary) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    serving = args.command == "serve"
+    default = logging.INFO if serving else logging.WARNING
+    setup_logging(args.command, log_level(args, default), timestamps=serving)
+    for note in getattr(args, "deprecations", None) or []:
+        log.warning(note)
     _, _, run = COMMANDS[args.command]
     try:
         summary = run(args)
     except ArgonicError as exc:
         print(f"argonic {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        if exc.name != "torch":
+            raise
+        print(
+            f"argonic {args.command}: error: this needs PyTorch, which the light install "
+            "leaves out: pip install 'argonic[train]'",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print(f"argonic {args.command}: interrupted", file=sys.stderr)

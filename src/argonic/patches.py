@@ -41,8 +41,8 @@ import numpy as np
 
 from argonic.detector.event import Event, Hits, PlaneFrame
 from argonic.detector.geometry import Detector
+from argonic.repository import PATCH_SIZE
 
-PATCH_SIZE = 48
 DRIFT_WINDOW = 6
 ADC_MIN, ADC_MAX = -10.0, 30.0
 OUT_MIN, OUT_MAX = -5.0, 15.0

@@ -15,12 +15,10 @@ import h5py
 import numpy as np
 
 from argonic.inference.fallback import LocalServer
-from argonic.model.export import shipped_repository
 from argonic.reco.events import simulate_file
 from argonic.reco.runner import run_reco
+from argonic.repository import MODEL_NAME, shipped_repository
 from argonic.settings import load_settings
-
-MODEL_NAME = "emtrkmichelid"
 
 
 def compare_reco_files(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> dict[str, Any]:

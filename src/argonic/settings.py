@@ -319,7 +319,7 @@ One TOML file chooses the ModelInterface of `argonic reco`, `argonic evaluate` a
 the one before it: the defaults below; the file (`--config FILE`); `ARGONIC_*` environment
 variables, nested with `__` (`ARGONIC_INFERENCE__REMOTE__SERVERS=gpu1:8001,gpu2:8001`);
 `--set section.key=value` (repeatable, TOML values); the commands' dedicated flags
-(`--interface`, `--server`, `--batch-size`, `--mode`, ...). An unknown key or a wrong type
+(`--interface`, `--server`, `--batch-size`, `--request-mode`, ...). An unknown key or a wrong type
 is refused with one line naming the key, exit code 2.
 
 With no file, `argonic reco` runs the shipped model in-process with ONNX Runtime.

@@ -1,7 +1,8 @@
 """Deployment files: the Helm chart, nginx template, Grafana dashboard, container and Slurm files.
 
-No helm binary exists here: the chart is rendered with deploy/helm/minihelm.py, and every
-rendered manifest is validated offline against the Kubernetes OpenAPI schemas bundled in
+The chart is rendered and linted by Helm's own engine (helm-python-sdk bundles it; no helm
+binary, no cluster), its values checked against values.schema.json, and every rendered
+manifest is validated offline against the Kubernetes OpenAPI schemas bundled in
 kubernetes-validate (strict: unknown fields fail). The CRDs (KEDA ScaledObject,
 ServiceMonitor) are validated against the JSON schemas in deploy/helm/schemas/. The
 container arguments are parsed by argonic's own CLI parser, PromQL by Prometheus's promtool
@@ -10,7 +11,6 @@ and the nginx configuration by nginx -t.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -36,14 +36,19 @@ kubernetes_validate = pytest.importorskip("kubernetes_validate")
 jsonschema = pytest.importorskip("jsonschema")
 
 
-def _load(path: Path, name: str):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+helm = pytest.importorskip("helm_python")  # helm-python-sdk (test extra): Helm v4's engine
 
 
-minihelm = _load(DEPLOY / "helm" / "minihelm.py", "minihelm")
+def render_chart(
+    values: dict | None = None,
+    release: str = "release",
+    namespace: str = "default",
+    notes: bool = False,
+) -> dict[str, str]:
+    """``helm template``: template path -> rendered text (NOTES.txt only if ``notes``)."""
+    with helm.Chart.load(str(CHART)) as chart:
+        rendered = chart.render(values or {}, name=release, namespace=namespace)
+    return {k: v for k, v in rendered.items() if k.endswith("/NOTES.txt") == notes}
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -64,7 +69,7 @@ _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
 
 
 def render(values: dict | None = None, **kw) -> list[dict]:
-    rendered = minihelm.render_chart(CHART, values or {}, **kw)
+    rendered = render_chart(values, **kw)
     docs = []
     for text in rendered.values():
         docs += [d for d in yaml.load_all(text, Loader=_UniqueKeyLoader) if d]
@@ -143,13 +148,9 @@ def test_chart_renders_to_valid_kubernetes_manifests(case):
 
 
 def test_install_notes_name_the_client_endpoint():
-    (notes,) = minihelm.render_chart(
-        CHART, {}, release="sonic", namespace="lartpc", notes=True
-    ).values()
+    (notes,) = render_chart({}, release="sonic", namespace="lartpc", notes=True).values()
     assert "sonic-argonic.lartpc.svc.cluster.local:8001" in notes
-    (notes,) = minihelm.render_chart(
-        CHART, {"proxy": {"enabled": True}}, "sonic", "lartpc", notes=True
-    ).values()
+    (notes,) = render_chart({"proxy": {"enabled": True}}, "sonic", "lartpc", notes=True).values()
     assert "sonic-argonic-proxy.lartpc.svc.cluster.local:8001" in notes
 
 
@@ -164,10 +165,60 @@ def test_validation_catches_a_broken_manifest():
     schema = json.loads((DEPLOY / "helm" / "schemas" / "keda-scaledobject.schema.json").read_text())
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(so, schema)
-    with pytest.raises(minihelm.TemplateError, match="server must be argonic or triton"):
-        render({"server": "tensorflow"})
-    with pytest.raises(minihelm.TemplateError, match="Triton image holds no models"):
-        render({"server": "triton"})
+    with pytest.raises(helm.HelmValuesError, match="'/server': value must be one of"):
+        render({"server": "tensorflow"})  # values.schema.json
+    with pytest.raises(helm.HelmRenderError, match="Triton image holds no models"):
+        render({"server": "triton"})  # the template's own check
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_chart_lints_clean(case):
+    report = helm.lint(str(CHART), CASES[case], strict=True, kube_version="v1.33.0")
+    assert report["errors"] == []
+    assert [m for m in report["messages"] if m["severity"] >= 2] == []  # warnings or errors
+
+
+@pytest.mark.parametrize(
+    "values, where",
+    [
+        ({"replicas": "two"}, "/replicas': got string, want integer"),
+        (
+            {"proxy": {"maxRequestBytes": 1e6 + 0.5}},
+            "/proxy/maxRequestBytes': got number, want integer",
+        ),
+        ({"modelRepository": {"source": "s3"}}, "/modelRepository/source': value must be one of"),
+        ({"autoscaling": {"knd": "hpa"}}, "additional properties 'knd' not allowed"),
+        ({"ports": {"grpc": 70000}}, "/ports/grpc': maximum"),
+    ],
+)
+def test_values_schema_refuses_bad_values(values, where):
+    with helm.Chart.load(str(CHART)) as chart:
+        with pytest.raises(helm.HelmValuesError, match=re.escape(where)):
+            chart.validate_schema(values)
+        chart.validate_schema(CASES["gpu-keda-proxy-monitor"])
+
+
+def test_minihelm_command_prints_what_helm_template_prints(capsys):
+    """deploy/helm/minihelm.py (docs/operations.md's command) runs the same engine."""
+    import runpy
+
+    main = runpy.run_path(str(DEPLOY / "helm" / "minihelm.py"))["main"]
+    assert main([str(CHART), "--set", "proxy.enabled=true", "--name", "sonic"]) == 0
+    docs = [d for d in yaml.safe_load_all(capsys.readouterr().out) if d]
+    assert docs == render({"proxy": {"enabled": True}}, release="sonic", namespace="default")
+    assert main([str(CHART), "--lint"]) == 0
+    assert main([str(CHART), "--set", "replicas=-1"]) == 1
+    assert "/replicas" in capsys.readouterr().err
+
+
+def test_grafana_dashboard_ships_in_the_chart():
+    shipped = (DEPLOY / "grafana" / "argonic.json").read_bytes()
+    assert (CHART / "files" / "grafana-dashboard.json").read_bytes() == shipped  # one dashboard
+    (cm,) = [c for c in by_kind(render(), "ConfigMap") if "argonic.json" in c["data"]]
+    assert json.loads(cm["data"]["argonic.json"]) == json.loads(shipped)
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    off = render({"grafana": {"dashboard": {"enabled": False}}})
+    assert not [c for c in by_kind(off, "ConfigMap") if "argonic.json" in c["data"]]
 
 
 def _argonic_parser():
@@ -276,7 +327,7 @@ def test_prometheus_scraping_configuration():
 
 def test_envoy_proxy_config_points_at_the_headless_service():
     docs = render(CASES["gpu-keda-proxy-monitor"], release="sonic", namespace="lartpc")
-    (cm,) = by_kind(docs, "ConfigMap")
+    (cm,) = [c for c in by_kind(docs, "ConfigMap") if "envoy.yaml" in c["data"]]
     envoy = yaml.load(cm["data"]["envoy.yaml"], Loader=_UniqueKeyLoader)
     (cluster,) = envoy["static_resources"]["clusters"]
     assert cluster["lb_policy"] == "LEAST_REQUEST" and cluster["type"] == "STRICT_DNS"
@@ -291,6 +342,10 @@ def test_envoy_proxy_config_points_at_the_headless_service():
     ]
     retry = route["route_config"]["virtual_hosts"][0]["routes"][0]["route"]["retry_policy"]
     assert "unavailable" in retry["retry_on"].split(",")
+    # whole numbers stay whole (Helm reads YAML numbers as float64: 1.073741824e+09 without int64)
+    limit = route["route_config"]["virtual_hosts"][0]["per_request_buffer_limit_bytes"]
+    assert limit == cluster["per_connection_buffer_limit_bytes"] == 1073741824
+    assert isinstance(limit, int) and isinstance(retry["num_retries"], int)
     proxy = deployment(docs, "proxy")
     assert (
         proxy["spec"]["template"]["spec"]["volumes"][0]["configMap"]["name"]
@@ -410,10 +465,14 @@ def test_every_promql_expression_parses(tmp_path):
 # --- container file -----------------------------------------------------------------------
 
 
-def test_containerfile_builds_from_the_package_and_runs_argonic_serve():
+def _containerfile() -> tuple[str, list[list[str]]]:
     text = (DEPLOY / "Containerfile").read_text()
     lines = [ln for ln in re.sub(r"\\\n", " ", text).splitlines() if ln and not ln.startswith("#")]
-    instructions = [ln.split(None, 1) for ln in lines]
+    return text, [ln.split(None, 1) for ln in lines]
+
+
+def test_containerfile_builds_from_the_package_and_runs_argonic_serve():
+    text, instructions = _containerfile()
     assert instructions[0][0] == "FROM"
     for verb, arg in instructions:
         assert verb in {
@@ -425,6 +484,7 @@ def test_containerfile_builds_from_the_package_and_runs_argonic_serve():
             "RUN",
             "USER",
             "EXPOSE",
+            "HEALTHCHECK",
             "STOPSIGNAL",
             "ENTRYPOINT",
             "CMD",
@@ -432,16 +492,21 @@ def test_containerfile_builds_from_the_package_and_runs_argonic_serve():
         if verb == "COPY":
             for src in arg.split()[:-1]:
                 assert (ROOT / src).exists(), f"COPY source {src} missing from the repository"
-    assert any(
-        v == "RUN" and "pip install" in a and a.split("&&")[0].rstrip().endswith(" .")
-        for v, a in instructions
-    )
+    (install,) = [a for v, a in instructions if v == "RUN" and "pip install" in a]
+    assert re.search(
+        r"pip install .*\s\.\$\{EXTRAS:\+\[\$\{EXTRAS\}\]\}\s", install
+    )  # this package
+    # the GPU image swaps in onnxruntime-gpu (build arg); the wheel's model moves to imagePath
+    assert 'pip install "${ONNXRUNTIME}"' in install and "ARG ONNXRUNTIME=onnxruntime" in text
+    assert "share/argonic/models" in install
     entry = json.loads(dict(instructions)["ENTRYPOINT"])
     cmd = json.loads(dict(instructions)["CMD"])
     assert entry == ["argonic"]
     args = _argonic_parser().parse_args(cmd)
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     assert args.model_repository == values["modelRepository"]["imagePath"]
+    assert f"ARGONIC_MODEL_REPOSITORY={args.model_repository}" in dict(instructions)["ENV"]
+    assert dict(instructions)["USER"] not in ("0", "root")
     exposed = {int(p) for p in dict(instructions)["EXPOSE"].split()}
     assert (
         exposed
@@ -455,6 +520,29 @@ def test_containerfile_builds_from_the_package_and_runs_argonic_serve():
         if verb == "COPY":
             for src in arg.split()[:-1]:
                 assert f"!{src}" in allowed or f"!{src}/" in allowed, src
+
+
+def test_container_healthcheck_answers_for_a_serving_server_only(tmp_path):
+    """The HEALTHCHECK command, run as written against a real server (port swapped)."""
+    from support.servers import IDENTITY_CONFIG, add_model, identity_onnx
+
+    from argonic.server import running_server
+
+    _, instructions = _containerfile()
+    check = json.loads(dict(instructions)["HEALTHCHECK"].split(" CMD ", 1)[1])
+    assert check[0] == "python" and "127.0.0.1:8001" in check[2]
+    add_model(
+        tmp_path,
+        "identity",
+        IDENTITY_CONFIG,
+        versions={1: lambda d: identity_onnx(d / "model.onnx")},
+    )
+    with running_server(tmp_path, metrics_port=None) as server:
+        code = check[2].replace("127.0.0.1:8001", server.url)
+        assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+    code = check[2].replace("127.0.0.1:8001", server.url)  # stopped: unhealthy
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
+    assert r.returncode != 0
 
 
 # --- Slurm --------------------------------------------------------------------------------

@@ -15,9 +15,9 @@ from tritonclient.grpc import service_pb2
 from argonic import transport
 from argonic.detector.eventfile import EventFile
 from argonic.inference.remote import RemoteInterface
-from argonic.model.export import shipped_repository
 from argonic.patches import event_patches
 from argonic.reco.events import simulate_file
+from argonic.repository import shipped_repository
 from argonic.server.app import running_server
 
 

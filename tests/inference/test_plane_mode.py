@@ -21,7 +21,6 @@ from argonic.detector.eventfile import EventFile
 from argonic.inference.local import OnnxRuntimeInterface
 from argonic.inference.remote import RemoteInterface
 from argonic.inference.remote.wire import encode_plane_request
-from argonic.model.export import shipped_repository
 from argonic.patches import (
     PATCH_SIZE,
     PlaneRequestError,
@@ -36,6 +35,7 @@ from argonic.patches import (
 from argonic.reco.chain import reconstruct_hits
 from argonic.reco.events import simulate_file
 from argonic.reco.module import EmTrackMichelId
+from argonic.repository import shipped_repository
 from argonic.server.app import running_server
 
 
@@ -314,7 +314,7 @@ def test_cli_reco_plane_mode_prints_bytes_and_matches_patch_mode(
                 "remote",
                 "--server",
                 server.url,
-                "--mode",
+                "--request-mode",
                 mode,
                 "--tensor-compression",
                 "zstd",

@@ -10,6 +10,7 @@ import torch
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from argonic import repository as repo
 from argonic.model import export
 from argonic.model.network import build_network, predict_scores
 
@@ -76,7 +77,7 @@ def test_sha256_file_matches_model_file(repository):
     assert (
         repository / "emtrkmichelid/1/model.onnx.sha256"
     ).read_text() == f"{digest}  model.onnx\n"
-    assert export.verify_checksum(model_file) == digest
+    assert repo.verify_checksum(model_file) == digest
 
 
 def test_checksum_mismatch_is_refused(repository, tmp_path):
@@ -85,8 +86,8 @@ def test_checksum_mismatch_is_refused(repository, tmp_path):
     (tmp_path / "model.onnx.sha256").write_text(
         (repository / "emtrkmichelid/1/model.onnx.sha256").read_text()
     )
-    with pytest.raises(export.ModelRepositoryError, match="sha256"):
-        export.verify_checksum(copy)
+    with pytest.raises(repo.ModelRepositoryError, match="sha256"):
+        repo.verify_checksum(copy)
 
 
 def test_weights_load_back_from_onnx(repository, network):
@@ -105,12 +106,12 @@ def test_torchscript_export(network, patches, tmp_path):
 
 
 def test_shipped_repository_is_consistent(monkeypatch, repository):
-    monkeypatch.delenv(export.REPOSITORY_ENV, raising=False)
-    shipped = export.shipped_repository()
-    export.verify_checksum(export.onnx_path(shipped))
-    assert export.read_config(shipped / "emtrkmichelid").name == "emtrkmichelid"
-    monkeypatch.setenv(export.REPOSITORY_ENV, str(repository))
-    assert export.shipped_repository() == repository
-    monkeypatch.setenv(export.REPOSITORY_ENV, str(repository / "missing"))
-    with pytest.raises(export.ModelRepositoryError, match="ARGONIC_MODEL_REPOSITORY"):
-        export.shipped_repository()
+    monkeypatch.delenv(repo.REPOSITORY_ENV, raising=False)
+    shipped = repo.shipped_repository()
+    repo.verify_checksum(repo.onnx_path(shipped))
+    assert repo.read_config(shipped / "emtrkmichelid").name == "emtrkmichelid"
+    monkeypatch.setenv(repo.REPOSITORY_ENV, str(repository))
+    assert repo.shipped_repository() == repository
+    monkeypatch.setenv(repo.REPOSITORY_ENV, str(repository / "missing"))
+    with pytest.raises(repo.ModelRepositoryError, match="ARGONIC_MODEL_REPOSITORY"):
+        repo.shipped_repository()

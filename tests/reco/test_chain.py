@@ -6,20 +6,18 @@ import pytest
 
 from argonic.detector.eventfile import EventFile
 from argonic.inference.local import OnnxRuntimeInterface
-from argonic.model.export import shipped_repository
 from argonic.patches import event_patches
 from argonic.pipeline import compare_reco_files
-from argonic.reco.events import simulate_file
 from argonic.reco.runner import run_reco
+from argonic.repository import shipped_repository
 from argonic.server.app import running_server
 from argonic.settings import load_settings
 
 
 @pytest.fixture(scope="module")
-def events_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("chain") / "ev.h5"
-    simulate_file(path, detector="mini", n_events=2, seed=11, show_progress=False)
-    return path
+def events_file(mini_events):
+    """The shared two-event mini file (conftest.py)."""
+    return mini_events
 
 
 @pytest.fixture(scope="module")

@@ -98,10 +98,11 @@ class Hits:
 
 @dataclass
 class Event:
-    """One readout: run/subrun/event ids, the plane frames and the hits."""
+    """One readout: run/subrun/event ids, the plane frames, the hits and the detector's name."""
 
     run: int
     subrun: int
     event: int
     frames: list[PlaneFrame]
     hits: Hits
+    detector_name: str = ""  # set by the simulation and the event file

@@ -174,7 +174,9 @@ class EventFile:
             )
         hits = Hits(**{name: g["hits"][name][:] for name in Hits.DTYPES})
         a = g.attrs
-        return Event(int(a["run"]), int(a["subrun"]), int(a["event"]), frames, hits)
+        return Event(
+            int(a["run"]), int(a["subrun"]), int(a["event"]), frames, hits, self.detector_name
+        )
 
     def close(self) -> None:
         self._h5.close()

@@ -29,6 +29,7 @@ its cost; noise-only ROIs whose peak exceeds the hit threshold give the spurious
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -269,12 +270,14 @@ def simulate_readout(
     radiologicals: bool = True,
     deposits: dict[str, np.ndarray] | None = None,
     noise: bool = True,
+    on_plane: Callable[[], None] | None = None,
 ) -> tuple[Event, list[PlaneTruth | None]]:
     """One readout of ``detector``: the frames of every (TPC, plane) with signal, and their truth.
 
     The event has no hits: hit finding and labelling belong to reco (``argonic.reco.events``).
 
     ``deposits`` (pos, t, q, cat, michel) replaces the particle generation, for tests.
+    ``on_plane`` is called after each (TPC, plane) is read out (progress).
     """
     dep = (
         deposits
@@ -309,6 +312,8 @@ def simulate_readout(
                 signal = np.zeros((plane.n_wires, detector.n_ticks), np.float32)
                 truth = None
             wire, tick, value = digitise(signal, rng, bank)
+            if on_plane is not None:
+                on_plane()
             frame = PlaneFrame(
                 tpc.index, plane.index, plane.n_wires, detector.n_ticks, wire, tick, value
             )
@@ -316,4 +321,4 @@ def simulate_readout(
                 continue
             frames.append(frame)
             truths.append(truth)
-    return Event(run, subrun, event, frames, Hits.concat([])), truths
+    return Event(run, subrun, event, frames, Hits.concat([]), detector.name), truths

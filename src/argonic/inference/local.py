@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from argonic.inference.base import N_SCORES, InterfaceError, ModelInterface
-from argonic.model.export import onnx_path, verify_checksum
-from argonic.model.network import INPUT_NAME, OUTPUT_NAMES
+from argonic.repository import INPUT_NAME, OUTPUT_NAMES, onnx_path, verify_checksum
 from argonic.settings import EXECUTION_BATCH_SIZE, GRAPH_OPTIMIZATION
 
 
@@ -129,7 +128,12 @@ class TorchInterface(_ChunkedInterface):
         threads: int | None = None,
         device: str = "cpu",
     ) -> None:
-        import torch
+        try:
+            import torch
+        except ImportError:
+            raise InterfaceError(
+                "the torch backend needs PyTorch: pip install 'argonic[train]'"
+            ) from None
 
         from argonic.model.export import load_network
         from argonic.model.network import InferenceGraph

@@ -1,10 +1,6 @@
-"""Export the network into the model repository (Triton's layout) and load it back.
-
-Layout written by :func:`export_repository`::
-
-    <repository>/emtrkmichelid/config.pbtxt          ModelConfig (text format)
-    <repository>/emtrkmichelid/1/model.onnx          dynamic batch axis, opset 17
-    <repository>/emtrkmichelid/1/model.onnx.sha256   "<hex>  model.onnx" (sha256sum format)
+"""Export the network into the model repository (Triton's layout) and load it back: the
+torch half of the repository code (the torch-free half, layout and checksums, is
+:mod:`argonic.repository`).
 
 The ONNX graph is the same function as :class:`EmTrackMichelNet`, with one exact
 rewrite for speed: the Dense 128 weight rows are permuted from Keras's NHWC flatten order
@@ -15,63 +11,28 @@ the PyTorch network keeps Keras-compatible weights.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import warnings
 from pathlib import Path
 
 import torch
-from google.protobuf import text_format
 
-from argonic import ArgonicError
-from argonic._util import atomic_output
-from argonic.model.network import (
+from argonic.model.network import EmTrackMichelNet, InferenceGraph, nchw_to_keras_rows
+from argonic.repository import (
     INPUT_NAME,
+    MODEL_NAME,
     OUTPUT_NAMES,
     PATCH_SIZE,
-    EmTrackMichelNet,
-    InferenceGraph,
-    nchw_to_keras_rows,
+    ModelRepositoryError,
+    model_config,
+    onnx_path,
+    write_config,
+    write_model_file,
 )
 
-MODEL_NAME = "emtrkmichelid"
-MAX_BATCH_SIZE = 4096
-MAX_QUEUE_DELAY_US = 100
 ONNX_OPSET = 17
-REPOSITORY_ENV = "ARGONIC_MODEL_REPOSITORY"
 FLATTEN_KEY = "argonic.dense1_input_order"  # ONNX metadata: "nchw" (see module docstring)
-
-
-class ModelRepositoryError(ArgonicError):
-    """The model repository or a model file in it is missing or inconsistent."""
-
-
-def shipped_repository() -> Path:
-    """The model repository shipped with argonic.
-
-    ``$ARGONIC_MODEL_REPOSITORY`` if set, else the ``models/`` folder of the source
-    checkout this package runs from (editable install).
-    """
-    env = os.environ.get(REPOSITORY_ENV)
-    if env:
-        path = Path(env)
-        if not path.is_dir():
-            raise ModelRepositoryError(f"${REPOSITORY_ENV} = {env!r} is not a folder")
-        return path
-    path = Path(__file__).resolve().parents[3] / "models"
-    if not (path / MODEL_NAME).is_dir():
-        raise ModelRepositoryError(
-            f"no model repository found: set ${REPOSITORY_ENV} to a folder holding "
-            f"{MODEL_NAME}/config.pbtxt (looked in {path})"
-        )
-    return path
-
-
-def onnx_path(repository: str | os.PathLike[str] | None = None, version: int = 1) -> Path:
-    """Path of ``emtrkmichelid/<version>/model.onnx`` in ``repository`` (default: shipped)."""
-    root = Path(repository) if repository is not None else shipped_repository()
-    return root / MODEL_NAME / str(version) / "model.onnx"
 
 
 # --- the exported graph ---------------------------------------------------------------------
@@ -133,92 +94,13 @@ def load_onnx_weights(network: EmTrackMichelNet, path: str | os.PathLike[str]) -
 # --- the model repository -------------------------------------------------------------------
 
 
-def model_config(
-    platform: str = "onnxruntime_onnx",
-    kind: str = "KIND_CPU",
-    instances: int = 1,
-    name: str = MODEL_NAME,
-):
-    """The ModelConfig message (tritonclient's model_config_pb2) of the network."""
-    from tritonclient.grpc import model_config_pb2 as mc
-
-    config = mc.ModelConfig(name=name, platform=platform, max_batch_size=MAX_BATCH_SIZE)
-    config.input.add(name=INPUT_NAME, data_type=mc.TYPE_FP32, dims=[PATCH_SIZE, PATCH_SIZE, 1])
-    config.output.add(name=OUTPUT_NAMES[0], data_type=mc.TYPE_FP32, dims=[3])
-    config.output.add(name=OUTPUT_NAMES[1], data_type=mc.TYPE_FP32, dims=[1])
-    config.dynamic_batching.max_queue_delay_microseconds = MAX_QUEUE_DELAY_US
-    config.instance_group.add(count=instances, kind=mc.ModelInstanceGroup.Kind.Value(kind))
-    # the server measures the fastest execution size on its own hardware at load
-    config.parameters["execution_batch_size"].string_value = "auto"
-    return config
-
-
-def read_config(model_dir: str | os.PathLike[str]):
-    """Parse ``<model_dir>/config.pbtxt`` into a ModelConfig."""
-    from tritonclient.grpc import model_config_pb2 as mc
-
-    path = Path(model_dir) / "config.pbtxt"
-    try:
-        return text_format.Parse(path.read_text(), mc.ModelConfig())
-    except (OSError, text_format.ParseError) as exc:
-        raise ModelRepositoryError(f"cannot read model configuration {path}: {exc}") from exc
-
-
-def sha256_hex(path: str | os.PathLike[str]) -> str:
-    """Hex SHA-256 digest of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def verify_checksum(model_file: str | os.PathLike[str]) -> str:
-    """Check ``model_file`` against its ``.sha256`` file; return the digest."""
-    model_file = Path(model_file)
-    sums = model_file.with_name(model_file.name + ".sha256")
-    try:
-        expected = sums.read_text().split()[0]
-    except (OSError, IndexError) as exc:
-        raise ModelRepositoryError(f"cannot read checksum file {sums}: {exc}") from exc
-    actual = sha256_hex(model_file)
-    if actual != expected:
-        raise ModelRepositoryError(
-            f"{model_file} has sha256 {actual}, but {sums.name} says {expected}"
-        )
-    return actual
-
-
-def _write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_output(path) as tmp:
-        tmp.write_bytes(data)
-
-
-def _write_model_file(model_file: Path, data: bytes) -> str:
-    """Write a model file and its sha256sum-format checksum file; return the digest."""
-    _write_bytes(model_file, data)
-    digest = hashlib.sha256(data).hexdigest()
-    _write_bytes(
-        model_file.with_name(model_file.name + ".sha256"), f"{digest}  {model_file.name}\n".encode()
-    )
-    return digest
-
-
-def write_config(model_dir: str | os.PathLike[str], config) -> Path:
-    """Write ``config`` as ``<model_dir>/config.pbtxt``."""
-    path = Path(model_dir) / "config.pbtxt"
-    _write_bytes(path, text_format.MessageToString(config).encode())
-    return path
-
-
 def export_repository(
     network: EmTrackMichelNet, repository: str | os.PathLike[str], version: int = 1
 ) -> dict[str, str]:
     """Write config.pbtxt, ``<version>/model.onnx`` and its checksum into ``repository``."""
     model_dir = Path(repository) / MODEL_NAME
     model_file = model_dir / str(version) / "model.onnx"
-    digest = _write_model_file(model_file, onnx_bytes(network))
+    digest = write_model_file(model_file, onnx_bytes(network))
     config = write_config(model_dir, model_config())
     return {"config": str(config), "model": str(model_file), "sha256": digest}
 
@@ -235,7 +117,7 @@ def export_torchscript(network: EmTrackMichelNet, model_file: str | os.PathLike[
         traced = torch.jit.trace(graph, torch.zeros(2, PATCH_SIZE, PATCH_SIZE, 1))
     buf = io.BytesIO()
     torch.jit.save(traced, buf)
-    return _write_model_file(Path(model_file), buf.getvalue())
+    return write_model_file(Path(model_file), buf.getvalue())
 
 
 def load_network(path: str | os.PathLike[str] | None = None) -> EmTrackMichelNet:

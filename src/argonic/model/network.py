@@ -13,10 +13,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from argonic.patches import PATCH_SIZE
+from argonic.repository import INPUT_NAME, OUTPUT_NAMES, PATCH_SIZE
 
-INPUT_NAME = "main_input"
-OUTPUT_NAMES = ("em_trk_none_netout", "michel_netout")
+__all__ = ["INPUT_NAME", "OUTPUT_NAMES", "PATCH_SIZE"]  # re-exported: the network's signature
 N_PARAMETERS = 11_900_420
 FLOP_PER_PATCH = 28.4e6  # 2 x 14.2 M multiply-adds
 DEFAULT_DROPOUT = 0.2

@@ -8,15 +8,18 @@ scores. ``argonic.reco.runner`` runs the chain over a whole file, here or on Das
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 
+from argonic import ArgonicError
 from argonic.detector.event import LABEL_NAMES, Hits, PlaneFrame
 from argonic.detector.eventfile import EventFile
 from argonic.reco.hits import find_hits
@@ -127,6 +130,52 @@ class RecoWriter:
             "emtrackmichelid_inference_s_per_event": self.inference_s / n,
             "predicted": {name: int(c) for name, c in zip(LABEL_NAMES, self.classes, strict=True)},
         }
+
+
+RECO_FORMAT = "argonic-reco"
+
+
+@dataclass
+class RecoEvent:
+    """One event of a reco file: its hits, their scores and predicted classes."""
+
+    index: int
+    ids: tuple[int, int, int]  # run, subrun, event
+    hits: Hits
+    scores: np.ndarray  # [N, 4] track, em, none, michel
+    predicted: np.ndarray  # [N] TRACK, EM or NONE
+
+
+def is_reco_file(path: str | os.PathLike[str]) -> bool:
+    """True if ``path`` is an HDF5 file written by ``argonic reco``."""
+    try:
+        with h5py.File(path, "r") as f:
+            return f.attrs.get("format") == RECO_FORMAT
+    except OSError:
+        return False
+
+
+def read_reco_event(path: str | os.PathLike[str], index: int) -> tuple[RecoEvent, dict[str, Any]]:
+    """Event ``index`` of the reco file ``path``, and the file's attributes."""
+    if not Path(path).is_file():
+        raise ArgonicError(f"{path}: no such file")
+    if not is_reco_file(path):
+        raise ArgonicError(f"{path}: not an argonic reco file (no format={RECO_FORMAT!r})")
+    with h5py.File(path, "r") as f:
+        attrs = dict(f.attrs)
+        keys = sorted(f["events"].keys()) if "events" in f else []
+        if not 0 <= index < len(keys):
+            raise ArgonicError(f"event index {index} out of range: {path} has {len(keys)} events")
+        g = f["events"][keys[index]]
+        hits = Hits(**{name: g[f"hits/{name}"][:] for name in Hits.DTYPES})
+        event = RecoEvent(
+            int(keys[index]),
+            (int(g.attrs["run"]), int(g.attrs["subrun"]), int(g.attrs["event"])),
+            hits,
+            g["scores"][:],
+            g["predicted"][:],
+        )
+    return event, attrs
 
 
 def format_table(summary: dict[str, Any]) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from argonic import ArgonicError
-from argonic._util import progress
+from argonic._util import Bars
 from argonic.detector.event import Event, Hits
 from argonic.detector.eventfile import EventFileWriter
 from argonic.detector.geometry import Detector, get_detector
@@ -53,11 +53,20 @@ def simulate_file(
         raise ArgonicError(f"number of events must be >= 1, got {n_events}")
     n_hits: list[int] = []
     start = time.perf_counter()
-    with EventFileWriter(output, detector_name=det.name, seed=seed, run=run) as writer:
-        for i in progress(range(n_events), n_events, "simulate", show_progress):
-            ev = simulate_event(det, np.random.default_rng([seed, i]), run, 0, i)
+    n_planes = len(det.tpcs) * len(det.planes)
+    with (
+        EventFileWriter(output, detector_name=det.name, seed=seed, run=run) as writer,
+        Bars(show_progress) as bars,
+    ):
+        events_bar = bars.add("simulate", n_events, "events")
+        planes_bar = bars.add("  readout", n_planes, "planes")
+        for i in range(n_events):
+            planes_bar.update(0)
+            rng = np.random.default_rng([seed, i])
+            ev = simulate_event(det, rng, run, 0, i, on_plane=planes_bar.advance)
             n_hits.append(len(ev.hits))
             writer.write(ev)
+            events_bar.advance()
     elapsed = time.perf_counter() - start
     return {
         "output": str(output),

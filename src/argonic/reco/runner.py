@@ -20,10 +20,10 @@ from typing import Any
 import h5py
 
 from argonic import ArgonicError, __version__
-from argonic._util import atomic_output, progress
+from argonic._util import Bars, atomic_output, progress
 from argonic.detector.eventfile import EventFile
 from argonic.inference import make_interface
-from argonic.reco.chain import EventResult, RecoWriter, reco_event
+from argonic.reco.chain import RECO_FORMAT, EventResult, RecoWriter, reco_event
 from argonic.reco.module import EmTrackMichelId
 from argonic.settings import Settings
 
@@ -93,8 +93,14 @@ def run_local(
     """Run every event in this process, with one ModelInterface; return its statistics."""
     with EventFile(events_file) as events, make_interface(settings.inference) as interface:
         module = EmTrackMichelId(interface, events.detector)
-        for i in progress(range(len(events)), len(events), "reco", show_progress):
-            writer.write(reco_event(events, i, module))
+        with Bars(show_progress) as bars:
+            events_bar = bars.add("reco", len(events), "events")
+            patches_bar = bars.add("  patches", None, "hits")
+            module.on_patches = patches_bar.update
+            for i in range(len(events)):
+                patches_bar.update(0)
+                writer.write(reco_event(events, i, module))
+                events_bar.advance()
         return interface.stats() if hasattr(interface, "stats") else {}
 
 
@@ -120,7 +126,7 @@ def run_reco(
     with atomic_output(output) as tmp, h5py.File(tmp, "w") as out:
         out.attrs.update(
             {
-                "format": "argonic-reco",
+                "format": RECO_FORMAT,
                 "format_version": 1,
                 "argonic_version": __version__,
                 "events_file": str(events_file),

@@ -102,7 +102,7 @@ def run_study(cfg: StudyConfig) -> dict[str, Any]:
         else (lambda msg: None)
     )
 
-    from argonic.model.export import shipped_repository
+    from argonic.repository import shipped_repository
 
     events_file = cfg.events_file
     if events_file is None:

@@ -17,7 +17,7 @@ from argonic.inference.remote.config import (
     remote_settings,
     repository,
 )
-from argonic.model.export import shipped_repository
+from argonic.repository import shipped_repository
 from argonic.settings import InferenceSettings, RemoteSettings, load_settings
 
 

@@ -153,7 +153,7 @@ def test_dead_server_raises_the_grpc_error(tiny_repo: Path) -> None:
 
 
 def test_plane_model_of_another_network_is_refused(tmp_path: Path, tiny_repo: Path) -> None:
-    from argonic.model.export import shipped_repository
+    from argonic.repository import shipped_repository
     from argonic.server import running_server
 
     repo = tmp_path / "repo"

@@ -17,7 +17,7 @@ from argonic.inference.remote.channel import Server
 from argonic.inference.remote.config import CallOptions
 from argonic.inference.remote.identity import ModelSignature, verify
 from argonic.inference.remote.plane import PlaneMode
-from argonic.model.export import shipped_repository
+from argonic.repository import shipped_repository
 from argonic.server import running_server
 from argonic.settings import RemoteSettings
 

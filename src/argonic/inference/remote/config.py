@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from argonic import transport as tensor_transport
 from argonic.inference import inference_settings
 from argonic.inference.base import InterfaceError
-from argonic.model.export import ModelRepositoryError, shipped_repository
+from argonic.repository import ModelRepositoryError, shipped_repository
 from argonic.settings import InferenceSettings, RemoteSettings, validation_message
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,208 @@
+"""The command line's shared vocabulary: option types, choices, deprecated aliases, logging
+options and a help formatter that shows defaults.
+
+Kept apart from :mod:`argonic.cli` (which only wires commands to library functions) and
+free of heavy imports, so ``argonic CMD --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+# The names the library accepts (tests/test_cli.py checks them against the library).
+DETECTORS = ("protodune-sp", "mini")
+INTERFACES = ("local", "remote")
+PLANES = ("U", "V", "W")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+log = logging.getLogger("argonic.cli")
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Help that ends each option with its default, unless it has none worth saying."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (
+            "%(default)" in text
+            or "(default" in text
+            or action.default in (None, False, [], argparse.SUPPRESS)
+            or not action.option_strings
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: a whole number >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1."""
+    value = non_negative_int(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("expected a number >= 1, got 0")
+    return value
+
+
+def int_list(text: str) -> list[int]:
+    """argparse type: comma-separated whole numbers >= 1."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated whole numbers, got {text!r}"
+        ) from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected numbers >= 1, got {text!r}")
+    return values
+
+
+def output_file(text: str) -> str:
+    """argparse type: a file we can create (its folder exists and is writable)."""
+    folder = Path(text).parent
+    if folder.exists() and not folder.is_dir():
+        raise argparse.ArgumentTypeError(f"{str(folder)!r} is not a folder (for {text!r})")
+    if not folder.is_dir():
+        raise argparse.ArgumentTypeError(f"folder {str(folder)!r} does not exist (for {text!r})")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"folder {str(folder)!r} is not writable (for {text!r})")
+    if Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder, expected a file name")
+    return text
+
+
+def output_folder(text: str) -> str:
+    """argparse type: a folder we can write into or create (its parent exists)."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a file, expected a folder")
+    target = path if path.is_dir() else path.parent
+    if not target.is_dir():
+        raise argparse.ArgumentTypeError(f"folder {str(target)!r} does not exist (for {text!r})")
+    if not os.access(target, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"folder {str(target)!r} is not writable")
+    return text
+
+
+class AliasedStore(argparse.Action):
+    """``store`` that notes use of a deprecated option string (logged once logging is set up)."""
+
+    def __init__(self, *args: Any, deprecated: Sequence[str] = (), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.deprecated = tuple(deprecated)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        if option_string in self.deprecated:
+            new = next(s for s in self.option_strings if s not in self.deprecated)
+            notes = list(getattr(namespace, "deprecations", None) or [])
+            notes.append(f"{option_string} is deprecated: use {new}")
+            namespace.deprecations = notes
+        setattr(namespace, self.dest, values)
+
+
+def add_aliased(
+    p: argparse.ArgumentParser, name: str, *deprecated: str, **kwargs: Any
+) -> argparse.Action:
+    """Add option ``name`` with ``deprecated`` old spellings that still work but warn."""
+    kwargs["help"] = (kwargs.get("help") or "") + f" [old name: {', '.join(deprecated)}]"
+    return p.add_argument(name, *deprecated, action=AliasedStore, deprecated=deprecated, **kwargs)
+
+
+def add_logging_options(p: argparse.ArgumentParser, defaults: bool) -> None:
+    """-v/-q/--log-level; on subcommands (``defaults`` False) they only override the main's."""
+    missing: dict[str, Any] = {} if defaults else {"default": argparse.SUPPRESS}
+    g = p.add_argument_group("logging")
+    g.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        help="more log output (-v: info, -vv: debug)",
+        **(missing or {"default": 0}),
+    )
+    g.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="errors only",
+        **(missing or {"default": False}),
+    )
+    g.add_argument(
+        "--log-level",
+        type=str.lower,
+        choices=LOG_LEVELS,
+        help="log level (overrides -v/-q; default: warning, info for serve)",
+        **(missing or {"default": None}),
+    )
+
+
+def log_level(a: argparse.Namespace, default: int) -> int:
+    """The level that -v/-q/--log-level ask for."""
+    if a.log_level:
+        return getattr(logging, a.log_level.upper())
+    if a.quiet:
+        return logging.ERROR
+    if a.verbose:
+        return logging.DEBUG if a.verbose > 1 else min(default, logging.INFO)
+    return default
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to the current ``sys.stderr`` (so log lines print above a live progress bar)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
+class _CommandFormatter(logging.Formatter):
+    """``argonic CMD: warning: message`` (the shape of the CLI's one-line errors)."""
+
+    def __init__(self, command: str, timestamps: bool) -> None:
+        stamp = "%(asctime)s " if timestamps else ""
+        super().__init__(f"{stamp}argonic {command}: %(levelname)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        record = logging.makeLogRecord(record.__dict__)
+        record.levelname = record.levelname.lower()
+        if record.levelno <= logging.DEBUG:
+            record.msg = f"[{record.name}] {record.msg}"
+        return super().format(record)
+
+
+def setup_logging(command: str, level: int, timestamps: bool = False) -> None:
+    """One stderr handler on the root logger for the whole process (replaces earlier ones)."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    handler = _StderrHandler()
+    handler.setFormatter(_CommandFormatter(command, timestamps))
+    root.addHandler(handler)
+    root.setLevel(level)
+    logging.captureWarnings(True)
