@@ -524,7 +524,8 @@ def test_containerfile_builds_from_the_package_and_runs_argonic_serve():
 
 def test_container_healthcheck_answers_for_a_serving_server_only(tmp_path):
     """The HEALTHCHECK command, run as written against a real server (port swapped)."""
-    from support.servers import IDENTITY_CONFIG, add_model, identity_onnx
+    from support.models import identity_onnx
+    from support.servers import IDENTITY_CONFIG, add_model
 
     from argonic.server import running_server
 
