@@ -160,7 +160,7 @@ def _reco_args(p: argparse.ArgumentParser) -> None:
         choices=("patch", "plane"),
         default=None,
         help="remote requests: 48x48 patches, or each (TPC, plane) image + hits (the "
-        "server cuts the patches; ~100x fewer bytes) [inference.remote] request_mode",
+        "server cuts the patches; far fewer bytes: BENCHMARKS.md) [inference.remote] request_mode",
     )
     p.add_argument(
         "--transport",

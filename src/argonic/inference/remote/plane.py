@@ -1,7 +1,7 @@
 """Plane mode: whether a (TPC, plane) travels as one request to the plane model.
 
 With ``request_mode = "plane"`` each (TPC, plane)'s image and hits go to
-``plane_model_name`` and the server cuts the patches (same scores, ~100x fewer bytes). A
+``plane_model_name`` and the server cuts the patches (same scores, far fewer bytes). A
 server is asked once per successful check whether it serves that plane model for the
 expected network; the first server without it turns plane mode off for this client (a
 warning, once) and the patches are sent from then on.
