@@ -215,6 +215,19 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
         default=30.0,
         help="seconds SIGTERM waits for in-flight requests",
     )
+    p.add_argument(
+        "--model-control-mode",
+        choices=("none", "explicit", "poll"),
+        default="none",
+        help="none: RepositoryModelLoad/Unload refused (Triton's default); explicit: allowed; "
+        "poll: follow the repository on disk every --repository-poll-secs",
+    )
+    p.add_argument(
+        "--repository-poll-secs",
+        type=float,
+        default=15.0,
+        help="poll mode: seconds between scans of the model repository",
+    )
 
 
 def _serve(a: argparse.Namespace) -> Summary:
@@ -227,6 +240,8 @@ def _serve(a: argparse.Namespace) -> Summary:
         metrics_port=None if a.no_metrics else a.metrics_port,
         models=a.load_model,
         drain_timeout_s=a.drain_timeout,
+        model_control_mode=a.model_control_mode,
+        repository_poll_s=a.repository_poll_secs,
     )
 
 

@@ -16,8 +16,10 @@ import grpc
 
 from argonic.server import health
 from argonic.server.dataplane import DataPlane
+from argonic.server.errorlog import ErrorLog
 from argonic.server.errors import ServerError
 from argonic.server.metrics import MetricsExporter, start_metrics_server
+from argonic.server.poller import RepositoryPoller
 from argonic.server.repository import ModelRepository
 from argonic.server.servicer import InferenceServicer, add_to_server
 
@@ -37,14 +39,20 @@ class InferenceServer:
         metrics_port: int | None = 8002,
         models: list[str] | None = None,
         drain_timeout_s: float = 30.0,
+        model_control_mode: str = "none",
+        repository_poll_s: float = 15.0,
     ) -> None:
         self.model_repository = Path(model_repository)
+        self.model_control_mode = model_control_mode
+        self.repository_poll_s = repository_poll_s
+        self.poller: RepositoryPoller | None = None
         self.host = host
         self.grpc_port = grpc_port
         self.metrics_port = metrics_port
         self.models = models
         self.drain_timeout_s = drain_timeout_s
         self.dataplane: DataPlane | None = None
+        self.errors = ErrorLog()
         self._grpc: grpc.aio.Server | None = None
         self._metrics = None
         self._stop_requested: asyncio.Event | None = None
@@ -53,15 +61,20 @@ class InferenceServer:
     async def start(self) -> None:
         """Load the models, then listen (ports 0 are replaced by the ports actually bound)."""
         self._stop_requested = asyncio.Event()
-        self.dataplane = dp = DataPlane(ModelRepository(self.model_repository))
+        self.dataplane = dp = DataPlane(
+            ModelRepository(self.model_repository), self.model_control_mode
+        )
         await dp.load_all(self.models)
+        if self.model_control_mode == "poll":
+            self.poller = RepositoryPoller(dp, self.repository_poll_s)
+            await self.poller.start()
         options = [
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.so_reuseport", 0),
         ]  # a busy port is an error, not a shared port
         self._grpc = grpc.aio.server(options=options)
-        add_to_server(InferenceServicer(dp), self._grpc)
+        add_to_server(InferenceServicer(dp, self.errors), self._grpc)
         self._grpc.add_generic_rpc_handlers([health.health_handler(self._health_status)])
         try:
             self.grpc_port = self._grpc.add_insecure_port(f"{self.host}:{self.grpc_port}")
@@ -108,10 +121,13 @@ class InferenceServer:
 
     async def _stop(self) -> dict[str, Any]:
         assert self.dataplane is not None
+        if self.poller is not None:
+            await self.poller.stop()
         log.info("draining: refusing new requests, waiting for in-flight ones")
         drained = await self.dataplane.drain(self.drain_timeout_s)
         summary = self.summary()
         await self.dataplane.close()
+        self.errors.flush()
         if self._grpc is not None:
             await self._grpc.stop(grace=5.0)
         if self._metrics is not None:
@@ -147,24 +163,16 @@ class InferenceServer:
         return None
 
 
-def serve(
-    model_repository: str | Path,
-    host: str = "0.0.0.0",
-    grpc_port: int = 8001,
-    metrics_port: int | None = 8002,
-    models: list[str] | None = None,
-    drain_timeout_s: float = 30.0,
-) -> dict[str, Any]:
-    """Run the server until SIGTERM or SIGINT, drain, and return a summary."""
+def serve(model_repository: str | Path, **options: Any) -> dict[str, Any]:
+    """Run the server until SIGTERM or SIGINT, drain, and return a summary; ``options`` are
+    InferenceServer's (host, grpc_port, metrics_port, models, model_control_mode, ...)."""
     if not logging.getLogger().handlers:
         logging.basicConfig(
             level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s"
         )
 
     async def main() -> dict[str, Any]:
-        server = InferenceServer(
-            model_repository, host, grpc_port, metrics_port, models, drain_timeout_s
-        )
+        server = InferenceServer(model_repository, **options)
         try:
             await server.start()
         except BaseException:

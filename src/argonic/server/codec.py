@@ -60,7 +60,7 @@ def infer_request(msg: pb.ModelInferRequest, raw: list | None = None) -> InferRe
     try:
         priority = _int_parameter(msg.parameters, "priority")
         timeout = _int_parameter(msg.parameters, "timeout")
-    except ValueError:
+    except (ValueError, OverflowError):
         raise InvalidArgument("parameters 'priority' and 'timeout' must be integers") from None
     return InferRequest(
         msg.model_name,

@@ -22,6 +22,10 @@ from argonic.server.tensors import InferRequest, InferResponse
 log = logging.getLogger("argonic.server")
 
 
+MODEL_CONTROL_MODES = ("none", "explicit", "poll")
+CONTROL_REFUSED = "explicit model load / unload is not allowed if polling is enabled"  # Triton's
+
+
 @dataclass(frozen=True)
 class IndexEntry:
     """One row of RepositoryIndex: a model (version) and its state."""
@@ -35,8 +39,11 @@ class IndexEntry:
 class DataPlane:
     """Holds the loaded models and serves them; all methods run on the server's event loop."""
 
-    def __init__(self, repository: ModelRepository) -> None:
+    def __init__(self, repository: ModelRepository, model_control_mode: str = "none") -> None:
+        if model_control_mode not in MODEL_CONTROL_MODES:
+            raise ValueError(f"model control mode must be one of {MODEL_CONTROL_MODES}")
         self.repository = repository
+        self.model_control_mode = model_control_mode
         self.models: dict[str, dict[int, ModelVersion]] = {}
         self.failures: dict[str, str] = {}  # model in the repository -> why its last load failed
         self.startup_failures: set[str] = set()
@@ -107,6 +114,11 @@ class DataPlane:
                 reason = self.failures.get(name, "unloaded" if name in self.unloaded else "")
                 entries.append(IndexEntry(name, "", "UNAVAILABLE", reason))
         return entries
+
+    def check_control(self) -> None:
+        """RepositoryModelLoad/Unload from a client: only in explicit mode (Triton's rule)."""
+        if self.model_control_mode != "explicit":
+            raise Unavailable(CONTROL_REFUSED)
 
     async def load(self, name: str) -> list[ModelVersion]:
         """Load (or reload) a model: the new versions replace the old, which drain then close."""

@@ -13,6 +13,7 @@ file and checksum are those of the named model of the same repository.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +78,26 @@ class ModelRepository:
         return sorted(
             int(p.name) for p in self.model_dir(name).iterdir() if p.is_dir() and p.name.isdigit()
         )
+
+    def fingerprint(self, name: str) -> tuple:
+        """(path, size, mtime) of every file of a model, and of its network's for the plane
+        model: what poll mode compares to see a model change."""
+        model_dir = self.root / name
+        dirs = [model_dir]
+        try:
+            network = parameter(load_config(model_dir), "network", "")
+        except Exception:  # noqa: BLE001 - a broken config is a change like any other
+            network = ""
+        if network and network != name and "/" not in network:
+            dirs.append(self.root / network)
+        files = []
+        for d in dirs:
+            for path in sorted(d.rglob("*")):
+                with contextlib.suppress(OSError):
+                    if path.is_file():
+                        st = path.stat()
+                        files.append((str(path.relative_to(self.root)), st.st_size, st.st_mtime_ns))
+        return tuple(files)
 
     def load(self, name: str) -> tuple[mc.ModelConfig, list[LoadedFiles]]:
         """Read the config and build every instance of every version its policy selects (blocking)."""
