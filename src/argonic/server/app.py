@@ -8,7 +8,7 @@ import contextlib
 import logging
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +18,14 @@ from argonic.server import health
 from argonic.server.dataplane import DataPlane
 from argonic.server.errorlog import ErrorLog
 from argonic.server.errors import ServerError
+from argonic.server.limits import DEFAULT_MAX_INFLIGHT_BYTES, DEFAULT_MAX_MESSAGE_BYTES
 from argonic.server.metrics import MetricsExporter, start_metrics_server
 from argonic.server.poller import RepositoryPoller
 from argonic.server.repository import ModelRepository
+from argonic.server.security import RestrictedProtocols, Restriction, TlsConfig
 from argonic.server.servicer import InferenceServicer, add_to_server
 
 log = logging.getLogger("argonic.server")
-
-MAX_MESSAGE_BYTES = 1 << 30  # 1 GiB: batches of thousands of 48x48 float32 patches
 
 
 class InferenceServer:
@@ -41,11 +41,18 @@ class InferenceServer:
         drain_timeout_s: float = 30.0,
         model_control_mode: str = "none",
         repository_poll_s: float = 15.0,
+        tls: TlsConfig | None = None,
+        restricted: Sequence[Restriction] = (),
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT_BYTES,
     ) -> None:
         self.model_repository = Path(model_repository)
         self.model_control_mode = model_control_mode
         self.repository_poll_s = repository_poll_s
         self.poller: RepositoryPoller | None = None
+        self.tls = tls
+        self.max_message_bytes = max_message_bytes
+        self.max_inflight_bytes = max_inflight_bytes
         self.host = host
         self.grpc_port = grpc_port
         self.metrics_port = metrics_port
@@ -53,6 +60,7 @@ class InferenceServer:
         self.drain_timeout_s = drain_timeout_s
         self.dataplane: DataPlane | None = None
         self.errors = ErrorLog()
+        self.interceptors = [RestrictedProtocols(restricted, self.errors)] if restricted else []
         self._grpc: grpc.aio.Server | None = None
         self._metrics = None
         self._stop_requested: asyncio.Event | None = None
@@ -61,23 +69,31 @@ class InferenceServer:
     async def start(self) -> None:
         """Load the models, then listen (ports 0 are replaced by the ports actually bound)."""
         self._stop_requested = asyncio.Event()
+        credentials = self.tls.credentials() if self.tls else None  # bad files: fail first
         self.dataplane = dp = DataPlane(
-            ModelRepository(self.model_repository), self.model_control_mode
+            ModelRepository(self.model_repository),
+            self.model_control_mode,
+            self.max_inflight_bytes,
         )
         await dp.load_all(self.models)
         if self.model_control_mode == "poll":
             self.poller = RepositoryPoller(dp, self.repository_poll_s)
             await self.poller.start()
         options = [
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", self.max_message_bytes),
+            ("grpc.max_receive_message_length", self.max_message_bytes),
             ("grpc.so_reuseport", 0),
         ]  # a busy port is an error, not a shared port
-        self._grpc = grpc.aio.server(options=options)
+        self._grpc = grpc.aio.server(options=options, interceptors=self.interceptors)
         add_to_server(InferenceServicer(dp, self.errors), self._grpc)
         self._grpc.add_generic_rpc_handlers([health.health_handler(self._health_status)])
         try:
-            self.grpc_port = self._grpc.add_insecure_port(f"{self.host}:{self.grpc_port}")
+            address = f"{self.host}:{self.grpc_port}"
+            self.grpc_port = (
+                self._grpc.add_secure_port(address, credentials)
+                if credentials
+                else self._grpc.add_insecure_port(address)
+            )
             await self._grpc.start()
             if self.metrics_port is not None:
                 exporter = MetricsExporter(self._model_stats)
@@ -96,7 +112,8 @@ class InferenceServer:
             served or "none",
         )
         log.info(
-            "gRPC on %s:%d, metrics on %s",
+            "gRPC%s on %s:%d, metrics on %s",
+            " (TLS, mutual)" if self.tls and self.tls.mutual else " (TLS)" if self.tls else "",
             self.host,
             self.grpc_port,
             f"http://{self.host}:{self.metrics_port}/metrics" if self._metrics else "(off)",

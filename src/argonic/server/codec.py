@@ -91,6 +91,17 @@ _ITEMSIZE = {
 MAX_DECOMPRESSED = 1 << 31  # bytes per tensor: a bomb of a request is refused, not inflated
 
 
+def request_bytes(msg: pb.ModelInferRequest, received: int) -> int:
+    """Bytes a request holds while served: as received, or what its tensors declare when
+    larger (compressed tensors expand to that); what --max-inflight-bytes counts."""
+    declared = sum(
+        math.prod(t.shape) * _ITEMSIZE.get(t.datatype, 1)
+        for t in msg.inputs
+        if all(d >= 0 for d in t.shape)
+    )
+    return max(received, declared)
+
+
 def _decompressed(msg: pb.ModelInferRequest, raw: list) -> list:
     """raw_input_contents decompressed as ``parameters["argonic_compression"]`` says (see
     argonic.transport); each to the byte size its datatype and shape declare."""

@@ -14,6 +14,7 @@ from argonic.server.batcher import DynamicBatcher
 from argonic.server.calibrate import fastest_execution_batch_size
 from argonic.server.config import parameter
 from argonic.server.errors import InvalidArgument, NotFound, ServerError, Unavailable, unknown_model
+from argonic.server.limits import DEFAULT_MAX_INFLIGHT_BYTES, InflightBytes
 from argonic.server.model import ModelVersion, batch_policy
 from argonic.server.repository import ModelRepository
 from argonic.server.stats import ModelStats
@@ -39,11 +40,17 @@ class IndexEntry:
 class DataPlane:
     """Holds the loaded models and serves them; all methods run on the server's event loop."""
 
-    def __init__(self, repository: ModelRepository, model_control_mode: str = "none") -> None:
+    def __init__(
+        self,
+        repository: ModelRepository,
+        model_control_mode: str = "none",
+        max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT_BYTES,
+    ) -> None:
         if model_control_mode not in MODEL_CONTROL_MODES:
             raise ValueError(f"model control mode must be one of {MODEL_CONTROL_MODES}")
         self.repository = repository
         self.model_control_mode = model_control_mode
+        self.admission = InflightBytes(max_inflight_bytes)
         self.models: dict[str, dict[int, ModelVersion]] = {}
         self.failures: dict[str, str] = {}  # model in the repository -> why its last load failed
         self.startup_failures: set[str] = set()

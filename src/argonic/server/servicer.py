@@ -84,8 +84,9 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     @_answers_errors
     async def ModelInfer(self, request: wire.InferRequestMessage, context):
-        request = codec.infer_request(request.message, request.raw)
-        return codec.infer_response(await self.dataplane.infer(request))
+        with self.dataplane.admission.admit(codec.request_bytes(request.message, request.nbytes)):
+            decoded = codec.infer_request(request.message, request.raw)
+            return codec.infer_response(await self.dataplane.infer(decoded))
 
     async def ModelStreamInfer(
         self, request_iterator, context
@@ -94,9 +95,11 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             try:
                 if isinstance(request, wire.Malformed):
                     raise InvalidArgument(request.reason)
-                response = codec.infer_response(
-                    await self.dataplane.infer(codec.infer_request(request))
-                )
+                size = codec.request_bytes(request, request.ByteSize())
+                with self.dataplane.admission.admit(size):
+                    response = codec.infer_response(
+                        await self.dataplane.infer(codec.infer_request(request))
+                    )
                 yield pb.ModelStreamInferResponse(infer_response=response.to_message())
             except Exception as exc:  # noqa: BLE001 - errors travel in the stream, as Triton's
                 code = exc.code.name if isinstance(exc, ServerError) else "INTERNAL"
@@ -147,7 +150,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         return pb.RepositoryModelUnloadResponse()
 
 
-_HANDLER_KINDS = {
+HANDLER_KINDS = {
     (False, False): grpc.unary_unary_rpc_method_handler,
     (False, True): grpc.unary_stream_rpc_method_handler,
     (True, False): grpc.stream_unary_rpc_method_handler,
@@ -174,7 +177,7 @@ def add_to_server(servicer: InferenceServicer, server: grpc.aio.Server) -> None:
         if method.name == "ModelInfer":
             deserialize, serialize = wire.parse_infer_request, wire.serialize_infer_response
         deserialize = wire.lenient(deserialize, method.input_type.name)
-        kind = _HANDLER_KINDS[(method.client_streaming, method.server_streaming)]
+        kind = HANDLER_KINDS[(method.client_streaming, method.server_streaming)]
         handlers[method.name] = kind(
             impl, request_deserializer=deserialize, response_serializer=serialize
         )

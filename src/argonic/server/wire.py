@@ -29,6 +29,7 @@ class InferRequestMessage:
 
     message: pb.ModelInferRequest
     raw: list[memoryview]
+    nbytes: int = 0  # size of the message as received
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,7 @@ def parse_infer_request(data: bytes) -> InferRequestMessage:
         if pos > len(view):
             raise DecodeError("truncated message")
         rest.append(view[start:pos])
-    return InferRequestMessage(pb.ModelInferRequest.FromString(b"".join(rest)), raw)
+    return InferRequestMessage(pb.ModelInferRequest.FromString(b"".join(rest)), raw, len(view))
 
 
 def serialize_infer_response(response: InferResponseMessage) -> bytes:
