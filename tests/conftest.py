@@ -22,6 +22,7 @@ SLOW_MODULES = {
     "inference/test_triton_real.py",
     "model/test_train.py",
     "reco/test_chain.py",
+    "server/test_overload.py",
     "server/test_security.py",
     "study/test_runner.py",
 }

@@ -256,7 +256,7 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     limits.add_argument(
         "--max-inflight-bytes",
         type=_non_negative_int,
-        default=512 << 20,
+        default=128 << 20,
         help="bytes of request tensors admitted at once, server-wide; excess requests get "
         "UNAVAILABLE before their tensors are decoded (0: no cap)",
     )

@@ -178,3 +178,40 @@ def gate_model(repo: Path, name: str, extra: str = "", max_batch_size: int = 64)
             1: lambda d: (d.mkdir(parents=True, exist_ok=True), (d / "model").write_bytes(b"gate"))
         },
     )
+
+
+def heavy_onnx(path: Path, layers: int = 2, seed: int = 0) -> None:
+    """The CNN-like model behind ``layers`` dense 2304x2304 ReLU layers (~10 MFLOP per row
+    each): slow enough that 32 Python clients can overload a server on two cores."""
+    rng = np.random.default_rng(seed)
+    w = head_weights(seed)
+    inits = [numpy_helper.from_array(v, k) for k, v in w.items()]
+    inits.append(numpy_helper.from_array(np.array([-1, FEATURES], np.int64), "flat_shape"))
+    nodes = [helper.make_node("Reshape", ["main_input", "flat_shape"], ["h0"])]
+    for i in range(layers):
+        dense = rng.normal(0, 1.0 / 48, (FEATURES, FEATURES)).astype(np.float32)
+        inits.append(numpy_helper.from_array(dense, f"d{i}"))
+        nodes += [
+            helper.make_node("MatMul", [f"h{i}", f"d{i}"], [f"m{i}"]),
+            helper.make_node("Relu", [f"m{i}"], [f"h{i + 1}"]),
+        ]
+    x = f"h{layers}"
+    nodes += [
+        helper.make_node("MatMul", [x, "w3"], ["l3"]),
+        helper.make_node("Add", ["l3", "b3"], ["z3"]),
+        helper.make_node("Softmax", ["z3"], ["em_trk_none_netout"], axis=-1),
+        helper.make_node("MatMul", [x, "w1"], ["l1"]),
+        helper.make_node("Add", ["l1", "b1"], ["z1"]),
+        helper.make_node("Sigmoid", ["z1"], ["michel_netout"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "heavy",
+        [helper.make_tensor_value_info("main_input", TensorProto.FLOAT, ["N", 48, 48, 1])],
+        [
+            helper.make_tensor_value_info("em_trk_none_netout", TensorProto.FLOAT, ["N", 3]),
+            helper.make_tensor_value_info("michel_netout", TensorProto.FLOAT, ["N", 1]),
+        ],
+        inits,
+    )
+    _save(graph, path)

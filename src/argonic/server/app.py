@@ -6,6 +6,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import os
 import signal
 import threading
 from collections.abc import Iterator, Sequence
@@ -18,7 +19,11 @@ from argonic.server import health
 from argonic.server.dataplane import DataPlane
 from argonic.server.errorlog import ErrorLog
 from argonic.server.errors import ServerError
-from argonic.server.limits import DEFAULT_MAX_INFLIGHT_BYTES, DEFAULT_MAX_MESSAGE_BYTES
+from argonic.server.limits import (
+    DEFAULT_MAX_INFLIGHT_BYTES,
+    DEFAULT_MAX_MESSAGE_BYTES,
+    limit_malloc_arenas,
+)
 from argonic.server.metrics import MetricsExporter, start_metrics_server
 from argonic.server.poller import RepositoryPoller
 from argonic.server.repository import ModelRepository
@@ -183,6 +188,8 @@ class InferenceServer:
 def serve(model_repository: str | Path, **options: Any) -> dict[str, Any]:
     """Run the server until SIGTERM or SIGINT, drain, and return a summary; ``options`` are
     InferenceServer's (host, grpc_port, metrics_port, models, model_control_mode, ...)."""
+    if "MALLOC_ARENA_MAX" not in os.environ:
+        limit_malloc_arenas()
     if not logging.getLogger().handlers:
         logging.basicConfig(
             level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s"

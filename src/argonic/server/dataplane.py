@@ -11,10 +11,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from argonic.server.batcher import DynamicBatcher
-from argonic.server.calibrate import fastest_execution_batch_size
+from argonic.server.calibrate import calibrate
 from argonic.server.config import parameter
 from argonic.server.errors import InvalidArgument, NotFound, ServerError, Unavailable, unknown_model
-from argonic.server.limits import DEFAULT_MAX_INFLIGHT_BYTES, InflightBytes
+from argonic.server.limits import DEFAULT_MAX_INFLIGHT_BYTES, IdleTrim, InflightBytes
 from argonic.server.model import ModelVersion, batch_policy
 from argonic.server.repository import ModelRepository
 from argonic.server.stats import ModelStats
@@ -51,6 +51,7 @@ class DataPlane:
         self.repository = repository
         self.model_control_mode = model_control_mode
         self.admission = InflightBytes(max_inflight_bytes)
+        self.trim = IdleTrim()
         self.models: dict[str, dict[int, ModelVersion]] = {}
         self.failures: dict[str, str] = {}  # model in the repository -> why its last load failed
         self.startup_failures: set[str] = set()
@@ -102,12 +103,14 @@ class DataPlane:
         model = self.model(request.model_name, request.model_version)
         self._in_flight += 1
         self._idle.clear()
+        self.trim.busy()
         try:
             return await model.infer(request)
         finally:
             self._in_flight -= 1
             if self._in_flight == 0:
                 self._idle.set()
+                self.trim.idle()
 
     # --- repository ---------------------------------------------------------------------
 
@@ -150,7 +153,7 @@ class DataPlane:
                     and config.max_batch_size > 0
                 ):
                     exec_size, rates = await asyncio.to_thread(
-                        fastest_execution_batch_size, config, files.backends[0]
+                        calibrate, config, files.model_file, files.instances[0]
                     )
                     log.info(
                         "model '%s' version %d: execution_batch_size auto -> %d (rows/s: %s)",

@@ -43,6 +43,7 @@ class LoadedFiles:
     sha256: str
     backends: list[Backend]
     instances: list[InstanceSpec]
+    model_file: Path
 
 
 class ModelRepository:
@@ -126,7 +127,7 @@ class ModelRepository:
             model_file = files_dir / str(version) / model_filename(files_config)
             digest = checked_sha256(model_file)
             backends = [create_backend(config, model_file, spec) for spec in specs]
-            loaded.append(LoadedFiles(version, digest, backends, specs))
+            loaded.append(LoadedFiles(version, digest, backends, specs, model_file))
         return config, loaded
 
 

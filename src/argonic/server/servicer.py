@@ -49,6 +49,9 @@ def _answers_errors(method):
     return wrapper
 
 
+_parse_infer = wire.lenient(wire.parse_infer_request, "ModelInferRequest")
+
+
 class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     """KServe v2 / Triton gRPC protocol over a DataPlane."""
 
@@ -83,10 +86,17 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         return codec.config_response(self.dataplane.model(request.name, request.version))
 
     @_answers_errors
-    async def ModelInfer(self, request: wire.InferRequestMessage, context):
-        with self.dataplane.admission.admit(codec.request_bytes(request.message, request.nbytes)):
-            decoded = codec.infer_request(request.message, request.raw)
-            return codec.infer_response(await self.dataplane.infer(decoded))
+    async def ModelInfer(self, messages: AsyncIterator[bytes], context):
+        """Registered stream-unary: its one message is read once admitted (limits.py)."""
+        admission = self.dataplane.admission
+        async with admission.receive(messages) as data:
+            request = _parse_infer(data)
+            if isinstance(request, wire.Malformed):
+                raise InvalidArgument(request.reason)
+            expands = codec.request_bytes(request.message, request.nbytes) - request.nbytes
+            with admission.admit(expands):  # compressed tensors: room for what they expand to
+                decoded = codec.infer_request(request.message, request.raw)
+                return codec.infer_response(await self.dataplane.infer(decoded))
 
     async def ModelStreamInfer(
         self, request_iterator, context
@@ -174,10 +184,11 @@ def add_to_server(servicer: InferenceServicer, server: grpc.aio.Server) -> None:
         impl = getattr(servicer, method.name) if implemented else _unimplemented(method.name)
         deserialize = getattr(pb, method.input_type.name).FromString
         serialize = getattr(pb, method.output_type.name).SerializeToString
-        if method.name == "ModelInfer":
-            deserialize, serialize = wire.parse_infer_request, wire.serialize_infer_response
         deserialize = wire.lenient(deserialize, method.input_type.name)
         kind = HANDLER_KINDS[(method.client_streaming, method.server_streaming)]
+        if method.name == "ModelInfer":  # raw bytes, read after admission (see ModelInfer)
+            deserialize, serialize = None, wire.serialize_infer_response
+            kind = grpc.stream_unary_rpc_method_handler
         handlers[method.name] = kind(
             impl, request_deserializer=deserialize, response_serializer=serialize
         )
