@@ -8,7 +8,8 @@ The cluster runs in the foreground mode of `argonic cluster up` (it restarts a r
 exits). Capacity is measured first through the balancer (closed loop, 8 requests in
 flight); then open-loop clients send ModelInfer requests of mixed batch sizes (64, 256,
 1024, 1693 patches) at ``--load`` x capacity in patches/s; a request refused with
-UNAVAILABLE is retried (up to 20 times), any other failure counts as an error. Half-way
+UNAVAILABLE is retried (exponential backoff up to 2 s, for at most ``--retry-seconds``),
+any other failure counts as an error. Half-way
 one replica gets SIGTERM (it drains, exits, and the cluster starts it again). Every
 ``--window`` seconds: patches/s answered, errors, retries, p99 latency and each replica's
 RSS (from /proc).
@@ -100,6 +101,7 @@ class Recorder:
     def __init__(self) -> None:
         self.rows = self.errors = self.retries = 0
         self.latencies: list[float] = []
+        self.codes: dict[str, int] = {}  # final failures by status, whole run
 
     def take(self) -> tuple[int, int, int, list[float]]:
         out = (self.rows, self.errors, self.retries, self.latencies)
@@ -109,14 +111,15 @@ class Recorder:
 
 
 async def capacity(stub, pool: dict[int, pb.ModelInferRequest], seconds: float) -> float:
-    """Patches/s through the balancer with 8 requests of 256 patches in flight."""
-    rows, stop = 0, time.monotonic() + seconds
+    """Patches/s through the balancer with 8 requests of the mixed batch sizes in flight."""
+    rows, stop, pick = 0, time.monotonic() + seconds, random.Random(2)
 
     async def worker() -> None:
         nonlocal rows
         while time.monotonic() < stop:
-            await stub.ModelInfer(pool[256], timeout=120)
-            rows += 256
+            size = pick.choice(BATCHES)
+            await stub.ModelInfer(pool[size], timeout=120)
+            rows += size
 
     start = time.monotonic()
     await asyncio.gather(*(worker() for _ in range(8)))
@@ -137,20 +140,24 @@ async def soak(a: argparse.Namespace, address: str, run_dir: Path, cluster: subp
         tasks: set[asyncio.Task] = set()
 
         async def one(rows: int) -> None:
-            for _ in range(20):
+            code, give_up = "retries exhausted", time.monotonic() + a.retry_seconds
+            for attempt in range(10_000):
                 t0 = time.monotonic()
                 try:
                     await stub.ModelInfer(pool[rows], timeout=300)
                 except grpc.aio.AioRpcError as exc:
-                    if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                    if exc.code() == grpc.StatusCode.UNAVAILABLE and t0 < give_up:
                         rec.retries += 1
-                        await asyncio.sleep(0.1 + 0.4 * pick.random())
+                        backoff = min(2.0, 0.1 * 2 ** min(attempt, 5))
+                        await asyncio.sleep(backoff * (0.5 + pick.random()))
                         continue
+                    code = f"{exc.code().name}: {(exc.details() or '')[:80]}"
                     break
                 rec.rows += rows
                 rec.latencies.append(time.monotonic() - t0)
                 return
             rec.errors += 1
+            rec.codes[code] = rec.codes.get(code, 0) + 1
 
         async def offer(until: float) -> None:
             while time.monotonic() < until:
@@ -194,6 +201,7 @@ async def soak(a: argparse.Namespace, address: str, run_dir: Path, cluster: subp
         "capacity_patches_per_s": round(cap, 1),
         "offered_patches_per_s": round(rate, 1),
         "restart_at_s": restarted_at,
+        "error_codes": rec.codes,
         "series": series,
     }
 
@@ -236,8 +244,9 @@ def main() -> None:
     parser.add_argument("--load", type=float, default=0.8, help="fraction of capacity")
     parser.add_argument("--model-repository", default="models")
     parser.add_argument("--window", type=float, default=10.0, help="seconds per sample")
-    parser.add_argument("--capacity-seconds", type=float, default=20.0)
+    parser.add_argument("--capacity-seconds", type=float, default=30.0)
     parser.add_argument("--execution-batch-size", default="256")
+    parser.add_argument("--retry-seconds", type=float, default=120.0)
     parser.add_argument("--png", default="benchmarks/results/soak.png")
     parser.add_argument("--json", default="benchmarks/results/soak.json")
     a = parser.parse_args()
