@@ -169,3 +169,25 @@ def test_bad_security_flags_stop_the_server(repo: Path, tmp_path: Path) -> None:
         with argonic_serve(repo, tmp_path / "log", *flags) as served:
             assert served.process.wait(60) != 0
             assert message in served.log_text()
+
+
+def test_model_control_flags(repo: Path, tmp_path: Path) -> None:
+    from argonic.server.dataplane import CONTROL_REFUSED
+
+    flags = ["--model-control-mode=explicit", f"--load-model={fuzz.MODEL}"]
+    with argonic_serve(repo, tmp_path / "explicit.log", *flags) as served:
+        wait_serving(served)
+        client = grpcclient.InferenceServerClient(served.address)
+        assert client.is_model_ready(fuzz.MODEL) and not client.is_model_ready(fuzz.PLANE_MODEL)
+        client.load_model(fuzz.PLANE_MODEL)
+        assert client.is_model_ready(fuzz.PLANE_MODEL)
+    with argonic_serve(repo, tmp_path / "none.log") as served:  # the default: none
+        wait_serving(served)
+        client = grpcclient.InferenceServerClient(served.address)
+        with pytest.raises(InferenceServerException) as info:
+            client.unload_model(fuzz.MODEL)
+        assert (info.value.status(), info.value.message()) == (
+            "StatusCode.UNAVAILABLE",
+            CONTROL_REFUSED,
+        )
+        assert client.is_model_ready(fuzz.MODEL) and client.is_model_ready(fuzz.PLANE_MODEL)
