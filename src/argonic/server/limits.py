@@ -1,13 +1,12 @@
 """Server-wide memory limits: the bytes of request tensors admitted at once.
 
-gRPC receives a whole message before the handler runs (and refuses one above
-``--grpc-max-message-bytes`` with RESOURCE_EXHAUSTED by itself). ModelInfer then holds
+gRPC refuses a message above ``--grpc-max-message-bytes`` with RESOURCE_EXHAUSTED by
+itself. ModelInfer (registered stream-unary, so the handler decides when to read) holds
 its bytes zero-copy (wire.py) until it is answered; ``InflightBytes`` admits it only while
-the bytes of all admitted requests stay under ``--max-inflight-bytes``, checked before
-gRPC reads the message (see ``receive``) and again before the tensors are decoded,
-decompressed or copied into a batch. A request that does not fit now
-gets UNAVAILABLE (clients retry, as for a full queue); one that can never fit gets
-RESOURCE_EXHAUSTED.
+the bytes of all admitted requests stay under ``--max-inflight-bytes``: room for the
+message is reserved before the handler reads it (``receive``), and a call that finds none
+gets UNAVAILABLE with its bytes dropped as they arrive, never decoded, decompressed or
+copied into a batch. A request that can never fit gets RESOURCE_EXHAUSTED.
 """
 
 from __future__ import annotations
