@@ -257,11 +257,79 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
         default=30.0,
         help="seconds SIGTERM waits for in-flight requests",
     )
+    p.add_argument(
+        "--model-control-mode",
+        choices=("none", "explicit", "poll"),
+        default="none",
+        help="none: RepositoryModelLoad/Unload refused (Triton's default); explicit: allowed; "
+        "poll: follow the repository on disk every --repository-poll-secs",
+    )
+    p.add_argument(
+        "--repository-poll-secs",
+        type=float,
+        default=15.0,
+        help="poll mode: seconds between scans of the model repository",
+    )
+    tls = p.add_argument_group("TLS and access control (Triton's flags)")
+    for flag, text in (
+        ("--grpc-use-ssl", "serve gRPC over TLS (needs --grpc-server-cert and --grpc-server-key)"),
+        ("--grpc-use-ssl-mutual", "mutual TLS: clients need a certificate --grpc-root-cert signed"),
+    ):
+        tls.add_argument(flag, nargs="?", const=True, default=False, type=_bool, help=text)
+    tls.add_argument("--grpc-server-cert", default="", help="PEM file of the server certificate")
+    tls.add_argument("--grpc-server-key", default="", help="PEM file of the server key")
+    tls.add_argument("--grpc-root-cert", default="", help="PEM file of the CA for client certs")
+    tls.add_argument(
+        "--grpc-restricted-protocol",
+        action="append",
+        default=[],
+        metavar="CATEGORIES:KEY=VALUE",
+        help="calls of these protocols (health, metadata, inference, shared-memory, "
+        "model-config, model-repository, statistics, trace, logging; comma-separated) need "
+        "the header KEY: VALUE, else UNAVAILABLE (repeatable)",
+    )
+    limits = p.add_argument_group("memory limits")
+    limits.add_argument(
+        "--grpc-max-message-bytes",
+        type=_positive_int,
+        default=64 << 20,
+        help="largest gRPC message received or sent; above it RESOURCE_EXHAUSTED",
+    )
+    limits.add_argument(
+        "--max-inflight-bytes",
+        type=_non_negative_int,
+        default=128 << 20,
+        help="bytes of request tensors admitted at once, server-wide; excess requests get "
+        "UNAVAILABLE before their tensors are decoded (0: no cap)",
+    )
+
+
+def _bool(text: str | bool) -> bool:
+    """Triton's boolean flag values: true/false, 1/0, yes/no, on/off."""
+    if isinstance(text, bool):
+        return text
+    value = text.strip().lower()
+    if value in ("true", "1", "yes", "on"):
+        return True
+    if value in ("false", "0", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def _serve(a: argparse.Namespace) -> Summary:
-    from argonic.server import serve
+    from pathlib import Path
 
+    from argonic.server import serve
+    from argonic.server.security import SecurityError, TlsConfig, parse_restriction
+
+    tls = None
+    if a.grpc_use_ssl or a.grpc_use_ssl_mutual:
+        if not (a.grpc_server_cert and a.grpc_server_key):
+            raise SecurityError("--grpc-use-ssl needs --grpc-server-cert and --grpc-server-key")
+        root = Path(a.grpc_root_cert) if a.grpc_root_cert else None
+        tls = TlsConfig(
+            Path(a.grpc_server_cert), Path(a.grpc_server_key), root, a.grpc_use_ssl_mutual
+        )
     return serve(
         a.model_repository,
         host=a.host,
@@ -269,6 +337,12 @@ def _serve(a: argparse.Namespace) -> Summary:
         metrics_port=None if a.no_metrics else a.metrics_port,
         models=a.load_model,
         drain_timeout_s=a.drain_timeout,
+        model_control_mode=a.model_control_mode,
+        repository_poll_s=a.repository_poll_secs,
+        tls=tls,
+        restricted=[parse_restriction(r) for r in a.grpc_restricted_protocol],
+        max_message_bytes=a.grpc_max_message_bytes,
+        max_inflight_bytes=a.max_inflight_bytes,
     )
 
 

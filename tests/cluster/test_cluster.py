@@ -285,7 +285,7 @@ def test_overload_is_bounded_and_retries_absorb_it(tmp_path):
 
     from argonic.inference.remote import RemoteInterface
 
-    repo = cluster_repository(tmp_path / "models", max_queue=2, max_batch=512, hidden=512)
+    repo = cluster_repository(tmp_path / "models", max_queue=2, max_batch=512, layers=1)
     x = random_patches(512, seed=3)
     reference = ort_scores(repo, x)
     with _cluster(repo, tmp_path / "run", 1) as cluster:

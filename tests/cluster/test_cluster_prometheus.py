@@ -75,7 +75,7 @@ class Prometheus:
 def prometheus_over_cluster(tmp_path):
     from argonic.cluster import Cluster
 
-    repo = cluster_repository(tmp_path / "models", max_queue=0, max_batch=1024, hidden=256)
+    repo = cluster_repository(tmp_path / "models", max_queue=0, max_batch=1024, layers=1)
     base = free_port_block(6)
     run_dir = tmp_path / "run"
     cluster = Cluster(

@@ -122,6 +122,27 @@ CASES = {
         "modelRepository": {"source": "init"},
         "argonic": {"extraArgs": ["--load-model=emtrkmichelid"]},
     },
+    "secured": {
+        "modelRepository": {"source": "hostPath"},
+        "security": {
+            "modelControlMode": "explicit",
+            "tls": {"enabled": True, "secretName": "argonic-tls", "mutual": True},
+            "restrictedProtocols": [
+                {
+                    "categories": "model-repository",
+                    "header": "admin-key",
+                    "secretName": "argonic-admin-key",
+                    "secretKey": "key",
+                },
+                {
+                    "categories": "inference,metadata,model-config,statistics",
+                    "header": "authorization",
+                    "secretName": "argonic-token",
+                },
+            ],
+        },
+        "limits": {"maxInflightBytes": 1 << 28},
+    },
     "triton-existing-pvc": {
         "server": "triton",
         "modelRepository": {"source": "pvc", "pvc": {"existingClaim": "models"}},
@@ -665,3 +686,38 @@ def test_real_triton_accepts_the_charts_arguments_and_answers_its_grpc_probe(tmp
         proc.terminate()  # SIGTERM: Triton drains (--exit-timeout-secs from the chart)
         proc.wait(timeout=60)
     assert proc.returncode == 0
+
+
+def test_secured_chart_mounts_the_tls_and_key_secrets_and_passes_tritons_flags():
+    docs = render(CASES["secured"])
+    c = server_container(docs)
+    args = _argonic_parser().parse_args(["serve", *c["args"]])
+    assert args.grpc_use_ssl and args.grpc_use_ssl_mutual
+    assert args.grpc_server_cert == "/etc/argonic/tls/tls.crt"
+    assert args.grpc_root_cert == "/etc/argonic/tls/ca.crt"
+    assert args.model_control_mode == "explicit" and args.max_inflight_bytes == 1 << 28
+    assert args.grpc_restricted_protocol == [
+        "model-repository:admin-key=$(ARGONIC_RESTRICTED_KEY_0)",
+        "inference,metadata,model-config,statistics:authorization=$(ARGONIC_RESTRICTED_KEY_1)",
+    ]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["ARGONIC_RESTRICTED_KEY_0"]["valueFrom"]["secretKeyRef"] == {
+        "name": "argonic-admin-key",
+        "key": "key",
+    }
+    assert env["ARGONIC_RESTRICTED_KEY_1"]["valueFrom"]["secretKeyRef"]["name"] == "argonic-token"
+    volumes = {v["name"]: v for v in deployment(docs)["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["tls"]["secret"]["secretName"] == "argonic-tls" and "models" in volumes
+    assert {"name": "tls", "mountPath": "/etc/argonic/tls", "readOnly": True} in c["volumeMounts"]
+    assert "tcpSocket" in c["readinessProbe"]  # the kubelet's gRPC probes speak no TLS
+    triton = server_container(render({**CASES["secured"], "server": "triton"}))
+    assert "--grpc-use-ssl-mutual=true" in triton["args"]
+    assert (
+        "--grpc-restricted-protocol=model-repository:admin-key=$(ARGONIC_RESTRICTED_KEY_0)"
+        in (triton["args"])
+    )
+
+
+def test_default_chart_is_safe_by_default():
+    args = _argonic_parser().parse_args(["serve", *server_container(render())["args"]])
+    assert args.model_control_mode == "none" and args.max_inflight_bytes == 128 << 20

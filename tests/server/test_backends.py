@@ -9,14 +9,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 from support.models import FEATURES, head_weights, reference_heads
-from support.servers import (
-    CNN_LIKE_CONFIG,
-    EXECUTIONS,
-    GATES,
-    add_model,
-    gate_model,
-    marked,
-)
+from support.servers import CNN_LIKE_CONFIG, EXECUTIONS, GATES, add_model, gate_model, marked
 from tritonclient.utils import InferenceServerException
 
 from argonic.server import running_server
@@ -138,7 +131,9 @@ def test_kind_gpu_without_cuda_is_refused_with_a_clear_reason(repo: Path) -> Non
 
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    with running_server(repo, metrics_port=None, models=["on_gpu"]) as server:
+    with running_server(
+        repo, metrics_port=None, models=["on_gpu"], model_control_mode="explicit"
+    ) as server:
         client = grpcclient.InferenceServerClient(server.url)
         index = {m.name: m for m in client.get_model_repository_index().models}
         assert index["on_gpu"].state == "UNAVAILABLE" and "no CUDA device" in index["on_gpu"].reason

@@ -77,7 +77,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(repo: Path):
-    with running_server(repo) as handle:
+    with running_server(repo, model_control_mode="explicit") as handle:
         yield handle
 
 

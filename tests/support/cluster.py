@@ -23,14 +23,14 @@ parameters {{ key: "intra_op_thread_count" value {{ string_value: "1" }} }}
 
 
 def cluster_repository(
-    root: Path, max_queue: int = 64, max_batch: int = 4096, hidden: int = 64
+    root: Path, max_queue: int = 64, max_batch: int = 4096, layers: int = 0
 ) -> Path:
     """The tiny model (support.models) with a bounded queue, as the cluster tests serve it."""
     return tiny_repository(
         root,
         max_batch_size=max_batch,
         extra=CLUSTER_EXTRA.format(max_queue=max_queue),
-        hidden=hidden,
+        layers=layers,
     )
 
 

@@ -52,40 +52,31 @@ def reference_heads(patches: np.ndarray, w: dict[str, np.ndarray]) -> tuple[np.n
     return (e / e.sum(axis=1, keepdims=True)), 1.0 / (1.0 + np.exp(-(x @ w["w1"] + w["b1"])))
 
 
-def tiny_onnx(path: Path, seed: int = 0, michel: int = 1, hidden: int = 0) -> Path:
+def tiny_onnx(path: Path, seed: int = 0, michel: int = 1, layers: int = 0) -> Path:
     """Write the tiny model (``michel`` outputs on the Michel head) to ``path``.
 
-    ``hidden`` > 0 puts a ReLU layer of that width before the heads: a slower model for
-    tests that must fill a server's queue (then ``reference_heads`` does not apply).
+    ``layers`` > 0 puts that many dense 2304x2304 ReLU layers (~10 MFLOP per row each) before
+    the heads: a model slow enough for tests that must fill a server's queue (then
+    ``reference_heads`` does not apply).
     """
+    rng = np.random.default_rng(seed)
     w = head_weights(seed, michel)
     inits = [numpy_helper.from_array(v, k) for k, v in w.items()]
     inits.append(numpy_helper.from_array(np.array([-1, FEATURES], np.int64), "flat_shape"))
-    nodes = [helper.make_node("Reshape", ["main_input", "flat_shape"], ["x0"])]
-    if hidden:
-        rng = np.random.default_rng(seed + 1)
-        inits.append(
-            numpy_helper.from_array(
-                rng.normal(0, 0.05, (FEATURES, hidden)).astype(np.float32), "wh"
-            )
-        )
-        inits.append(
-            numpy_helper.from_array(
-                rng.normal(0, 0.05, (hidden, FEATURES)).astype(np.float32), "wo"
-            )
-        )
+    nodes = [helper.make_node("Reshape", ["main_input", "flat_shape"], ["h0"])]
+    for i in range(layers):
+        dense = rng.normal(0, 1.0 / 48, (FEATURES, FEATURES)).astype(np.float32)
+        inits.append(numpy_helper.from_array(dense, f"d{i}"))
         nodes += [
-            helper.make_node("MatMul", ["x0", "wh"], ["h0"]),
-            helper.make_node("Relu", ["h0"], ["h"]),
-            helper.make_node("MatMul", ["h", "wo"], ["x"]),
+            helper.make_node("MatMul", [f"h{i}", f"d{i}"], [f"m{i}"]),
+            helper.make_node("Relu", [f"m{i}"], [f"h{i + 1}"]),
         ]
-    else:
-        nodes.append(helper.make_node("Identity", ["x0"], ["x"]))
+    x = f"h{layers}"
     nodes += [
-        helper.make_node("MatMul", ["x", "w3"], ["l3"]),
+        helper.make_node("MatMul", [x, "w3"], ["l3"]),
         helper.make_node("Add", ["l3", "b3"], ["z3"]),
         helper.make_node("Softmax", ["z3"], ["em_trk_none_netout"], axis=-1),
-        helper.make_node("MatMul", ["x", "w1"], ["l1"]),
+        helper.make_node("MatMul", [x, "w1"], ["l1"]),
         helper.make_node("Add", ["l1", "b1"], ["z1"]),
         helper.make_node("Sigmoid", ["z1"], ["michel_netout"]),
     ]
@@ -131,10 +122,10 @@ def tiny_repository(
     michel: int = 1,
     max_batch_size: int = 4096,
     extra: str = "dynamic_batching { }",
-    hidden: int = 0,
+    layers: int = 0,
 ) -> Path:
     """``root`` as a repository holding the tiny model as ``name`` version 1 (with sha256)."""
-    model_file = tiny_onnx(root / name / "1" / "model.onnx", seed, michel, hidden)
+    model_file = tiny_onnx(root / name / "1" / "model.onnx", seed, michel, layers)
     digest = hashlib.sha256(model_file.read_bytes()).hexdigest()
     (model_file.parent / "model.onnx.sha256").write_text(f"{digest}  model.onnx\n")
     (root / name / "config.pbtxt").write_text(

@@ -6,9 +6,10 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +17,20 @@ import grpc
 
 from argonic.server import health
 from argonic.server.dataplane import DataPlane
+from argonic.server.errorlog import ErrorLog
 from argonic.server.errors import ServerError
+from argonic.server.limits import (
+    DEFAULT_MAX_INFLIGHT_BYTES,
+    DEFAULT_MAX_MESSAGE_BYTES,
+    limit_malloc_arenas,
+)
 from argonic.server.metrics import MetricsExporter, start_metrics_server
+from argonic.server.poller import RepositoryPoller
 from argonic.server.repository import ModelRepository
+from argonic.server.security import RestrictedProtocols, Restriction, TlsConfig
 from argonic.server.servicer import InferenceServicer, add_to_server
 
 log = logging.getLogger("argonic.server")
-
-MAX_MESSAGE_BYTES = 1 << 30  # 1 GiB: batches of thousands of 48x48 float32 patches
 
 
 class InferenceServer:
@@ -37,14 +44,28 @@ class InferenceServer:
         metrics_port: int | None = 8002,
         models: list[str] | None = None,
         drain_timeout_s: float = 30.0,
+        model_control_mode: str = "none",
+        repository_poll_s: float = 15.0,
+        tls: TlsConfig | None = None,
+        restricted: Sequence[Restriction] = (),
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT_BYTES,
     ) -> None:
         self.model_repository = Path(model_repository)
+        self.model_control_mode = model_control_mode
+        self.repository_poll_s = repository_poll_s
+        self.poller: RepositoryPoller | None = None
+        self.tls = tls
+        self.max_message_bytes = max_message_bytes
+        self.max_inflight_bytes = max_inflight_bytes
         self.host = host
         self.grpc_port = grpc_port
         self.metrics_port = metrics_port
         self.models = models
         self.drain_timeout_s = drain_timeout_s
         self.dataplane: DataPlane | None = None
+        self.errors = ErrorLog()
+        self.interceptors = [RestrictedProtocols(restricted, self.errors)] if restricted else []
         self._grpc: grpc.aio.Server | None = None
         self._metrics = None
         self._stop_requested: asyncio.Event | None = None
@@ -53,18 +74,31 @@ class InferenceServer:
     async def start(self) -> None:
         """Load the models, then listen (ports 0 are replaced by the ports actually bound)."""
         self._stop_requested = asyncio.Event()
-        self.dataplane = dp = DataPlane(ModelRepository(self.model_repository))
+        credentials = self.tls.credentials() if self.tls else None  # bad files: fail first
+        self.dataplane = dp = DataPlane(
+            ModelRepository(self.model_repository),
+            self.model_control_mode,
+            self.max_inflight_bytes,
+        )
         await dp.load_all(self.models)
+        if self.model_control_mode == "poll":
+            self.poller = RepositoryPoller(dp, self.repository_poll_s)
+            await self.poller.start()
         options = [
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", self.max_message_bytes),
+            ("grpc.max_receive_message_length", self.max_message_bytes),
             ("grpc.so_reuseport", 0),
         ]  # a busy port is an error, not a shared port
-        self._grpc = grpc.aio.server(options=options)
-        add_to_server(InferenceServicer(dp), self._grpc)
+        self._grpc = grpc.aio.server(options=options, interceptors=self.interceptors)
+        add_to_server(InferenceServicer(dp, self.errors), self._grpc)
         self._grpc.add_generic_rpc_handlers([health.health_handler(self._health_status)])
         try:
-            self.grpc_port = self._grpc.add_insecure_port(f"{self.host}:{self.grpc_port}")
+            address = f"{self.host}:{self.grpc_port}"
+            self.grpc_port = (
+                self._grpc.add_secure_port(address, credentials)
+                if credentials
+                else self._grpc.add_insecure_port(address)
+            )
             await self._grpc.start()
             if self.metrics_port is not None:
                 exporter = MetricsExporter(self._model_stats)
@@ -83,7 +117,8 @@ class InferenceServer:
             served or "none",
         )
         log.info(
-            "gRPC on %s:%d, metrics on %s",
+            "gRPC%s on %s:%d, metrics on %s",
+            " (TLS, mutual)" if self.tls and self.tls.mutual else " (TLS)" if self.tls else "",
             self.host,
             self.grpc_port,
             f"http://{self.host}:{self.metrics_port}/metrics" if self._metrics else "(off)",
@@ -108,10 +143,13 @@ class InferenceServer:
 
     async def _stop(self) -> dict[str, Any]:
         assert self.dataplane is not None
+        if self.poller is not None:
+            await self.poller.stop()
         log.info("draining: refusing new requests, waiting for in-flight ones")
         drained = await self.dataplane.drain(self.drain_timeout_s)
         summary = self.summary()
         await self.dataplane.close()
+        self.errors.flush()
         if self._grpc is not None:
             await self._grpc.stop(grace=5.0)
         if self._metrics is not None:
@@ -147,24 +185,18 @@ class InferenceServer:
         return None
 
 
-def serve(
-    model_repository: str | Path,
-    host: str = "0.0.0.0",
-    grpc_port: int = 8001,
-    metrics_port: int | None = 8002,
-    models: list[str] | None = None,
-    drain_timeout_s: float = 30.0,
-) -> dict[str, Any]:
-    """Run the server until SIGTERM or SIGINT, drain, and return a summary."""
+def serve(model_repository: str | Path, **options: Any) -> dict[str, Any]:
+    """Run the server until SIGTERM or SIGINT, drain, and return a summary; ``options`` are
+    InferenceServer's (host, grpc_port, metrics_port, models, model_control_mode, ...)."""
+    if "MALLOC_ARENA_MAX" not in os.environ:
+        limit_malloc_arenas()
     if not logging.getLogger().handlers:
         logging.basicConfig(
             level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s"
         )
 
     async def main() -> dict[str, Any]:
-        server = InferenceServer(
-            model_repository, host, grpc_port, metrics_port, models, drain_timeout_s
-        )
+        server = InferenceServer(model_repository, **options)
         try:
             await server.start()
         except BaseException:

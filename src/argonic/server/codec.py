@@ -60,7 +60,7 @@ def infer_request(msg: pb.ModelInferRequest, raw: list | None = None) -> InferRe
     try:
         priority = _int_parameter(msg.parameters, "priority")
         timeout = _int_parameter(msg.parameters, "timeout")
-    except ValueError:
+    except (ValueError, OverflowError):
         raise InvalidArgument("parameters 'priority' and 'timeout' must be integers") from None
     return InferRequest(
         msg.model_name,
@@ -89,6 +89,17 @@ _ITEMSIZE = {
     "FP64": 8,
 }
 MAX_DECOMPRESSED = 1 << 31  # bytes per tensor: a bomb of a request is refused, not inflated
+
+
+def request_bytes(msg: pb.ModelInferRequest, received: int) -> int:
+    """Bytes a request holds while served: as received, or what its tensors declare when
+    larger (compressed tensors expand to that); what --max-inflight-bytes counts."""
+    declared = sum(
+        math.prod(t.shape) * _ITEMSIZE.get(t.datatype, 1)
+        for t in msg.inputs
+        if all(d >= 0 for d in t.shape)
+    )
+    return max(received, declared)
 
 
 def _decompressed(msg: pb.ModelInferRequest, raw: list) -> list:

@@ -11,15 +11,20 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from argonic.server.batcher import DynamicBatcher
-from argonic.server.calibrate import fastest_execution_batch_size
+from argonic.server.calibrate import calibrate
 from argonic.server.config import parameter
 from argonic.server.errors import InvalidArgument, NotFound, ServerError, Unavailable, unknown_model
+from argonic.server.limits import DEFAULT_MAX_INFLIGHT_BYTES, IdleTrim, InflightBytes
 from argonic.server.model import ModelVersion, batch_policy
 from argonic.server.repository import ModelRepository
 from argonic.server.stats import ModelStats
 from argonic.server.tensors import InferRequest, InferResponse
 
 log = logging.getLogger("argonic.server")
+
+
+MODEL_CONTROL_MODES = ("none", "explicit", "poll")
+CONTROL_REFUSED = "explicit model load / unload is not allowed if polling is enabled"  # Triton's
 
 
 @dataclass(frozen=True)
@@ -35,8 +40,18 @@ class IndexEntry:
 class DataPlane:
     """Holds the loaded models and serves them; all methods run on the server's event loop."""
 
-    def __init__(self, repository: ModelRepository) -> None:
+    def __init__(
+        self,
+        repository: ModelRepository,
+        model_control_mode: str = "none",
+        max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT_BYTES,
+    ) -> None:
+        if model_control_mode not in MODEL_CONTROL_MODES:
+            raise ValueError(f"model control mode must be one of {MODEL_CONTROL_MODES}")
         self.repository = repository
+        self.model_control_mode = model_control_mode
+        self.admission = InflightBytes(max_inflight_bytes)
+        self.trim = IdleTrim()
         self.models: dict[str, dict[int, ModelVersion]] = {}
         self.failures: dict[str, str] = {}  # model in the repository -> why its last load failed
         self.startup_failures: set[str] = set()
@@ -88,12 +103,14 @@ class DataPlane:
         model = self.model(request.model_name, request.model_version)
         self._in_flight += 1
         self._idle.clear()
+        self.trim.busy()
         try:
             return await model.infer(request)
         finally:
             self._in_flight -= 1
             if self._in_flight == 0:
                 self._idle.set()
+                self.trim.idle()
 
     # --- repository ---------------------------------------------------------------------
 
@@ -107,6 +124,11 @@ class DataPlane:
                 reason = self.failures.get(name, "unloaded" if name in self.unloaded else "")
                 entries.append(IndexEntry(name, "", "UNAVAILABLE", reason))
         return entries
+
+    def check_control(self) -> None:
+        """RepositoryModelLoad/Unload from a client: only in explicit mode (Triton's rule)."""
+        if self.model_control_mode != "explicit":
+            raise Unavailable(CONTROL_REFUSED)
 
     async def load(self, name: str) -> list[ModelVersion]:
         """Load (or reload) a model: the new versions replace the old, which drain then close."""
@@ -131,7 +153,7 @@ class DataPlane:
                     and config.max_batch_size > 0
                 ):
                     exec_size, rates = await asyncio.to_thread(
-                        fastest_execution_batch_size, config, files.backends[0]
+                        calibrate, config, files.model_file, files.instances[0]
                     )
                     log.info(
                         "model '%s' version %d: execution_batch_size auto -> %d (rows/s: %s)",

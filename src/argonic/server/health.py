@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator, Callable
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
+from argonic.server.wire import Malformed, lenient
+
 SERVICE_NAME = "grpc.health.v1.Health"
 UNKNOWN, SERVING, NOT_SERVING, SERVICE_UNKNOWN = 0, 1, 2, 3
 
@@ -55,12 +57,16 @@ def health_handler(
     """A generic handler for Health; ``status_of(service)`` gives a status or None if unknown."""
 
     async def check(request, context: grpc.aio.ServicerContext):
+        if isinstance(request, Malformed):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.reason)
         status = status_of(request.service)
         if status is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service '{request.service}'")
         return HealthCheckResponse(status=status)
 
     async def watch(request, context: grpc.aio.ServicerContext) -> AsyncIterator:
+        if isinstance(request, Malformed):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.reason)
         last = -1
         while True:
             status = status_of(request.service)
@@ -75,12 +81,12 @@ def health_handler(
         {
             "Check": grpc.unary_unary_rpc_method_handler(
                 check,
-                request_deserializer=HealthCheckRequest.FromString,
+                request_deserializer=lenient(HealthCheckRequest.FromString, "HealthCheckRequest"),
                 response_serializer=HealthCheckResponse.SerializeToString,
             ),
             "Watch": grpc.unary_stream_rpc_method_handler(
                 watch,
-                request_deserializer=HealthCheckRequest.FromString,
+                request_deserializer=lenient(HealthCheckRequest.FromString, "HealthCheckRequest"),
                 response_serializer=HealthCheckResponse.SerializeToString,
             ),
         },

@@ -13,6 +13,7 @@ file and checksum are those of the named model of the same repository.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,7 @@ class LoadedFiles:
     sha256: str
     backends: list[Backend]
     instances: list[InstanceSpec]
+    model_file: Path
 
 
 class ModelRepository:
@@ -78,6 +80,26 @@ class ModelRepository:
             int(p.name) for p in self.model_dir(name).iterdir() if p.is_dir() and p.name.isdigit()
         )
 
+    def fingerprint(self, name: str) -> tuple:
+        """(path, size, mtime) of every file of a model, and of its network's for the plane
+        model: what poll mode compares to see a model change."""
+        model_dir = self.root / name
+        dirs = [model_dir]
+        try:
+            network = parameter(load_config(model_dir), "network", "")
+        except Exception:  # noqa: BLE001 - a broken config is a change like any other
+            network = ""
+        if network and network != name and "/" not in network:
+            dirs.append(self.root / network)
+        files = []
+        for d in dirs:
+            for path in sorted(d.rglob("*")):
+                with contextlib.suppress(OSError):
+                    if path.is_file():
+                        st = path.stat()
+                        files.append((str(path.relative_to(self.root)), st.st_size, st.st_mtime_ns))
+        return tuple(files)
+
     def load(self, name: str) -> tuple[mc.ModelConfig, list[LoadedFiles]]:
         """Read the config and build every instance of every version its policy selects (blocking)."""
         model_dir = self.model_dir(name)
@@ -105,7 +127,7 @@ class ModelRepository:
             model_file = files_dir / str(version) / model_filename(files_config)
             digest = checked_sha256(model_file)
             backends = [create_backend(config, model_file, spec) for spec in specs]
-            loaded.append(LoadedFiles(version, digest, backends, specs))
+            loaded.append(LoadedFiles(version, digest, backends, specs, model_file))
         return config, loaded
 
 

@@ -7,7 +7,6 @@ the answer back; ServerError becomes the gRPC status it carries.
 from __future__ import annotations
 
 import functools
-import logging
 from collections.abc import AsyncIterator
 
 import grpc
@@ -17,9 +16,8 @@ from tritonclient.grpc import service_pb2_grpc
 from argonic import __version__
 from argonic.server import codec, wire
 from argonic.server.dataplane import DataPlane
+from argonic.server.errorlog import ErrorLog
 from argonic.server.errors import InvalidArgument, ServerError
-
-log = logging.getLogger("argonic.server")
 
 EXTENSIONS = [
     "model_repository",
@@ -31,36 +29,49 @@ EXTENSIONS = [
 
 
 def _answers_errors(method):
-    """Turn ServerError into its gRPC status, anything else into INTERNAL (and log it)."""
+    """Answer a malformed message INVALID_ARGUMENT, a ServerError with its status, anything
+    else INTERNAL; every error is counted and logged at a limited rate (errorlog.py)."""
 
     @functools.wraps(method)
     async def wrapper(self, request, context: grpc.aio.ServicerContext):
         try:
+            if isinstance(request, wire.Malformed):
+                raise InvalidArgument(request.reason)
             return await method(self, request, context)
         except ServerError as exc:
+            self.errors.record(f"{method.__name__} {exc.code.name}", str(exc))
             await context.abort(exc.code, str(exc))
         except Exception as exc:  # noqa: BLE001 - the server keeps serving
-            log.exception("%s failed", method.__name__)
+            kind = f"{method.__name__} INTERNAL {type(exc).__name__}"
+            self.errors.record(kind, str(exc), exc)
             await context.abort(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
 
     return wrapper
 
 
+_parse_infer = wire.lenient(wire.parse_infer_request, "ModelInferRequest")
+
+
 class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     """KServe v2 / Triton gRPC protocol over a DataPlane."""
 
-    def __init__(self, dataplane: DataPlane) -> None:
+    def __init__(self, dataplane: DataPlane, errors: ErrorLog | None = None) -> None:
         self.dataplane = dataplane
+        self.errors = errors or ErrorLog()
 
+    @_answers_errors
     async def ServerLive(self, request, context):
         return pb.ServerLiveResponse(live=True)
 
+    @_answers_errors
     async def ServerReady(self, request, context):
         return pb.ServerReadyResponse(ready=self.dataplane.ready)
 
+    @_answers_errors
     async def ModelReady(self, request, context):
         return pb.ModelReadyResponse(ready=self.dataplane.is_ready(request.name, request.version))
 
+    @_answers_errors
     async def ServerMetadata(self, request, context):
         return pb.ServerMetadataResponse(name="argonic", version=__version__, extensions=EXTENSIONS)
 
@@ -75,26 +86,42 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         return codec.config_response(self.dataplane.model(request.name, request.version))
 
     @_answers_errors
-    async def ModelInfer(self, request: wire.InferRequestMessage, context):
-        request = codec.infer_request(request.message, request.raw)
-        return codec.infer_response(await self.dataplane.infer(request))
+    async def ModelInfer(self, messages: AsyncIterator[bytes], context):
+        """Registered stream-unary: its one message is read once admitted (limits.py)."""
+        admission = self.dataplane.admission
+        async with admission.receive(messages) as data:
+            request = _parse_infer(data)
+            if isinstance(request, wire.Malformed):
+                raise InvalidArgument(request.reason)
+            expands = codec.request_bytes(request.message, request.nbytes) - request.nbytes
+            with admission.admit(expands):  # compressed tensors: room for what they expand to
+                decoded = codec.infer_request(request.message, request.raw)
+                return codec.infer_response(await self.dataplane.infer(decoded))
 
     async def ModelStreamInfer(
         self, request_iterator, context
     ) -> AsyncIterator[pb.ModelStreamInferResponse]:
         async for request in request_iterator:
             try:
-                response = codec.infer_response(
-                    await self.dataplane.infer(codec.infer_request(request))
-                )
+                if isinstance(request, wire.Malformed):
+                    raise InvalidArgument(request.reason)
+                size = codec.request_bytes(request, request.ByteSize())
+                with self.dataplane.admission.admit(size):
+                    response = codec.infer_response(
+                        await self.dataplane.infer(codec.infer_request(request))
+                    )
                 yield pb.ModelStreamInferResponse(infer_response=response.to_message())
             except Exception as exc:  # noqa: BLE001 - errors travel in the stream, as Triton's
-                if not isinstance(exc, ServerError):
-                    log.exception("ModelStreamInfer failed")
+                code = exc.code.name if isinstance(exc, ServerError) else "INTERNAL"
+                self.errors.record(
+                    f"ModelStreamInfer {code}", str(exc), None if code != "INTERNAL" else exc
+                )
+                named = not isinstance(request, wire.Malformed)
                 yield pb.ModelStreamInferResponse(
                     error_message=str(exc),
                     infer_response=pb.ModelInferResponse(
-                        model_name=request.model_name, id=request.id
+                        model_name=request.model_name if named else "",
+                        id=request.id if named else "",
                     ),
                 )
 
@@ -117,6 +144,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     @_answers_errors
     async def RepositoryModelLoad(self, request, context):
+        self.dataplane.check_control()
         if request.parameters:
             raise InvalidArgument(
                 f"load parameters {sorted(request.parameters)} are not supported: "
@@ -127,11 +155,12 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     @_answers_errors
     async def RepositoryModelUnload(self, request, context):
+        self.dataplane.check_control()
         await self.dataplane.unload(request.model_name)
         return pb.RepositoryModelUnloadResponse()
 
 
-_HANDLER_KINDS = {
+HANDLER_KINDS = {
     (False, False): grpc.unary_unary_rpc_method_handler,
     (False, True): grpc.unary_stream_rpc_method_handler,
     (True, False): grpc.stream_unary_rpc_method_handler,
@@ -155,9 +184,11 @@ def add_to_server(servicer: InferenceServicer, server: grpc.aio.Server) -> None:
         impl = getattr(servicer, method.name) if implemented else _unimplemented(method.name)
         deserialize = getattr(pb, method.input_type.name).FromString
         serialize = getattr(pb, method.output_type.name).SerializeToString
-        if method.name == "ModelInfer":
-            deserialize, serialize = wire.parse_infer_request, wire.serialize_infer_response
-        kind = _HANDLER_KINDS[(method.client_streaming, method.server_streaming)]
+        deserialize = wire.lenient(deserialize, method.input_type.name)
+        kind = HANDLER_KINDS[(method.client_streaming, method.server_streaming)]
+        if method.name == "ModelInfer":  # raw bytes, read after admission (see ModelInfer)
+            deserialize, serialize = None, wire.serialize_infer_response
+            kind = grpc.stream_unary_rpc_method_handler
         handlers[method.name] = kind(
             impl, request_deserializer=deserialize, response_serializer=serialize
         )

@@ -10,7 +10,9 @@ one copy. Protobuf readers accept fields in any order, so the bytes are a valid 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from google.protobuf.message import DecodeError
@@ -27,6 +29,28 @@ class InferRequestMessage:
 
     message: pb.ModelInferRequest
     raw: list[memoryview]
+    nbytes: int = 0  # size of the message as received
+
+
+@dataclass(frozen=True)
+class Malformed:
+    """What a deserializer returns for bytes it cannot parse: the servicer answers
+    INVALID_ARGUMENT with ``reason`` (gRPC would answer UNKNOWN and log a traceback)."""
+
+    reason: str
+
+
+def lenient(deserialize: Callable[[bytes], Any], message: str) -> Callable[[bytes], Any]:
+    """``deserialize`` that returns :class:`Malformed` instead of raising."""
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception as exc:  # noqa: BLE001 - any parse failure is the client's error
+            reason = str(exc) or type(exc).__name__
+            return Malformed(f"malformed {message} message ({len(data)} bytes): {reason[:200]}")
+
+    return parse
 
 
 @dataclass
@@ -101,7 +125,7 @@ def parse_infer_request(data: bytes) -> InferRequestMessage:
         if pos > len(view):
             raise DecodeError("truncated message")
         rest.append(view[start:pos])
-    return InferRequestMessage(pb.ModelInferRequest.FromString(b"".join(rest)), raw)
+    return InferRequestMessage(pb.ModelInferRequest.FromString(b"".join(rest)), raw, len(view))
 
 
 def serialize_infer_response(response: InferResponseMessage) -> bytes:

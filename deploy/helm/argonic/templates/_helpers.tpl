@@ -37,3 +37,15 @@ app.kubernetes.io/component: proxy
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
+
+{{/* A probe of the server: gRPC health, or a TCP check when TLS is on (the kubelet's
+gRPC probes speak no TLS). */}}
+{{- define "argonic.probe" -}}
+{{- if .Values.security.tls.enabled -}}
+tcpSocket:
+  port: {{ .Values.ports.grpc }}
+{{- else -}}
+grpc:
+  port: {{ .Values.ports.grpc }}
+{{- end -}}
+{{- end }}

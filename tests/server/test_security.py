@@ -1,0 +1,193 @@
+"""TLS, mutual TLS and restricted protocols on a real `argonic serve`, with Triton's flags.
+
+Clients: tritonclient.grpc (ssl, root certificate, client certificate, headers) and
+argonic's own remote client through its public settings (root_cert, client_cert,
+client_key, token). Certificates are made for the test with the openssl CLI.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from support import fuzz
+from support.certs import Certificates, make_certificates
+from support.models import head_weights, reference_heads
+from support.processes import argonic_serve, wait_serving
+from tritonclient.utils import InferenceServerException
+
+from argonic.inference import make_interface
+
+X = fuzz.patches(5, seed=11)
+ADMIN = ("admin-key", "s3cret")
+TOKEN = "farm-token"
+
+
+def truth() -> np.ndarray:
+    softmax, michel = reference_heads(X, head_weights(0))
+    return np.concatenate([softmax, michel], axis=1)
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
+    return make_certificates(tmp_path_factory.mktemp("certs"))
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return fuzz.make_repository(tmp_path_factory.mktemp("repo"))
+
+
+def triton_scores(client: grpcclient.InferenceServerClient, **kw) -> np.ndarray:
+    tensor = grpcclient.InferInput("main_input", list(X.shape), "FP32")
+    tensor.set_data_from_numpy(X)
+    result = client.infer(fuzz.MODEL, [tensor], **kw)
+    return np.concatenate(
+        [result.as_numpy("em_trk_none_netout"), result.as_numpy("michel_netout")], axis=1
+    )
+
+
+def remote_scores(address: str, repo: Path, **settings: str) -> np.ndarray:
+    table = {"servers": [address], "model_repository": str(repo), "timeout_s": 10.0}
+    interface = make_interface(
+        {"interface": "remote", "batch_size": 64, "remote": {**table, **settings}}
+    )
+    try:
+        return interface.predict(X)
+    finally:
+        interface.close()
+
+
+def refused(call) -> str:
+    with pytest.raises(InferenceServerException) as info:
+        call()
+    return info.value.status()
+
+
+def test_tls(certs: Certificates, repo: Path, tmp_path: Path) -> None:
+    flags = ["--grpc-use-ssl", f"--grpc-server-cert={certs.server_cert}"]
+    flags += [f"--grpc-server-key={certs.server_key}"]
+    with argonic_serve(repo, tmp_path / "log", *flags) as served:
+        wait_serving(served, grpc.ssl_channel_credentials(certs.ca.read_bytes()))
+        client = grpcclient.InferenceServerClient(
+            served.address, ssl=True, root_certificates=str(certs.ca)
+        )
+        np.testing.assert_allclose(triton_scores(client), truth(), atol=1e-5)
+        np.testing.assert_allclose(
+            remote_scores(served.address, repo, root_cert=str(certs.ca)), truth(), atol=1e-5
+        )
+        plain = grpcclient.InferenceServerClient(served.address)
+        assert refused(plain.is_server_live) == "StatusCode.UNAVAILABLE"
+        wrong_ca = grpcclient.InferenceServerClient(
+            served.address, ssl=True, root_certificates=str(certs.rogue_ca)
+        )
+        assert refused(wrong_ca.is_server_live) == "StatusCode.UNAVAILABLE"
+        assert "(TLS)" in served.log_text()
+
+
+def test_mutual_tls(certs: Certificates, repo: Path, tmp_path: Path) -> None:
+    flags = ["--grpc-use-ssl-mutual=true", f"--grpc-server-cert={certs.server_cert}"]
+    flags += [f"--grpc-server-key={certs.server_key}", f"--grpc-root-cert={certs.ca}"]
+    with argonic_serve(repo, tmp_path / "log", *flags) as served:
+        wait_serving(
+            served,
+            grpc.ssl_channel_credentials(
+                certs.ca.read_bytes(), certs.client_key.read_bytes(), certs.client_cert.read_bytes()
+            ),
+        )
+
+        def client(cert: Path | None, key: Path | None) -> grpcclient.InferenceServerClient:
+            return grpcclient.InferenceServerClient(
+                served.address,
+                ssl=True,
+                root_certificates=str(certs.ca),
+                private_key=str(key) if key else None,
+                certificate_chain=str(cert) if cert else None,
+            )
+
+        good = client(certs.client_cert, certs.client_key)
+        np.testing.assert_allclose(triton_scores(good), truth(), atol=1e-5)
+        mine = remote_scores(
+            served.address,
+            repo,
+            root_cert=str(certs.ca),
+            client_cert=str(certs.client_cert),
+            client_key=str(certs.client_key),
+        )
+        np.testing.assert_allclose(mine, truth(), atol=1e-5)
+        assert refused(client(None, None).is_server_live) == "StatusCode.UNAVAILABLE"
+        rogue = client(certs.rogue_cert, certs.rogue_key)
+        assert refused(rogue.is_server_live) == "StatusCode.UNAVAILABLE"
+
+
+def test_restricted_protocols(repo: Path, tmp_path: Path) -> None:
+    key, value = ADMIN
+    flags = [
+        f"--grpc-restricted-protocol=model-repository:{key}={value}",
+        "--grpc-restricted-protocol=inference,metadata,model-config,statistics:"
+        f"authorization=Bearer {TOKEN}",
+    ]
+    with argonic_serve(repo, tmp_path / "log", *flags) as served:
+        wait_serving(served)  # health stays open (probes)
+        client = grpcclient.InferenceServerClient(served.address)
+        bearer = {"authorization": f"Bearer {TOKEN}"}
+        with pytest.raises(InferenceServerException) as info:
+            triton_scores(client)
+        assert info.value.status() == "StatusCode.UNAVAILABLE"
+        assert info.value.message() == (
+            "This protocol is restricted, expecting header 'authorization'"
+        )
+        np.testing.assert_allclose(triton_scores(client, headers=bearer), truth(), atol=1e-5)
+        assert refused(lambda: client.get_model_metadata(fuzz.MODEL)) == "StatusCode.UNAVAILABLE"
+        assert client.get_model_metadata(fuzz.MODEL, headers=bearer).name == fuzz.MODEL
+        with pytest.raises(InferenceServerException, match="expecting header 'admin-key'"):
+            client.get_model_repository_index(headers=bearer)
+        wrong = {key: "guess"}
+        assert refused(lambda: client.unload_model(fuzz.MODEL, headers=wrong)).endswith(
+            "UNAVAILABLE"
+        )
+        index = client.get_model_repository_index(headers={key: value})
+        assert fuzz.MODEL in {m.name for m in index.models}
+        # the key opens the category, model control still follows --model-control-mode
+        with pytest.raises(InferenceServerException, match="load / unload is not allowed"):
+            client.unload_model(fuzz.MODEL, headers={key: value})
+        assert client.is_server_live() and client.is_model_ready(fuzz.MODEL)
+        # argonic's own client: its token setting sends "authorization: Bearer <token>"
+        mine = remote_scores(served.address, repo, token=TOKEN)
+        np.testing.assert_allclose(mine, truth(), atol=1e-5)
+
+
+def test_bad_security_flags_stop_the_server(repo: Path, tmp_path: Path) -> None:
+    for flags, message in (
+        (["--grpc-use-ssl"], "needs --grpc-server-cert"),
+        (["--grpc-restricted-protocol=inference"], "expected <categories>:<key>=<value>"),
+        (["--grpc-restricted-protocol=infer:k=v"], "unknown categories ['infer']"),
+    ):
+        with argonic_serve(repo, tmp_path / "log", *flags) as served:
+            assert served.process.wait(60) != 0
+            assert message in served.log_text()
+
+
+def test_model_control_flags(repo: Path, tmp_path: Path) -> None:
+    from argonic.server.dataplane import CONTROL_REFUSED
+
+    flags = ["--model-control-mode=explicit", f"--load-model={fuzz.MODEL}"]
+    with argonic_serve(repo, tmp_path / "explicit.log", *flags) as served:
+        wait_serving(served)
+        client = grpcclient.InferenceServerClient(served.address)
+        assert client.is_model_ready(fuzz.MODEL) and not client.is_model_ready(fuzz.PLANE_MODEL)
+        client.load_model(fuzz.PLANE_MODEL)
+        assert client.is_model_ready(fuzz.PLANE_MODEL)
+    with argonic_serve(repo, tmp_path / "none.log") as served:  # the default: none
+        wait_serving(served)
+        client = grpcclient.InferenceServerClient(served.address)
+        with pytest.raises(InferenceServerException) as info:
+            client.unload_model(fuzz.MODEL)
+        assert (info.value.status(), info.value.message()) == (
+            "StatusCode.UNAVAILABLE",
+            CONTROL_REFUSED,
+        )
+        assert client.is_model_ready(fuzz.MODEL) and client.is_model_ready(fuzz.PLANE_MODEL)
