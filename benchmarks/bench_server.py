@@ -7,7 +7,7 @@ Optionally (``--identity``) an identity model on the same patches measures the p
 alone. Installing perf_analyzer: see benchmarks/BENCHMARKS.md, section "Server".
 
     python benchmarks/bench_server.py --model-repository models --model emtrkmichelid \\
-        --perf-analyzer /work/tools/pa/tritonclient-2.41.0.data/data/bin/perf_analyzer \\
+        --perf-analyzer tools/pa/tritonclient-2.41.0.data/data/bin/perf_analyzer \\
         --batch-sizes 256 1693 --concurrency 2
 """
 

@@ -3,7 +3,7 @@
 The comparison server for bench_server.py (``--pytriton-python``); it needs only
 nvidia-pytriton, onnxruntime and numpy, so it runs in a separate virtualenv:
 
-    python -m venv /work/tools/ptvenv && /work/tools/ptvenv/bin/pip install nvidia-pytriton onnxruntime
+    python -m venv ptvenv && ptvenv/bin/pip install nvidia-pytriton onnxruntime
 
 Prints ``READY <grpc port>`` on stdout once Triton answers.
 """
