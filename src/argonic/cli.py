@@ -245,6 +245,22 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--no-metrics", action="store_true", help="do not serve /metrics")
     p.add_argument(
+        "--http-port",
+        type=_non_negative_int,
+        default=8000,
+        help="HTTP/REST port (KServe v2 with binary tensors; 0: any free)",
+    )
+    for proto in ("http", "grpc"):
+        p.add_argument(
+            f"--allow-{proto}",
+            type=_flag_value,
+            nargs="?",
+            const=True,
+            default=True,
+            metavar="BOOL",
+            help=f"serve the {proto.upper()} endpoint (Triton's flag; default true)",
+        )
+    p.add_argument(
         "--load-model",
         action="append",
         default=None,
@@ -262,6 +278,8 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
 def _serve(a: argparse.Namespace) -> Summary:
     from argonic.server import serve
 
+    if not (a.allow_http or a.allow_grpc):
+        raise ArgonicError("--allow-http and --allow-grpc are both false: nothing to serve")
     return serve(
         a.model_repository,
         host=a.host,
@@ -269,7 +287,17 @@ def _serve(a: argparse.Namespace) -> Summary:
         metrics_port=None if a.no_metrics else a.metrics_port,
         models=a.load_model,
         drain_timeout_s=a.drain_timeout,
+        http_port=a.http_port if a.allow_http else None,
+        allow_grpc=a.allow_grpc,
     )
+
+
+def _flag_value(text: str) -> bool:
+    """Triton's boolean flag values: true/false (also 1/0, yes/no)."""
+    value = text.strip().lower()
+    if value not in ("true", "false", "1", "0", "yes", "no"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got '{text}'")
+    return value in ("true", "1", "yes")
 
 
 # --- cluster ------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import grpc
 from argonic.server import health
 from argonic.server.dataplane import DataPlane
 from argonic.server.errors import ServerError
+from argonic.server.http import start_http
 from argonic.server.metrics import MetricsExporter, start_metrics_server
 from argonic.server.repository import ModelRepository
 from argonic.server.servicer import InferenceServicer, add_to_server
@@ -37,6 +38,8 @@ class InferenceServer:
         metrics_port: int | None = 8002,
         models: list[str] | None = None,
         drain_timeout_s: float = 30.0,
+        http_port: int | None = None,
+        allow_grpc: bool = True,
     ) -> None:
         self.model_repository = Path(model_repository)
         self.host = host
@@ -44,6 +47,9 @@ class InferenceServer:
         self.metrics_port = metrics_port
         self.models = models
         self.drain_timeout_s = drain_timeout_s
+        self.http_port = http_port  # None: no HTTP/REST endpoint
+        self.allow_grpc = allow_grpc
+        self._http = None
         self.dataplane: DataPlane | None = None
         self._grpc: grpc.aio.Server | None = None
         self._metrics = None
@@ -64,16 +70,21 @@ class InferenceServer:
         add_to_server(InferenceServicer(dp), self._grpc)
         self._grpc.add_generic_rpc_handlers([health.health_handler(self._health_status)])
         try:
-            self.grpc_port = self._grpc.add_insecure_port(f"{self.host}:{self.grpc_port}")
-            await self._grpc.start()
+            if self.allow_grpc:
+                self.grpc_port = self._grpc.add_insecure_port(f"{self.host}:{self.grpc_port}")
+                await self._grpc.start()
+            else:
+                self.grpc_port = None
+            if self.http_port is not None:
+                self._http, self.http_port = await start_http(dp, self.host, self.http_port)
             if self.metrics_port is not None:
                 exporter = MetricsExporter(self._model_stats)
                 self._metrics = start_metrics_server(exporter.render, self.host, self.metrics_port)
                 self.metrics_port = self._metrics.server_port
         except (RuntimeError, OSError) as exc:
             raise ServerError(
-                f"cannot listen on {self.host} (gRPC port {self.grpc_port}, "
-                f"metrics port {self.metrics_port}): {exc}"
+                f"cannot listen on {self.host} (gRPC port {self.grpc_port}, HTTP port "
+                f"{self.http_port}, metrics port {self.metrics_port}): {exc}"
             ) from None
         served = ", ".join(f"{n} (versions {sorted(v)})" for n, v in sorted(dp.models.items()))
         log.info(
@@ -83,9 +94,9 @@ class InferenceServer:
             served or "none",
         )
         log.info(
-            "gRPC on %s:%d, metrics on %s",
-            self.host,
-            self.grpc_port,
+            "gRPC on %s, HTTP on %s, metrics on %s",
+            f"{self.host}:{self.grpc_port}" if self.grpc_port is not None else "(off)",
+            f"http://{self.host}:{self.http_port}" if self._http else "(off)",
             f"http://{self.host}:{self.metrics_port}/metrics" if self._metrics else "(off)",
         )
 
@@ -114,6 +125,8 @@ class InferenceServer:
         await self.dataplane.close()
         if self._grpc is not None:
             await self._grpc.stop(grace=5.0)
+        if self._http is not None:
+            await self._http.cleanup()
         if self._metrics is not None:
             self._metrics.shutdown()
             self._metrics.server_close()
@@ -125,6 +138,7 @@ class InferenceServer:
         stats = [s for _, _, s in self._model_stats()]
         return {
             "grpc_port": self.grpc_port,
+            "http_port": self.http_port,
             "metrics_port": self.metrics_port,
             "models": {n: sorted(v) for n, v in self.dataplane.models.items()}
             if self.dataplane
@@ -154,6 +168,8 @@ def serve(
     metrics_port: int | None = 8002,
     models: list[str] | None = None,
     drain_timeout_s: float = 30.0,
+    http_port: int | None = None,
+    allow_grpc: bool = True,
 ) -> dict[str, Any]:
     """Run the server until SIGTERM or SIGINT, drain, and return a summary."""
     if not logging.getLogger().handlers:
@@ -163,7 +179,14 @@ def serve(
 
     async def main() -> dict[str, Any]:
         server = InferenceServer(
-            model_repository, host, grpc_port, metrics_port, models, drain_timeout_s
+            model_repository,
+            host,
+            grpc_port,
+            metrics_port,
+            models,
+            drain_timeout_s,
+            http_port,
+            allow_grpc,
         )
         try:
             await server.start()
@@ -190,6 +213,11 @@ class ServerHandle:
     def url(self) -> str:
         """host:port of the gRPC endpoint, as tritonclient wants it."""
         return f"{self.server.host}:{self.server.grpc_port}"
+
+    @property
+    def http_url(self) -> str:
+        """host:port of the HTTP/REST endpoint, as tritonclient.http wants it."""
+        return f"{self.server.host}:{self.server.http_port}"
 
     @property
     def metrics_url(self) -> str:

@@ -16,6 +16,7 @@ from argonic.server.config import parameter
 from argonic.server.errors import InvalidArgument, NotFound, ServerError, Unavailable, unknown_model
 from argonic.server.model import ModelVersion, batch_policy
 from argonic.server.repository import ModelRepository
+from argonic.server.shm import SystemSharedMemory
 from argonic.server.stats import ModelStats
 from argonic.server.tensors import InferRequest, InferResponse
 
@@ -46,6 +47,7 @@ class DataPlane:
         self._idle = asyncio.Event()
         self._idle.set()
         self._repository_lock = asyncio.Lock()  # one load/unload at a time
+        self.shared_memory = SystemSharedMemory()
 
     # --- health -------------------------------------------------------------------------
 
@@ -89,7 +91,16 @@ class DataPlane:
         self._in_flight += 1
         self._idle.clear()
         try:
-            return await model.infer(request)
+            for t in request.inputs:
+                if t.shm is not None:
+                    t.raw = self.shared_memory.read(t.shm, f"input '{t.name}'")
+            response = await model.infer(request)
+            for out in response.outputs:
+                ref = request.output_regions.get(out.name)
+                if ref is not None:
+                    self.shared_memory.write(ref, out.data, f"output '{out.name}'")
+                    out.shm = ref
+            return response
         finally:
             self._in_flight -= 1
             if self._in_flight == 0:
@@ -201,6 +212,7 @@ class DataPlane:
         """Unload every model (their queued and running requests finish first)."""
         models = [v for versions in self.models.values() for v in versions.values()]
         self.models = {}
+        self.shared_memory.close()
         await self._close(models)
 
     @staticmethod

@@ -27,6 +27,8 @@ EXTENSIONS = [
     "schedule_policy",
     "statistics",
     "parameters",
+    "binary_tensor_data",
+    "system_shared_memory",
 ]
 
 
