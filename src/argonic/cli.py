@@ -300,6 +300,31 @@ def _flag_value(text: str) -> bool:
     return value in ("true", "1", "yes")
 
 
+# --- health -------------------------------------------------------------------------------
+
+
+def _health_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("target", metavar="HOST:PORT", help="gRPC address of the server")
+    p.add_argument(
+        "--model", default="", metavar="NAME", help="ask about this model (default: the server)"
+    )
+    p.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for the answer")
+
+
+def _health(a: argparse.Namespace) -> Summary | None:
+    from argonic.server.health import check
+
+    status = check(a.target, a.model, a.timeout)
+    summary = {"target": a.target, "service": a.model, "status": status}
+    if a.json:
+        print(dump_json({**summary, "serving": status == "SERVING"}))
+    else:
+        print(f"{a.target}{f' model {a.model}' if a.model else ''}: {status}")
+    if status != "SERVING":
+        raise SystemExit(1)
+    return None
+
+
 # --- cluster ------------------------------------------------------------------------------
 
 
@@ -759,6 +784,12 @@ COMMANDS: dict[
         "serve a model repository over the KServe v2 / Triton gRPC protocol",
         _serve_args,
         _serve,
+    ),
+    "health": (
+        "ask a server's grpc.health.v1 service whether it (or one model) is SERVING: exit 0 "
+        "if so, 1 if not",
+        _health_args,
+        _health,
     ),
     "train": (
         "train the EmTrackMichelId network on simulated events, export it to the model repository",

@@ -50,6 +50,7 @@ class InferenceServer:
         self.http_port = http_port  # None: no HTTP/REST endpoint
         self.allow_grpc = allow_grpc
         self._http = None
+        self._health: health.ServerHealth | None = None
         self.dataplane: DataPlane | None = None
         self._grpc: grpc.aio.Server | None = None
         self._metrics = None
@@ -68,7 +69,8 @@ class InferenceServer:
         ]  # a busy port is an error, not a shared port
         self._grpc = grpc.aio.server(options=options)
         add_to_server(InferenceServicer(dp), self._grpc)
-        self._grpc.add_generic_rpc_handlers([health.health_handler(self._health_status)])
+        self._health = health.ServerHealth(self._health_statuses)
+        self._health.add_to(self._grpc)
         try:
             if self.allow_grpc:
                 self.grpc_port = self._grpc.add_insecure_port(f"{self.host}:{self.grpc_port}")
@@ -120,6 +122,8 @@ class InferenceServer:
     async def _stop(self) -> dict[str, Any]:
         assert self.dataplane is not None
         log.info("draining: refusing new requests, waiting for in-flight ones")
+        if self._health is not None:
+            await self._health.shutdown()
         drained = await self.dataplane.drain(self.drain_timeout_s)
         summary = self.summary()
         await self.dataplane.close()
@@ -152,13 +156,20 @@ class InferenceServer:
         models = list(self.dataplane.models.items()) if self.dataplane else []
         return [(n, str(v), m.stats) for n, versions in models for v, m in list(versions.items())]
 
-    def _health_status(self, service: str) -> int | None:
+    def _health_statuses(self) -> dict[str, int]:
+        """grpc.health.v1 statuses: the server ("" and the inference service), each model."""
         dp = self.dataplane
-        if service in ("", "inference.GRPCInferenceService"):
-            return health.SERVING if dp and dp.ready else health.NOT_SERVING
-        if dp and service in dp.models:
-            return health.SERVING if dp.is_ready(service) else health.NOT_SERVING
-        return None
+        if dp is None:
+            return {}
+        status = {True: health.SERVING, False: health.NOT_SERVING}
+        try:
+            names = dp.repository.names()
+        except OSError:  # the repository went away: the loaded models still count
+            names = []
+        statuses = {name: status[dp.is_ready(name)] for name in names}
+        statuses.update({name: status[dp.is_ready(name)] for name in dp.models})
+        statuses[""] = statuses["inference.GRPCInferenceService"] = status[dp.ready]
+        return statuses
 
 
 def serve(
