@@ -141,8 +141,8 @@ def test_health_and_server_metadata(server, client) -> None:
 
 
 def test_unimplemented_extensions_say_so(client) -> None:
-    code, message = status_of(client.get_system_shared_memory_status)
-    assert code == "StatusCode.UNIMPLEMENTED" and "SystemSharedMemoryStatus" in message
+    code, message = status_of(client.get_cuda_shared_memory_status)
+    assert code == "StatusCode.UNIMPLEMENTED" and "CudaSharedMemoryStatus" in message
 
 
 def test_model_metadata_and_config(client, repo: Path) -> None:

@@ -132,6 +132,26 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         await self.dataplane.unload(request.model_name)
         return pb.RepositoryModelUnloadResponse()
 
+    @_answers_errors
+    async def SystemSharedMemoryStatus(self, request, context):
+        regions = self.dataplane.shared_memory.status(request.name)
+        Status = pb.SystemSharedMemoryStatusResponse.RegionStatus  # noqa: N806
+        return pb.SystemSharedMemoryStatusResponse(
+            regions={r["name"]: Status(**r) for r in regions}
+        )
+
+    @_answers_errors
+    async def SystemSharedMemoryRegister(self, request, context):
+        self.dataplane.shared_memory.register(
+            request.name, request.key, request.offset, request.byte_size
+        )
+        return pb.SystemSharedMemoryRegisterResponse()
+
+    @_answers_errors
+    async def SystemSharedMemoryUnregister(self, request, context):
+        self.dataplane.shared_memory.unregister(request.name)
+        return pb.SystemSharedMemoryUnregisterResponse()
+
 
 _HANDLER_KINDS = {
     (False, False): grpc.unary_unary_rpc_method_handler,
