@@ -151,8 +151,9 @@ class HttpRoutes:
     async def load(self, request: web.Request) -> web.Response:
         params = (await _json_body(request)).get("parameters")
         if params:
+            names = sorted(map(str, params)) if isinstance(params, dict) else params
             raise InvalidArgument(
-                f"load parameters {sorted(params)} are not supported: "
+                f"load parameters {names} are not supported: "
                 "edit the model repository and load again"
             )
         await self.dp.load(request.match_info["name"])
@@ -190,10 +191,21 @@ class HttpRoutes:
         raise ServerError("CUDA shared memory is not supported", grpc.StatusCode.UNIMPLEMENTED)
 
 
+@web.middleware
+async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """aiohttp's own errors (no such route, wrong method, body too large) as Triton's body."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error_response(exc.reason, exc.status)
+
+
 def build_app(dataplane: DataPlane) -> web.Application:
     """The aiohttp application with every KServe v2 / Triton route."""
     r = HttpRoutes(dataplane)
-    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_json_errors])
     model = "/v2/models/{name}"
     versioned = [model, model + "/versions/{version}"]
     routes = [
