@@ -29,6 +29,7 @@ SLOW_MODULES = {
     "test_python_api.py",
     "test_wheel.py",
     "reco/test_chain.py",
+    "server/test_perf_analyzer.py",
     "study/test_runner.py",
 }
 _TESTS = Path(__file__).parent

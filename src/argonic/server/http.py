@@ -188,6 +188,11 @@ class HttpRoutes:
 
     @_answers_errors
     async def cuda_shm(self, request: web.Request) -> web.Response:
+        """No CUDA regions: status is empty, unregister succeeds, register is refused."""
+        if request.path.endswith("/status"):
+            return web.json_response([])
+        if request.path.endswith("/unregister"):
+            return web.Response(status=200)
         raise ServerError("CUDA shared memory is not supported", grpc.StatusCode.UNIMPLEMENTED)
 
 

@@ -190,11 +190,8 @@ def infer_response(response: InferResponse, decoded: RestRequest) -> tuple[bytes
             "shape": list(out.data.shape),
         }
         if out.shm is not None:
-            entry["parameters"] = {
-                shm.REGION: out.shm.region,
-                shm.BYTE_SIZE: out.shm.byte_size,
-                shm.OFFSET: out.shm.offset,
-            }
+            pass  # in shared memory: no data and no parameters (perf_analyzer reads any
+            # "parameters" of an output as binary data)
         elif decoded.binary_outputs.get(out.name, decoded.binary_default):
             raw = np.ascontiguousarray(out.data, out.data.dtype.newbyteorder("<"))
             entry["parameters"] = {"binary_data_size": raw.nbytes}

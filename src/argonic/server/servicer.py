@@ -152,6 +152,12 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         self.dataplane.shared_memory.unregister(request.name)
         return pb.SystemSharedMemoryUnregisterResponse()
 
+    async def CudaSharedMemoryStatus(self, request, context):
+        return pb.CudaSharedMemoryStatusResponse()  # no CUDA regions (Register: UNIMPLEMENTED)
+
+    async def CudaSharedMemoryUnregister(self, request, context):
+        return pb.CudaSharedMemoryUnregisterResponse()  # clients unregister "all" on exit
+
 
 _HANDLER_KINDS = {
     (False, False): grpc.unary_unary_rpc_method_handler,
