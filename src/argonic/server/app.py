@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from grpc_reflection.v1alpha import reflection
 
 from argonic.server import health
 from argonic.server.dataplane import DataPlane
@@ -20,7 +21,7 @@ from argonic.server.errors import ServerError
 from argonic.server.http import start_http
 from argonic.server.metrics import MetricsExporter, start_metrics_server
 from argonic.server.repository import ModelRepository
-from argonic.server.servicer import InferenceServicer, add_to_server
+from argonic.server.servicer import SERVICE_FULL_NAME, InferenceServicer, add_to_server
 
 log = logging.getLogger("argonic.server")
 
@@ -71,6 +72,9 @@ class InferenceServer:
         add_to_server(InferenceServicer(dp), self._grpc)
         self._health = health.ServerHealth(self._health_statuses)
         self._health.add_to(self._grpc)
+        reflection.enable_server_reflection(
+            [SERVICE_FULL_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], self._grpc
+        )
         try:
             if self.allow_grpc:
                 self.grpc_port = self._grpc.add_insecure_port(f"{self.host}:{self.grpc_port}")

@@ -21,6 +21,7 @@ from argonic.server.errors import InvalidArgument, ServerError
 
 log = logging.getLogger("argonic.server")
 
+SERVICE_FULL_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 EXTENSIONS = [
     "model_repository",
     "model_configuration",
