@@ -30,6 +30,7 @@ SLOW_MODULES = {
     "test_wheel.py",
     "reco/test_chain.py",
     "server/test_overload.py",
+    "server/test_perf_analyzer.py",
     "server/test_security.py",
     "study/test_runner.py",
 }

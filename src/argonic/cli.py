@@ -245,6 +245,22 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--no-metrics", action="store_true", help="do not serve /metrics")
     p.add_argument(
+        "--http-port",
+        type=_non_negative_int,
+        default=8000,
+        help="HTTP/REST port (KServe v2 with binary tensors; 0: any free)",
+    )
+    for proto in ("http", "grpc"):
+        p.add_argument(
+            f"--allow-{proto}",
+            type=_bool,
+            nargs="?",
+            const=True,
+            default=True,
+            metavar="BOOL",
+            help=f"serve the {proto.upper()} endpoint (Triton's flag; default true)",
+        )
+    p.add_argument(
         "--load-model",
         action="append",
         default=None,
@@ -322,6 +338,8 @@ def _serve(a: argparse.Namespace) -> Summary:
     from argonic.server import serve
     from argonic.server.security import SecurityError, TlsConfig, parse_restriction
 
+    if not (a.allow_http or a.allow_grpc):
+        raise ArgonicError("--allow-http and --allow-grpc are both false: nothing to serve")
     tls = None
     if a.grpc_use_ssl or a.grpc_use_ssl_mutual:
         if not (a.grpc_server_cert and a.grpc_server_key):
@@ -343,7 +361,34 @@ def _serve(a: argparse.Namespace) -> Summary:
         restricted=[parse_restriction(r) for r in a.grpc_restricted_protocol],
         max_message_bytes=a.grpc_max_message_bytes,
         max_inflight_bytes=a.max_inflight_bytes,
+        http_port=a.http_port if a.allow_http else None,
+        allow_grpc=a.allow_grpc,
     )
+
+
+# --- health -------------------------------------------------------------------------------
+
+
+def _health_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("target", metavar="HOST:PORT", help="gRPC address of the server")
+    p.add_argument(
+        "--model", default="", metavar="NAME", help="ask about this model (default: the server)"
+    )
+    p.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for the answer")
+
+
+def _health(a: argparse.Namespace) -> Summary | None:
+    from argonic.server.health import check
+
+    status = check(a.target, a.model, a.timeout)
+    summary = {"target": a.target, "service": a.model, "status": status}
+    if a.json:
+        print(dump_json({**summary, "serving": status == "SERVING"}))
+    else:
+        print(f"{a.target}{f' model {a.model}' if a.model else ''}: {status}")
+    if status != "SERVING":
+        raise SystemExit(1)
+    return None
 
 
 # --- cluster ------------------------------------------------------------------------------
@@ -805,6 +850,12 @@ COMMANDS: dict[
         "serve a model repository over the KServe v2 / Triton gRPC protocol",
         _serve_args,
         _serve,
+    ),
+    "health": (
+        "ask a server's grpc.health.v1 service whether it (or one model) is SERVING: exit 0 "
+        "if so, 1 if not",
+        _health_args,
+        _health,
     ),
     "train": (
         "train the EmTrackMichelId network on simulated events, export it to the model repository",

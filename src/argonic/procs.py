@@ -157,10 +157,12 @@ def serve_command(
     metrics_port: int | None = 0,
     host: str = "127.0.0.1",
     extra: Iterable[str] = (),
+    http_port: int | None = 0,
 ) -> list[str]:
-    """The command line of `argonic serve` in this interpreter (``metrics_port`` None: no
-    /metrics; 0: a port chosen by the server)."""
+    """The command line of `argonic serve` in this interpreter (``metrics_port`` or
+    ``http_port`` None: no /metrics or no HTTP/REST; 0: a port chosen by the server)."""
     metrics = ["--no-metrics"] if metrics_port is None else ["--metrics-port", str(metrics_port)]
+    http = ["--allow-http", "false"] if http_port is None else ["--http-port", str(http_port)]
     return [
         sys.executable,
         "-m",
@@ -173,6 +175,7 @@ def serve_command(
         "--grpc-port",
         str(grpc_port),
         *metrics,
+        *http,
         *extra,
     ]
 

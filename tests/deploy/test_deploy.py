@@ -531,8 +531,8 @@ def test_containerfile_builds_from_the_package_and_runs_argonic_serve():
     exposed = {int(p) for p in dict(instructions)["EXPOSE"].split()}
     assert (
         exposed
-        == {values["ports"]["grpc"], values["ports"]["metrics"]}
-        == {args.grpc_port, args.metrics_port}
+        == {values["ports"]["grpc"], values["ports"]["metrics"], values["ports"]["http"]}
+        == {args.grpc_port, args.metrics_port, args.http_port}
     )
     assert "STOPSIGNAL SIGTERM" in text
     # The build-context filter lets every COPY source through.
@@ -552,7 +552,14 @@ def test_container_healthcheck_answers_for_a_serving_server_only(tmp_path):
 
     _, instructions = _containerfile()
     check = json.loads(dict(instructions)["HEALTHCHECK"].split(" CMD ", 1)[1])
-    assert check[0] == "python" and "127.0.0.1:8001" in check[2]
+    assert check[:3] == ["argonic", "health", "127.0.0.1:8001"]  # grpc.health.v1
+
+    def run(target: str) -> int:
+        argv = [sys.executable, "-m", "argonic.cli", *check[1:]]
+        return subprocess.run(
+            [a.replace("127.0.0.1:8001", target) for a in argv], timeout=60
+        ).returncode
+
     add_model(
         tmp_path,
         "identity",
@@ -560,11 +567,8 @@ def test_container_healthcheck_answers_for_a_serving_server_only(tmp_path):
         versions={1: lambda d: identity_onnx(d / "model.onnx")},
     )
     with running_server(tmp_path, metrics_port=None) as server:
-        code = check[2].replace("127.0.0.1:8001", server.url)
-        assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
-    code = check[2].replace("127.0.0.1:8001", server.url)  # stopped: unhealthy
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
-    assert r.returncode != 0
+        assert run(server.url) == 0
+    assert run(server.url) == 1  # stopped: unhealthy
 
 
 # --- Slurm --------------------------------------------------------------------------------

@@ -373,6 +373,8 @@ def test_cli_serve_logs_models_and_exits_0_on_sigterm(tmp_path: Path) -> None:
             "0",
             "--metrics-port",
             "0",
+            "--http-port",
+            "0",
             "--json",
         ],
         stdout=subprocess.PIPE,

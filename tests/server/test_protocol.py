@@ -141,8 +141,9 @@ def test_health_and_server_metadata(server, client) -> None:
 
 
 def test_unimplemented_extensions_say_so(client) -> None:
-    code, message = status_of(client.get_system_shared_memory_status)
-    assert code == "StatusCode.UNIMPLEMENTED" and "SystemSharedMemoryStatus" in message
+    code, message = status_of(lambda: client.register_cuda_shared_memory("r", b"aGFuZGxl", 0, 8))
+    assert code == "StatusCode.UNIMPLEMENTED" and "CudaSharedMemoryRegister" in message
+    client.unregister_cuda_shared_memory()  # nothing registered: succeeds, as clients expect
 
 
 def test_model_metadata_and_config(client, repo: Path) -> None:

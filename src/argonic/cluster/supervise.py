@@ -17,8 +17,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import grpc
-
 from argonic import procs
 from argonic.cluster.render import nginx_command, nginx_template, render_nginx_config
 from argonic.cluster.state import (
@@ -31,24 +29,14 @@ from argonic.cluster.state import (
     load_state,
     write_state,
 )
+from argonic.server import health
 
 RESTART_BACKOFF_S = 2.0
-
-_HEALTH_CHECK = "/grpc.health.v1.Health/Check"
-_SERVING = b"\x08\x01"  # HealthCheckResponse{status: SERVING}, protobuf wire format
 
 
 def health_check(target: str, timeout_s: float = 1.0, service: str = "") -> bool:
     """True if ``grpc.health.v1.Health/Check`` at ``target`` (host:port) answers SERVING."""
-    request = service.encode() and b"\x0a" + bytes([len(service.encode())]) + service.encode()
-    try:
-        with grpc.insecure_channel(target) as channel:
-            check = channel.unary_unary(
-                _HEALTH_CHECK, request_serializer=None, response_deserializer=None
-            )
-            return check(request, timeout=timeout_s) == _SERVING
-    except grpc.RpcError:
-        return False
+    return health.check(target, service, timeout_s) == "SERVING"
 
 
 class Cluster:

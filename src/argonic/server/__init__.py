@@ -7,7 +7,18 @@ inference, repository control, draining) -> ``model`` (request validation) -> ``
 ``stats``/``metrics`` keep Triton's statistics and Prometheus metrics.
 """
 
-from argonic.server.app import InferenceServer, ServerHandle, running_server, serve
-from argonic.server.registry import register_backend
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __all__ = ["InferenceServer", "ServerHandle", "register_backend", "running_server", "serve"]
+_HOMES = {"register_backend": "argonic.server.registry"}
+
+
+def __getattr__(name: str) -> Any:
+    """Import the server lazily: ``argonic.server.health.check`` (``argonic health``, the
+    container's HEALTHCHECK) must not pay for ONNX Runtime and aiohttp."""
+    if name not in __all__:
+        raise AttributeError(f"module 'argonic.server' has no attribute '{name}'")
+    return getattr(importlib.import_module(_HOMES.get(name, "argonic.server.app")), name)

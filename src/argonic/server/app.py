@@ -14,11 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from grpc_reflection.v1alpha import reflection
 
 from argonic.server import health
 from argonic.server.dataplane import DataPlane
 from argonic.server.errorlog import ErrorLog
 from argonic.server.errors import ServerError
+from argonic.server.http import start_http
 from argonic.server.limits import (
     DEFAULT_MAX_INFLIGHT_BYTES,
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -28,7 +30,7 @@ from argonic.server.metrics import MetricsExporter, start_metrics_server
 from argonic.server.poller import RepositoryPoller
 from argonic.server.repository import ModelRepository
 from argonic.server.security import RestrictedProtocols, Restriction, TlsConfig
-from argonic.server.servicer import InferenceServicer, add_to_server
+from argonic.server.servicer import SERVICE_FULL_NAME, InferenceServicer, add_to_server
 
 log = logging.getLogger("argonic.server")
 
@@ -50,6 +52,8 @@ class InferenceServer:
         restricted: Sequence[Restriction] = (),
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT_BYTES,
+        http_port: int | None = None,
+        allow_grpc: bool = True,
     ) -> None:
         self.model_repository = Path(model_repository)
         self.model_control_mode = model_control_mode
@@ -63,6 +67,10 @@ class InferenceServer:
         self.metrics_port = metrics_port
         self.models = models
         self.drain_timeout_s = drain_timeout_s
+        self.http_port = http_port  # None: no HTTP/REST endpoint
+        self.allow_grpc = allow_grpc
+        self._http = None
+        self._health: health.ServerHealth | None = None
         self.dataplane: DataPlane | None = None
         self.errors = ErrorLog()
         self.interceptors = [RestrictedProtocols(restricted, self.errors)] if restricted else []
@@ -91,23 +99,32 @@ class InferenceServer:
         ]  # a busy port is an error, not a shared port
         self._grpc = grpc.aio.server(options=options, interceptors=self.interceptors)
         add_to_server(InferenceServicer(dp, self.errors), self._grpc)
-        self._grpc.add_generic_rpc_handlers([health.health_handler(self._health_status)])
+        self._health = health.ServerHealth(self._health_statuses)
+        self._health.add_to(self._grpc)
+        reflection.enable_server_reflection(
+            [SERVICE_FULL_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], self._grpc
+        )
         try:
-            address = f"{self.host}:{self.grpc_port}"
-            self.grpc_port = (
-                self._grpc.add_secure_port(address, credentials)
-                if credentials
-                else self._grpc.add_insecure_port(address)
-            )
-            await self._grpc.start()
+            if self.allow_grpc:
+                address = f"{self.host}:{self.grpc_port}"
+                self.grpc_port = (
+                    self._grpc.add_secure_port(address, credentials)
+                    if credentials
+                    else self._grpc.add_insecure_port(address)
+                )
+                await self._grpc.start()
+            else:
+                self.grpc_port = None
+            if self.http_port is not None:
+                self._http, self.http_port = await start_http(dp, self.host, self.http_port)
             if self.metrics_port is not None:
                 exporter = MetricsExporter(self._model_stats)
                 self._metrics = start_metrics_server(exporter.render, self.host, self.metrics_port)
                 self.metrics_port = self._metrics.server_port
         except (RuntimeError, OSError) as exc:
             raise ServerError(
-                f"cannot listen on {self.host} (gRPC port {self.grpc_port}, "
-                f"metrics port {self.metrics_port}): {exc}"
+                f"cannot listen on {self.host} (gRPC port {self.grpc_port}, HTTP port "
+                f"{self.http_port}, metrics port {self.metrics_port}): {exc}"
             ) from None
         served = ", ".join(f"{n} (versions {sorted(v)})" for n, v in sorted(dp.models.items()))
         log.info(
@@ -117,10 +134,10 @@ class InferenceServer:
             served or "none",
         )
         log.info(
-            "gRPC%s on %s:%d, metrics on %s",
+            "gRPC%s on %s, HTTP on %s, metrics on %s",
             " (TLS, mutual)" if self.tls and self.tls.mutual else " (TLS)" if self.tls else "",
-            self.host,
-            self.grpc_port,
+            f"{self.host}:{self.grpc_port}" if self.grpc_port is not None else "(off)",
+            f"http://{self.host}:{self.http_port}" if self._http else "(off)",
             f"http://{self.host}:{self.metrics_port}/metrics" if self._metrics else "(off)",
         )
 
@@ -146,12 +163,16 @@ class InferenceServer:
         if self.poller is not None:
             await self.poller.stop()
         log.info("draining: refusing new requests, waiting for in-flight ones")
+        if self._health is not None:
+            await self._health.shutdown()
         drained = await self.dataplane.drain(self.drain_timeout_s)
         summary = self.summary()
         await self.dataplane.close()
         self.errors.flush()
         if self._grpc is not None:
             await self._grpc.stop(grace=5.0)
+        if self._http is not None:
+            await self._http.cleanup()
         if self._metrics is not None:
             self._metrics.shutdown()
             self._metrics.server_close()
@@ -163,6 +184,7 @@ class InferenceServer:
         stats = [s for _, _, s in self._model_stats()]
         return {
             "grpc_port": self.grpc_port,
+            "http_port": self.http_port,
             "metrics_port": self.metrics_port,
             "models": {n: sorted(v) for n, v in self.dataplane.models.items()}
             if self.dataplane
@@ -176,18 +198,25 @@ class InferenceServer:
         models = list(self.dataplane.models.items()) if self.dataplane else []
         return [(n, str(v), m.stats) for n, versions in models for v, m in list(versions.items())]
 
-    def _health_status(self, service: str) -> int | None:
+    def _health_statuses(self) -> dict[str, int]:
+        """grpc.health.v1 statuses: the server ("" and the inference service), each model."""
         dp = self.dataplane
-        if service in ("", "inference.GRPCInferenceService"):
-            return health.SERVING if dp and dp.ready else health.NOT_SERVING
-        if dp and service in dp.models:
-            return health.SERVING if dp.is_ready(service) else health.NOT_SERVING
-        return None
+        if dp is None:
+            return {}
+        status = {True: health.SERVING, False: health.NOT_SERVING}
+        try:
+            names = dp.repository.names()
+        except OSError:  # the repository went away: the loaded models still count
+            names = []
+        statuses = {name: status[dp.is_ready(name)] for name in names}
+        statuses.update({name: status[dp.is_ready(name)] for name in dp.models})
+        statuses[""] = statuses["inference.GRPCInferenceService"] = status[dp.ready]
+        return statuses
 
 
 def serve(model_repository: str | Path, **options: Any) -> dict[str, Any]:
     """Run the server until SIGTERM or SIGINT, drain, and return a summary; ``options`` are
-    InferenceServer's (host, grpc_port, metrics_port, models, model_control_mode, ...)."""
+    InferenceServer's (host, grpc_port, http_port, metrics_port, models, model_control_mode, ...)."""
     if "MALLOC_ARENA_MAX" not in os.environ:
         limit_malloc_arenas()
     if not logging.getLogger().handlers:
@@ -222,6 +251,11 @@ class ServerHandle:
     def url(self) -> str:
         """host:port of the gRPC endpoint, as tritonclient wants it."""
         return f"{self.server.host}:{self.server.grpc_port}"
+
+    @property
+    def http_url(self) -> str:
+        """host:port of the HTTP/REST endpoint, as tritonclient.http wants it."""
+        return f"{self.server.host}:{self.server.http_port}"
 
     @property
     def metrics_url(self) -> str:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.grpc import service_pb2 as pb
 
 from argonic import transport
+from argonic.server import shm
 from argonic.server.config import datatype_name
 from argonic.server.dataplane import IndexEntry
 from argonic.server.errors import InvalidArgument
@@ -38,24 +40,38 @@ def _int_parameter(params, key: str) -> int:
     return int(getattr(p, p.WhichOneof("parameter_choice") or "int64_param"))
 
 
+def _plain(params) -> dict[str, object]:
+    """A protobuf parameter map as plain values."""
+    return {
+        k: getattr(p, p.WhichOneof("parameter_choice") or "string_param") for k, p in params.items()
+    }
+
+
 def infer_request(msg: pb.ModelInferRequest, raw: list | None = None) -> InferRequest:
-    """Decode ModelInferRequest; ``raw`` overrides its raw_input_contents (see wire.py)."""
+    """Decode ModelInferRequest; ``raw`` overrides its raw_input_contents (see wire.py).
+    Inputs in shared memory have no raw_input_contents entry (as Triton's clients send)."""
     raw = list(msg.raw_input_contents) if raw is None else raw
-    if raw and len(raw) != len(msg.inputs):
+    regions = [
+        shm.reference(_plain(t.parameters), f"input '{t.name}'") if t.parameters else None
+        for t in msg.inputs
+    ]
+    in_message = [i for i, r in enumerate(regions) if r is None]
+    if raw and len(raw) != len(in_message):
         raise InvalidArgument(
-            f"expected {len(msg.inputs)} raw input contents for model "
+            f"expected {len(in_message)} raw input contents for model "
             f"'{msg.model_name}', got {len(raw)}"
         )
     if raw and transport.PARAMETER in msg.parameters:
-        raw = _decompressed(msg, raw)
+        raw = _decompressed(msg, raw, in_message)
+    raw_of = dict(zip(in_message, raw, strict=False))
     inputs = []
     for i, t in enumerate(msg.inputs):
         values = None
-        if not raw:
+        if not raw and regions[i] is None:
             field = _CONTENTS.get(t.datatype)
             values = list(getattr(t.contents, field)) if field else []
         inputs.append(
-            InputTensor(t.name, t.datatype, tuple(t.shape), raw[i] if raw else None, values)
+            InputTensor(t.name, t.datatype, tuple(t.shape), raw_of.get(i), values, regions[i])
         )
     try:
         priority = _int_parameter(msg.parameters, "priority")
@@ -70,6 +86,12 @@ def infer_request(msg: pb.ModelInferRequest, raw: list | None = None) -> InferRe
         [o.name for o in msg.outputs],
         priority,
         timeout,
+        {
+            o.name: ref
+            for o in msg.outputs
+            if o.parameters
+            and (ref := shm.reference(_plain(o.parameters), f"output '{o.name}'")) is not None
+        },
     )
 
 
@@ -102,7 +124,7 @@ def request_bytes(msg: pb.ModelInferRequest, received: int) -> int:
     return max(received, declared)
 
 
-def _decompressed(msg: pb.ModelInferRequest, raw: list) -> list:
+def _decompressed(msg: pb.ModelInferRequest, raw: list, in_message: list[int]) -> list:
     """raw_input_contents decompressed as ``parameters["argonic_compression"]`` says (see
     argonic.transport); each to the byte size its datatype and shape declare."""
     param = msg.parameters[transport.PARAMETER]
@@ -110,7 +132,7 @@ def _decompressed(msg: pb.ModelInferRequest, raw: list) -> list:
     if name == "none":
         return raw
     out = []
-    for t, data in zip(msg.inputs, raw, strict=True):
+    for t, data in zip([msg.inputs[i] for i in in_message], raw, strict=True):
         if t.datatype not in _ITEMSIZE or any(d < 0 for d in t.shape):
             raise InvalidArgument(
                 f"input '{t.name}': cannot decompress datatype {t.datatype} shape {list(t.shape)}"
@@ -135,7 +157,13 @@ def infer_response(response: InferResponse) -> InferResponseMessage:
     )
     raw = []
     for out in response.outputs:
-        msg.outputs.add(name=out.name, datatype=out.datatype, shape=out.data.shape)
+        tensor = msg.outputs.add(name=out.name, datatype=out.datatype, shape=out.data.shape)
+        if out.shm is not None:  # in shared memory; an empty entry keeps the indices aligned
+            tensor.parameters[shm.REGION].string_param = out.shm.region
+            tensor.parameters[shm.BYTE_SIZE].int64_param = out.shm.byte_size
+            tensor.parameters[shm.OFFSET].int64_param = out.shm.offset
+            raw.append(np.empty(0, np.uint8))
+            continue
         raw.append(out.data.astype(out.data.dtype.newbyteorder("<"), copy=False))
     return InferResponseMessage(msg, raw)
 

@@ -17,6 +17,7 @@ from argonic.server.errors import InvalidArgument, NotFound, ServerError, Unavai
 from argonic.server.limits import DEFAULT_MAX_INFLIGHT_BYTES, IdleTrim, InflightBytes
 from argonic.server.model import ModelVersion, batch_policy
 from argonic.server.repository import ModelRepository
+from argonic.server.shm import SystemSharedMemory
 from argonic.server.stats import ModelStats
 from argonic.server.tensors import InferRequest, InferResponse
 
@@ -61,6 +62,7 @@ class DataPlane:
         self._idle = asyncio.Event()
         self._idle.set()
         self._repository_lock = asyncio.Lock()  # one load/unload at a time
+        self.shared_memory = SystemSharedMemory()
 
     # --- health -------------------------------------------------------------------------
 
@@ -105,7 +107,16 @@ class DataPlane:
         self._idle.clear()
         self.trim.busy()
         try:
-            return await model.infer(request)
+            for t in request.inputs:
+                if t.shm is not None:
+                    t.raw = self.shared_memory.read(t.shm, f"input '{t.name}'")
+            response = await model.infer(request)
+            for out in response.outputs:
+                ref = request.output_regions.get(out.name)
+                if ref is not None:
+                    self.shared_memory.write(ref, out.data, f"output '{out.name}'")
+                    out.shm = ref
+            return response
         finally:
             self._in_flight -= 1
             if self._in_flight == 0:
@@ -223,6 +234,7 @@ class DataPlane:
         """Unload every model (their queued and running requests finish first)."""
         models = [v for versions in self.models.values() for v in versions.values()]
         self.models = {}
+        self.shared_memory.close()
         await self._close(models)
 
     @staticmethod

@@ -19,12 +19,15 @@ from argonic.server.dataplane import DataPlane
 from argonic.server.errorlog import ErrorLog
 from argonic.server.errors import InvalidArgument, ServerError
 
+SERVICE_FULL_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 EXTENSIONS = [
     "model_repository",
     "model_configuration",
     "schedule_policy",
     "statistics",
     "parameters",
+    "binary_tensor_data",
+    "system_shared_memory",
 ]
 
 
@@ -158,6 +161,32 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         self.dataplane.check_control()
         await self.dataplane.unload(request.model_name)
         return pb.RepositoryModelUnloadResponse()
+
+    @_answers_errors
+    async def SystemSharedMemoryStatus(self, request, context):
+        regions = self.dataplane.shared_memory.status(request.name)
+        Status = pb.SystemSharedMemoryStatusResponse.RegionStatus  # noqa: N806
+        return pb.SystemSharedMemoryStatusResponse(
+            regions={r["name"]: Status(**r) for r in regions}
+        )
+
+    @_answers_errors
+    async def SystemSharedMemoryRegister(self, request, context):
+        self.dataplane.shared_memory.register(
+            request.name, request.key, request.offset, request.byte_size
+        )
+        return pb.SystemSharedMemoryRegisterResponse()
+
+    @_answers_errors
+    async def SystemSharedMemoryUnregister(self, request, context):
+        self.dataplane.shared_memory.unregister(request.name)
+        return pb.SystemSharedMemoryUnregisterResponse()
+
+    async def CudaSharedMemoryStatus(self, request, context):
+        return pb.CudaSharedMemoryStatusResponse()  # no CUDA regions (Register: UNIMPLEMENTED)
+
+    async def CudaSharedMemoryUnregister(self, request, context):
+        return pb.CudaSharedMemoryUnregisterResponse()  # clients unregister "all" on exit
 
 
 HANDLER_KINDS = {

@@ -8,6 +8,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
+@dataclass(frozen=True)
+class SharedMemoryRef:
+    """Where a tensor lies in a registered system shared memory region (see shm.py)."""
+
+    region: str
+    byte_size: int
+    offset: int = 0
+
+
 @dataclass
 class InputTensor:
     """One input as the client sent it: raw little-endian bytes or a list of typed values."""
@@ -17,6 +26,7 @@ class InputTensor:
     shape: tuple[int, ...]
     raw: bytes | memoryview | None = None
     values: Sequence | None = None
+    shm: SharedMemoryRef | None = None  # the data lies in shared memory (read by the data plane)
 
 
 @dataclass
@@ -30,6 +40,7 @@ class InferRequest:
     outputs: list[str] = field(default_factory=list)  # empty: all outputs
     priority: int = 0
     timeout_us: int = 0
+    output_regions: dict[str, SharedMemoryRef] = field(default_factory=dict)
 
 
 @dataclass
@@ -39,6 +50,7 @@ class OutputTensor:
     name: str
     datatype: str
     data: np.ndarray
+    shm: SharedMemoryRef | None = None  # written to shared memory: not sent in the response
 
 
 @dataclass
