@@ -31,8 +31,9 @@ OVERLOAD_S = 12.0
 QUEUE = 8
 INFLIGHT_BYTES = 4 << 20  # ~28 requests of 16 patches
 RSS_BOUND_MB = 400  # above the idle server's RSS (measured: +130 to +230 MB)
-# the server refuses with UNAVAILABLE; under this overload gRPC itself also resets a few
-# streams (CANCELLED, seen with a plain unary handler too), which clients retry as well
+# the server refuses with UNAVAILABLE before reading the message; gRPC then resets the
+# stream and some clients see CANCELLED instead (src/argonic/server/limits.py says why),
+# which they retry as argonic's client does
 RETRIED = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED}
 
 
