@@ -172,7 +172,9 @@ def test_overload_bounded_memory_and_no_hit_lost(repo: Path, tmp_path: Path) -> 
     # memory and latency stay bounded
     assert max(peak) - idle < RSS_BOUND_MB, (idle, max(peak))
     p99 = float(np.percentile(result["latencies"], 99))
-    bound = 20 * (QUEUE + 1) / cap + 2.0  # a full queue ahead of it, with a wide margin
+    # a full queue ahead of it with a wide margin (the client process itself is saturated);
+    # an unbounded queue would reach ~3 x OVERLOAD_S = 36 s by the end of the overload
+    bound = 20 * (QUEUE + 1) / cap + 5.0
     assert p99 < bound, (p99, bound, cap)
     print(
         f"capacity {cap:.1f} req/s, offered {4 * cap:.1f}; sent {result['sent']}, "
