@@ -32,8 +32,9 @@ OVERLOAD_S = 12.0
 QUEUE = 8
 INFLIGHT_BYTES = 4 << 20  # ~28 requests of 16 patches
 RSS_BOUND_MB = 400  # above the idle server's RSS (measured: +130 to +230 MB)
-# the server refuses with UNAVAILABLE; under this overload gRPC itself also resets a few
-# streams (CANCELLED, seen with a plain unary handler too), which clients retry as well
+# the server refuses with UNAVAILABLE before reading the message; gRPC then resets the
+# stream and some clients see CANCELLED instead (src/argonic/server/limits.py says why),
+# which they retry as argonic's client does
 RETRIED = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED}
 
 
@@ -173,8 +174,9 @@ def test_overload_bounded_memory_and_no_hit_lost(repo: Path, tmp_path: Path) -> 
     assert max(peak) - idle < RSS_BOUND_MB, (idle, max(peak))
     p99 = float(np.percentile(result["latencies"], 99))
     # a full queue ahead of it, with a margin wide enough for a shared 2-core machine whose
-    # capacity during the overload can be a fraction of the one measured before it; without
-    # the queue bound, waits grow with the test's length (OVERLOAD_S) instead
+    # capacity during the overload can be a fraction of the one measured before it (and the
+    # client process itself is saturated); an unbounded queue would reach ~3 x OVERLOAD_S =
+    # 36 s by the end of the overload
     bound = 50 * (QUEUE + 1) / cap + 5.0
     assert p99 < bound, (p99, bound, cap)
     print(
