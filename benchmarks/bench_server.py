@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -106,6 +107,10 @@ class Server:
             match = re.search(ready, line)
             if match:
                 self.url = f"127.0.0.1:{match.group(1)}"
+                self.match = match
+                # keep reading: a full pipe would block the server's logging (and the server)
+                self._drain = threading.Thread(target=self.stream.read, daemon=True)
+                self._drain.start()
                 return
         raise RuntimeError(f"{command[0]} exited before listening")
 
@@ -137,7 +142,7 @@ class Server:
 
     def stop(self) -> int:
         self.process.send_signal(signal.SIGTERM)
-        self.stream.read()
+        self._drain.join(120)
         return self.process.wait(120)
 
 
@@ -149,8 +154,11 @@ def perf_analyzer(
     concurrency: int,
     measurement_ms: int,
     stability: int = 50,
+    protocol: str = "grpc",
+    extra: tuple[str, ...] = (),
 ) -> tuple[float, float]:
-    """(inferences/s, p99 latency ms) perf_analyzer reports for one configuration (nan: unstable)."""
+    """(inferences/s, p99 latency ms) perf_analyzer reports for one configuration (nan: unstable);
+    ``protocol``: grpc or http (``url`` is that endpoint's host:port); ``extra``: more flags."""
     with tempfile.NamedTemporaryFile(suffix=".csv") as out:
         cmd = [
             binary,
@@ -159,7 +167,7 @@ def perf_analyzer(
             "-u",
             url,
             "-i",
-            "grpc",
+            protocol,
             "-b",
             str(batch),
             "--concurrency-range",
@@ -174,6 +182,7 @@ def perf_analyzer(
             "8",
             "-f",
             out.name,
+            *extra,
         ]
         run = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         if "Failed to obtain stable measurement" in run.stdout + run.stderr:

@@ -27,6 +27,7 @@ def main() -> None:
     p.add_argument("--name", default="emtrkmichelid")
     p.add_argument("--grpc-port", type=int, default=18101)
     p.add_argument("--max-batch-size", type=int, default=4096)
+    p.add_argument("--identity", action="store_true", help="also serve an identity model")
     a = p.parse_args()
 
     session = ort.InferenceSession(a.model_file, providers=["CPUExecutionProvider"])
@@ -58,6 +59,19 @@ def main() -> None:
             ],
             config=ModelConfig(max_batch_size=a.max_batch_size, batcher=DynamicBatcher()),
         )
+        if a.identity:
+
+            @batch
+            def identity(main_input: np.ndarray) -> dict[str, np.ndarray]:
+                return {"output": main_input}
+
+            triton.bind(
+                "identity",
+                identity,
+                inputs=[Tensor(name="main_input", dtype=np.float32, shape=(48, 48, 1))],
+                outputs=[Tensor(name="output", dtype=np.float32, shape=(48, 48, 1))],
+                config=ModelConfig(max_batch_size=a.max_batch_size, batcher=DynamicBatcher()),
+            )
         triton.run()
         print(f"READY {a.grpc_port}", flush=True)
         stop.wait()

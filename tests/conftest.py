@@ -25,6 +25,7 @@ SLOW_MODULES = {
     "inference/test_plane_mode.py",
     "inference/test_remote.py",
     "inference/test_triton_real.py",
+    "inference/test_triton_plane.py",
     "model/test_train.py",
     "test_python_api.py",
     "test_wheel.py",

@@ -143,6 +143,12 @@ class RemoteSettings(_Table):
         description="patch-mode tensor precision; `fp16` halves the bytes but is lossy "
         "(near-tie hits may change class)",
     )
+    shared_memory: Literal["auto", "off"] = Field(
+        "auto",
+        description="`auto`: patch requests to a server on this host that offers Triton's "
+        "system shared memory travel in /dev/shm (only tensor descriptions cross the "
+        "socket); `off`: always over the wire",
+    )
     tensor_compression: Literal["none", "zstd", "lz4"] = Field(
         "none", description="lossless compression of request tensors (servers that advertise it)"
     )

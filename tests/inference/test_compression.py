@@ -43,7 +43,15 @@ def baseline(server, patches):
 
 def _remote(server, **overrides):
     return RemoteInterface(
-        {"batch_size": 235, "remote": {"servers": [server.url], "server_stats": "off", **overrides}}
+        {
+            "batch_size": 235,
+            "remote": {
+                "servers": [server.url],
+                "server_stats": "off",
+                "shared_memory": "off",  # bytes on the wire are what these tests compare
+                **overrides,
+            },
+        }
     )
 
 

@@ -79,6 +79,7 @@ def _remote(server, repo, **overrides):
                 "servers": [server.url],
                 "model_repository": str(repo),
                 "server_stats": "off",
+                "shared_memory": "off",  # bytes on the wire are what these tests compare
                 **overrides,
             },
         }

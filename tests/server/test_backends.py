@@ -195,3 +195,17 @@ def test_execution_batch_size_defaults() -> None:
         "m",
     )
     assert batch_policy(small, on_gpu=False).execution_batch_size == 100
+
+
+def test_python_backend_models_run_only_as_the_plane_model(tmp_path) -> None:
+    """argonic serve never runs a Triton model.py: backend "python" needs parameters network."""
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    from argonic.server.config import InstanceSpec
+    from argonic.server.errors import InvalidArgument
+    from argonic.server.registry import create_backend
+
+    (tmp_path / "model.py").write_text("raise SystemExit('never imported')\n")
+    config = mc.ModelConfig(name="py", backend="python")
+    with pytest.raises(InvalidArgument, match="only as the plane model"):
+        create_backend(config, tmp_path / "model.py", InstanceSpec("cpu"))

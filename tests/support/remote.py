@@ -48,6 +48,7 @@ def remote(servers: list[str], repository: Path, **options: object) -> RemoteInt
         "timeout_s": 5.0,
         "retries": 1,
         "backoff_s": 0.05,
+        "shared_memory": "off",  # these tests count bytes on the wire; test_remote_shm the rest
         **options,
     }
     batch_size = table.pop("batch_size", 235)

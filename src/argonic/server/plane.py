@@ -1,7 +1,7 @@
 """The plane model: PointIdAlg patch building + the network, as one served model.
 
 The server-side equivalent of a Triton ensemble "patch builder -> emtrkmichelid": a model
-whose config names ``backend: "argonic_plane"`` and ``parameters["network"]`` (another
+whose config names ``backend: "python"`` (or ``"argonic_plane"``) and ``parameters["network"]`` (another
 model of the same repository) takes one (TPC, plane) image and its hits (the tensors of
 :mod:`argonic.patches`), cuts each hit's 48x48 patch with the same code as the
 client (:func:`argonic.patches.cut_patches`), runs the network in chunks of

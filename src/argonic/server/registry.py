@@ -14,7 +14,7 @@ from pathlib import Path
 from tritonclient.grpc import model_config_pb2 as mc
 
 from argonic.server.backends import Backend, OnnxRuntimeBackend, TorchScriptBackend
-from argonic.server.config import InstanceSpec, platform_of
+from argonic.server.config import InstanceSpec, parameter, platform_of
 from argonic.server.errors import InvalidArgument
 from argonic.server.plane import PlaneBackend
 
@@ -25,12 +25,24 @@ def _plane(config: mc.ModelConfig, model_file: Path, instance: InstanceSpec) -> 
     return PlaneBackend(config, model_file, instance, create_backend)
 
 
+def _python(config: mc.ModelConfig, model_file: Path, instance: InstanceSpec) -> Backend:
+    """Triton's Python backend: argonic serve runs only the plane model's model.py (a
+    ``parameters["network"]`` model), with its built-in plane backend."""
+    if not parameter(config, "network", ""):
+        raise InvalidArgument(
+            f"model '{config.name}': argonic serve runs Python-backend models only as the "
+            "plane model (parameters network = <the network model>)"
+        )
+    return _plane(config, model_file, instance)
+
+
 BUILTIN: dict[str, BackendFactory] = {
     "onnxruntime_onnx": OnnxRuntimeBackend,
     "onnxruntime": OnnxRuntimeBackend,
     "pytorch_libtorch": TorchScriptBackend,
     "pytorch": TorchScriptBackend,
     "argonic_plane": _plane,
+    "python": _python,
 }
 _FACTORIES: dict[str, BackendFactory] = dict(BUILTIN)
 

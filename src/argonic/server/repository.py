@@ -7,7 +7,7 @@ whose bytes do not match is refused. The digest is served in ModelConfig's ``par
 under the key ``sha256``.
 
 A model whose config has ``parameters { key: "network" value { string_value: "<model>" } }``
-(the plane model, ``backend: "argonic_plane"``) has no files of its own: its versions, model
+(the plane model, ``backend: "python"``) has no files of its own: its versions, model
 file and checksum are those of the named model of the same repository.
 """
 

@@ -21,6 +21,7 @@ from argonic.inference.remote.channel import Server
 from argonic.inference.remote.config import CallOptions
 from argonic.inference.remote.errors import NoPlaneModel
 from argonic.inference.remote.pool import Attempt, ServerPool
+from argonic.inference.remote.shm import SharedMemoryPatches, Slot
 from argonic.inference.remote.stats import CallStats
 from argonic.inference.remote.wire import Encoder, Encoding
 
@@ -34,6 +35,7 @@ class Job:
     payload: bytes = b""
     encoding: Encoding = ("", "")  # of ``payload``
     plane: dict[str, np.ndarray] | None = None  # a plane-mode request's tensors
+    slot: Slot | None = None  # the shared memory slot holding its patches (same-host server)
     attempt: Attempt = field(default_factory=Attempt)
 
 
@@ -55,6 +57,7 @@ class Dispatcher:
         batch_size: int,
         window: int,
         plane_ready: Callable[[Server], bool],
+        shm: SharedMemoryPatches | None = None,
     ) -> None:
         self.pool = pool
         self.encoder = encoder
@@ -62,6 +65,7 @@ class Dispatcher:
         self.batch_size = batch_size
         self.window = window
         self.plane_ready = plane_ready
+        self.shm = shm
         self.progress = (0, 0)  # (patches scored, patches asked) in the running or last call
 
     def patches(self, x: np.ndarray, out: np.ndarray, call: CallStats, first: Server) -> None:
@@ -73,8 +77,9 @@ class Dispatcher:
         try:
             self._drain(x, out, call, pending, in_flight, self.window)
         except BaseException:
-            for _, _, future in in_flight:
+            for job, _, future in in_flight:
                 future.cancel()
+                self._free_slot(job)
             raise
         finally:
             self.pool.close_retired()
@@ -114,13 +119,24 @@ class Dispatcher:
             try:
                 raw = future.result()
             except grpc.RpcError as error:
+                in_shm = job.slot is not None
+                self._free_slot(job)
                 call.wait_s += time.perf_counter() - t0
+                if in_shm and self.shm.refused(server, error):
+                    pending.appendleft(job)  # e.g. a balancer's other replica: over the wire
+                    continue
                 self.pool.failed(job.attempt, server, error)
                 call.failovers += 1
                 pending.appendleft(job)
                 continue
             t1 = time.perf_counter()
-            self.encoder.scores(raw, out[job.start : job.stop])
+            if job.slot is not None:
+                try:
+                    self.shm.scores(job.slot, raw, out[job.start : job.stop])
+                finally:
+                    self._free_slot(job)
+            else:
+                self.encoder.scores(raw, out[job.start : job.stop])
             call.wait_s += t1 - t0
             call.deserialise_s += time.perf_counter() - t1
             call.bytes_received += len(raw)
@@ -140,7 +156,18 @@ class Dispatcher:
             job = Job(job.start, rest.start)
             pending.appendleft(rest)
         encoding = self.encoder.encoding(server)
-        if not job.payload or job.encoding != encoding:
+        if (
+            self.shm is not None
+            and job.plane is None
+            and encoding == ("FP32", "none")
+            and self.shm.usable(server)
+        ):
+            t0 = time.perf_counter()
+            job.slot = self.shm.acquire()
+            job.payload = self.shm.request(job.slot, x[job.start : job.stop])
+            job.encoding = ("shm", "")
+            call.serialise_s += time.perf_counter() - t0
+        elif not job.payload or job.encoding != encoding:
             t0 = time.perf_counter()
             if job.plane is not None:
                 job.payload = self.encoder.plane(job.plane, encoding[1])
@@ -155,3 +182,9 @@ class Dispatcher:
         call.bytes_sent += len(job.payload)
         call.requests_by_server[server.address] = call.requests_by_server.get(server.address, 0) + 1
         return job, server, future
+
+    def _free_slot(self, job: Job) -> None:
+        """Give a job's slot back; its payload names the slot, so it is built again."""
+        if job.slot is not None:
+            self.shm.release(job.slot)
+            job.slot, job.payload = None, b""

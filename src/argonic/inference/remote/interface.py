@@ -25,6 +25,7 @@ from argonic.inference.remote.errors import NoPlaneModel
 from argonic.inference.remote.identity import ModelSignature
 from argonic.inference.remote.plane import PlaneMode
 from argonic.inference.remote.pool import Attempt, ServerPool
+from argonic.inference.remote.shm import SharedMemoryPatches
 from argonic.inference.remote.stats import CallStats, ServerStatistics
 from argonic.inference.remote.wire import Encoder
 from argonic.patches import encode_plane
@@ -59,6 +60,11 @@ class RemoteInterface(ModelInterface):
         )
         self._plane = PlaneMode(remote, self.signature, options)
         window = remote.max_in_flight if remote.mode == "async" else 1
+        self._shm = (
+            SharedMemoryPatches(remote, self.signature, options, self.batch_size, window)
+            if remote.shared_memory == "auto"
+            else None
+        )
         self._dispatch = Dispatcher(
             self._pool,
             Encoder(remote, self.signature),
@@ -66,6 +72,7 @@ class RemoteInterface(ModelInterface):
             self.batch_size,
             window,
             self._plane.ready,
+            self._shm,
         )
         self._pool.on_verified += [self._server_stats.connected, self._warn_batch_size]
         self._lock = threading.Lock()
@@ -183,6 +190,8 @@ class RemoteInterface(ModelInterface):
     def close(self) -> None:
         """Close channels and stop the fallback server if one was started."""
         super().close()
+        if self._shm is not None:
+            self._shm.close()
         self._pool.close()
 
     # -- helpers --
