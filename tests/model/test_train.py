@@ -129,6 +129,7 @@ def test_cosine_schedule_warms_up_decays_and_ends_at_two_percent():
     assert np.all(np.diff(lr[10:]) <= 0) and lr[60] == pytest.approx(0.51e-3)
     assert learning_rate(config, 110, 110) == pytest.approx(2e-5)
     assert learning_rate(TrainConfig.original(), 50, 110) == 0.01
+    assert learning_rate(config, 0, 50) == pytest.approx(2e-4)  # short run: 5 warm-up steps
 
 
 def test_michel_losses_against_their_formulas():

@@ -267,16 +267,17 @@ def make_optimizer(network: nn.Module, config: TrainConfig) -> torch.optim.Optim
 
 
 def learning_rate(config: TrainConfig, step: int, total_steps: int) -> float:
-    """The learning rate at global ``step`` of ``total_steps``: linear warm-up, cosine decay
-    to 2% (schedule 'cosine'), or constant."""
+    """The learning rate at global ``step`` of ``total_steps``: linear warm-up (at most a
+    tenth of the run), cosine decay to 2% (schedule 'cosine'), or constant."""
     base = config.learning_rate or (0.01 if config.optimizer == "sgd" else 1e-3)
     if config.schedule == "constant":
         return base
     if config.schedule != "cosine":
         raise ArgonicError(f"unknown schedule {config.schedule!r}: choose cosine or constant")
-    if step < config.warmup_steps:
-        return base * (step + 1) / config.warmup_steps
-    frac = (step - config.warmup_steps) / max(total_steps - config.warmup_steps, 1)
+    warmup = max(1, min(config.warmup_steps, total_steps // 10))
+    if step < warmup:
+        return base * (step + 1) / warmup
+    frac = (step - warmup) / max(total_steps - warmup, 1)
     return base * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
 
 
