@@ -304,3 +304,29 @@ def test_evaluate_file_through_the_local_interface(events_file, tmp_path):
         n_hits = len(f[2].hits)
     assert summary["hits"] == n_hits == np.sum(summary["confusion_matrix"]["counts"])
     assert (tmp_path / "roc.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_train_command_validates_on_another_file_and_exports_the_best_epoch(
+    events_file, tmp_path, capsys
+):
+    import json
+
+    from argonic.cli import main
+    from argonic.model.export import load_network, verify_checksum
+
+    repo = tmp_path / "repo"
+    args = ["train", str(events_file), "--validation-file", str(events_file), "--epochs", "2"]
+    args += ["--batch-size", "32", "--hit-fraction", "0.3", "--json"]
+    assert main([*args, "--repository", str(repo)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["train_events"] == [0, 3] and summary["validation"]["events"] == [0, 3]
+    assert summary["best_epoch"] in (1, 2) and len(summary["history"]) == 2
+    assert "val_michel_f1" in summary["history"][0]
+    model = repo / "emtrkmichelid" / "1" / "model.onnx"
+    assert verify_checksum(model) == summary["export"]["sha256"]
+    # the exported biases carry the fitted offsets of the best epoch
+    net = load_network(model)
+    assert float(net.michel.bias.detach()[0]) != 0.0
+    assert main([*args, "--recipe", "original", "--no-export", "--epochs", "1"]) == 0
+    original = json.loads(capsys.readouterr().out)
+    assert original["config"]["optimizer"] == "sgd" and original["config"]["michel_loss"] == "mse"
