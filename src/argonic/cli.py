@@ -373,6 +373,9 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--bf16", action="store_true", help="train in bfloat16 autocast (CPU)")
     p.add_argument(
+        "--init", default=None, help="start from these weights (model.onnx or checkpoint)"
+    )
+    p.add_argument(
         "--checkpoint", default=None, help="checkpoint file: resumed if it exists, kept up to date"
     )
     p.add_argument(
@@ -416,6 +419,7 @@ def _train(a: argparse.Namespace) -> Summary:
         none_keep=a.none_keep,
         max_patches=a.max_patches,
         validation_file=a.validation_file,
+        init=a.init,
         checkpoint=a.checkpoint,
         dataset_cache=a.dataset_cache,
         repository=repository,

@@ -330,3 +330,13 @@ def test_train_command_validates_on_another_file_and_exports_the_best_epoch(
     assert main([*args, "--recipe", "original", "--no-export", "--epochs", "1"]) == 0
     original = json.loads(capsys.readouterr().out)
     assert original["config"]["optimizer"] == "sgd" and original["config"]["michel_loss"] == "mse"
+
+
+def test_init_starts_from_given_weights():
+    from argonic.model.export import load_network, onnx_path
+
+    start = load_network(onnx_path())
+    config = TrainConfig(epochs=1, batch_size=32, seed=1, learning_rate=1e-12, warmup_steps=1)
+    network, _ = train_network(synthetic_set(64, 7), config, show_progress=False, init=onnx_path())
+    for name, value in start.state_dict().items():
+        torch.testing.assert_close(network.state_dict()[name], value, rtol=0, atol=1e-6)

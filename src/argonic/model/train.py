@@ -470,11 +470,14 @@ def train_network(
     validation: PatchSet | None = None,
     show_progress: bool = True,
     stop_after_steps: int | None = None,
+    init: str | os.PathLike[str] | None = None,
 ) -> tuple[EmTrackMichelNet, dict[str, Any]]:
     """Train on ``data``; resume from ``checkpoint`` if it exists, and keep it up to date.
 
     ``stop_after_steps``: leave after that many steps of this call (checkpoint saved), to
     split a run into pieces that fit a wall-time budget; the next call goes on.
+    ``init``: start from these weights (a model.onnx or a checkpoint) instead of the
+    random initialisation (fine-tuning); ignored when resuming from ``checkpoint``.
 
     Batches (and flips) are drawn from generators seeded by (seed, epoch[, step]), and the
     learning rate is a function of the step, so a resumed run equals an uninterrupted one.
@@ -490,6 +493,11 @@ def train_network(
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     network = build_network(config.seed, config.dropout)
+    if init is not None:
+        from argonic.model.export import load_network
+
+        network.load_state_dict(load_network(init).state_dict())
+        network.train()
     optimizer = make_optimizer(network, config)
     epoch, step = 0, 0
     best: dict[str, Any] | None = None
@@ -642,6 +650,7 @@ def train_file(
     dataset_cache: str | os.PathLike[str] | None = None,
     repository: str | os.PathLike[str] | None = None,
     show_progress: bool = True,
+    init: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Train on an event file and export the best epoch.
 
@@ -696,7 +705,7 @@ def train_file(
         else None
     )
     seconds_data = time.perf_counter() - t0
-    network, summary = train_network(data, config, checkpoint, validation, show_progress)
+    network, summary = train_network(data, config, checkpoint, validation, show_progress, init=init)
     summary = {
         "events_file": str(events_file),
         "train_events": [train_events.start, train_events.stop],
@@ -706,6 +715,7 @@ def train_file(
         "seconds_building_patches": seconds_data,
         **summary,
         "config": {k: v for k, v in asdict(config).items() if k != "history"},
+        "init": None if init is None else str(init),
     }
     if repository is not None:
         from argonic.model.export import export_repository
