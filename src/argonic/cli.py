@@ -501,19 +501,40 @@ def _train_args(p: argparse.ArgumentParser) -> None:
         "--threads", type=_non_negative_int, default=2, help="torch threads (0: torch's default)"
     )
     p.add_argument(
-        "--track-per-em",
+        "--hit-fraction",
         type=float,
-        default=1.0,
-        help="keep at most this many track patches per em patch",
+        default=0.1,
+        help="probability to train on an ordinary hit (keeps the natural track:em mix)",
     )
     p.add_argument(
-        "--none-fraction", type=float, default=0.1, help="fraction of sampled empty (none) patches"
+        "--michel-keep", type=float, default=1.0, help="probability to train on a Michel hit"
+    )
+    p.add_argument(
+        "--none-keep", type=float, default=1.0, help="probability to train on a none (noise) hit"
     )
     p.add_argument(
         "--max-patches",
         type=_positive_int,
-        default=150_000,
-        help="cap on training patches (9.2 kB each in memory)",
+        default=None,
+        help="cap on training patches (4.6 kB each in memory)",
+    )
+    p.add_argument(
+        "--validation-file",
+        default=None,
+        help="event file validated on after every epoch (default: the held-out events)",
+    )
+    p.add_argument(
+        "--recipe",
+        choices=("michel", "original"),
+        default="michel",
+        help="michel: cosine lr, flips, balanced BCE; original: SGD, 0.1 CE + MSE, no flips",
+    )
+    p.add_argument(
+        "--michel-loss", choices=("bce", "focal", "mse"), default=None, help="michel-head loss"
+    )
+    p.add_argument("--bf16", action="store_true", help="train in bfloat16 autocast (CPU)")
+    p.add_argument(
+        "--init", default=None, help="start from these weights (model.onnx or checkpoint)"
     )
     p.add_argument(
         "--checkpoint", default=None, help="checkpoint file: resumed if it exists, kept up to date"
@@ -538,22 +559,31 @@ def _train(a: argparse.Namespace) -> Summary:
     from argonic.model.train import TrainConfig, train_file
     from argonic.repository import shipped_repository
 
-    config = TrainConfig(
+    options = dict(
         epochs=a.epochs,
         batch_size=a.batch_size,
-        optimizer=a.optimizer,
         learning_rate=a.lr,
         seed=a.seed,
         threads=a.threads or None,
+        bfloat16=a.bf16,
     )
+    if a.michel_loss:
+        options["michel_loss"] = a.michel_loss
+    if a.recipe == "original":
+        config = TrainConfig.original(**options)
+    else:
+        config = TrainConfig(optimizer=a.optimizer, **options)
     repository = None if a.no_export else (a.repository or shipped_repository())
     return train_file(
         a.events_file,
         config,
         holdout=a.holdout,
-        track_per_em=a.track_per_em,
-        none_fraction=a.none_fraction,
+        hit_fraction=a.hit_fraction,
+        michel_keep=a.michel_keep,
+        none_keep=a.none_keep,
         max_patches=a.max_patches,
+        validation_file=a.validation_file,
+        init=a.init,
         checkpoint=a.checkpoint,
         dataset_cache=a.dataset_cache,
         repository=repository,

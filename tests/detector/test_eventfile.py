@@ -26,7 +26,8 @@ def make_event(rng, event_id, n_hits=50):
         amplitude=rng.uniform(0, 30, n_hits),
         integral=rng.uniform(0, 300, n_hits),
         label=rng.integers(0, 3, n_hits),
-        michel=rng.random(n_hits) < 0.1,
+        michel=(michel := rng.random(n_hits) < 0.1),
+        michel_id=np.where(michel, rng.integers(1, 40, n_hits), 0),
     )
     return Event(7, 0, event_id, frames, hits), dense
 
@@ -83,3 +84,19 @@ def test_bad_files_give_clear_errors(tmp_path):
         EventFile(truncated)[0]
     with EventFile(good) as f, pytest.raises(ArgonicError, match="event index 5 out of range"):
         f[5]
+
+
+def test_files_without_michel_ids_read_one_id_per_michel_hit(tmp_path):
+    """Files written before the michel_id column: each Michel hit reads as electron 1."""
+    rng = np.random.default_rng(5)
+    ev, _ = make_event(rng, 0, n_hits=80)
+    path = tmp_path / "old.h5"
+    with EventFileWriter(path, "mini", seed=1, run=7) as w:
+        w.write(ev)
+    with h5py.File(path, "a") as f:
+        del f["events/000000/hits/michel_id"]
+    with EventFile(path) as f:
+        back = f[0].hits
+    np.testing.assert_array_equal(back.michel, ev.hits.michel)
+    np.testing.assert_array_equal(back.michel_id, ev.hits.michel.astype(np.int32))
+    assert ev.hits.michel.any() and len(np.unique(ev.hits.michel_id)) > 2

@@ -282,3 +282,41 @@ def test_full_protodune_event_has_tens_of_thousands_of_labelled_hits():
     assert frac[TRACK] > 0.5 and frac[EM] > 0.05 and frac[NONE] < 0.02
     assert ev.hits.michel.sum() > 0
     assert all(f.value.dtype == np.float32 and len(f.value) for f in ev.frames)
+
+
+def test_michel_label_is_the_decay_electrons_own_deposits():
+    """LArSoft's convention: the decay electron's own ionisation, not its secondaries."""
+    start = np.array([50.0, 50.0, 50.0])
+    detached, secondary_q, total_q = 0, 0.0, 0.0
+    for seed in range(6):
+        dep = mini_deposits(
+            seed,
+            lambda w: physics.em_cascade(w, start, np.array([0.0, 0.0, 1.0]), 45.0, "e", 0.0, True),
+        )
+        mine = dep["michel_id"] > 0
+        assert set(np.unique(dep["michel_id"][mine])) == {1} and np.all(dep["michel"] == mine)
+        path = dep["pos"][mine]
+        assert np.linalg.norm(path[0] - start) < physics.STEP  # it starts where the muon stopped
+        # one connected path, in the order it was made (steps of 0.3 cm, stub included)
+        assert np.linalg.norm(np.diff(path, axis=0), axis=1).max() < 1.0
+        others = dep["pos"][~mine]
+        dist = np.linalg.norm(others[:, None, :] - path[None, :, :], axis=2).min(axis=1)
+        detached += int(np.sum(dist > 3.0))
+        secondary_q += float(dep["q"][~mine].sum())
+        total_q += float(dep["q"].sum())
+    # bremsstrahlung photons carry part of the energy away into unflagged blips
+    assert detached > 10 and 0.02 < secondary_q / total_q < 0.6
+
+
+def test_each_michel_electron_has_its_own_id():
+    def two(w):
+        for x in (15.0, 65.0):
+            physics.em_cascade(
+                w, np.array([x, 50, 50]), np.array([0.0, 1, 0]), 30.0, "e", 0.0, True
+            )
+        physics.em_cascade(w, np.array([40.0, 50, 50]), np.array([0.0, 1, 0]), 30.0, "e", 0.0)
+
+    dep = mini_deposits(2, two)
+    ids = dep["michel_id"]
+    assert set(np.unique(ids)) == {0, 1, 2}
+    assert np.all(dep["pos"][ids == 1, 0] < 40) and np.all(dep["pos"][ids == 2, 0] > 40)

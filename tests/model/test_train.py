@@ -6,16 +6,22 @@ import torch
 
 from argonic import ArgonicError
 from argonic.detector.event import EM, NONE, TRACK, Hits
-from argonic.detector.geometry import get_detector
 from argonic.model.network import build_network
 from argonic.model.train import (
-    NONE_CLEARANCE,
     PatchSet,
     TrainConfig,
+    apply_output_offsets,
+    best_cut,
+    best_network,
     evaluate_loss,
-    keep_probabilities,
-    none_positions,
+    flip_batch,
+    keep_probability,
+    learning_rate,
+    michel_loss,
+    prior_shifts,
     train_network,
+    validate,
+    weighted_roc_auc,
 )
 from argonic.reco.evaluate import (
     confusion_matrix,
@@ -41,7 +47,7 @@ def synthetic_set(n: int, seed: int) -> PatchSet:
 
 def test_training_reduces_the_loss_on_a_learnable_problem():
     train, held_out = synthetic_set(256, 0), synthetic_set(96, 1)
-    config = TrainConfig(epochs=2, batch_size=32, seed=5, threads=2)
+    config = TrainConfig(epochs=2, batch_size=32, seed=5, threads=2, warmup_steps=2)
     before = evaluate_loss(build_network(5), held_out)
     network, summary = train_network(train, config, validation=held_out, show_progress=False)
     after = evaluate_loss(network, held_out)
@@ -51,61 +57,156 @@ def test_training_reduces_the_loss_on_a_learnable_problem():
 
 
 def test_resumed_training_equals_uninterrupted(tmp_path):
-    data = synthetic_set(64, 2)
-    straight, _ = train_network(
-        data, TrainConfig(epochs=2, batch_size=32, seed=9), show_progress=False
-    )
+    data = synthetic_set(96, 2)
+    config = dict(epochs=2, batch_size=32, seed=9, warmup_steps=2)
+    straight, _ = train_network(data, TrainConfig(**config), show_progress=False)
     ckpt = tmp_path / "ckpt.pt"
-    held_out = synthetic_set(32, 3)  # its metrics go into the checkpoint's history
-    config = dict(batch_size=32, seed=9)
-    train_network(data, TrainConfig(epochs=1, **config), ckpt, held_out, show_progress=False)
-    resumed, summary = train_network(
-        data, TrainConfig(epochs=2, **config), ckpt, held_out, show_progress=False
-    )
+    train_network(data, TrainConfig(**config), ckpt, show_progress=False, stop_after_steps=4)
+    state = torch.load(ckpt, weights_only=True)
+    assert (state["epoch"], state["step"]) == (1, 1)  # 3 steps per epoch: stopped in the 2nd
+    resumed, summary = train_network(data, TrainConfig(**config), ckpt, show_progress=False)
     for name, value in straight.state_dict().items():
         torch.testing.assert_close(resumed.state_dict()[name], value, rtol=1e-5, atol=1e-6)
-    assert len(summary["history"]) == 2
+    assert [h["epoch"] for h in summary["history"]] == [1, 2]
     with pytest.raises(ArgonicError, match="optimizer"):
         train_network(
             data,
-            TrainConfig(epochs=3, batch_size=32, seed=9, optimizer="sgd"),
+            TrainConfig(**{**config, "epochs": 3}, optimizer="sgd"),
             checkpoint=ckpt,
             show_progress=False,
         )
 
 
-def test_none_positions_keep_clear_of_hits():
-    det = get_detector("mini")
-    rng = np.random.default_rng(3)
+def test_best_epoch_is_kept_with_its_offsets(tmp_path):
+    train, held_out = synthetic_set(128, 4), synthetic_set(64, 5)
+    ckpt = tmp_path / "ckpt.pt"
+    config = TrainConfig(epochs=3, batch_size=32, seed=2, warmup_steps=2)
+    network, summary = train_network(train, config, ckpt, held_out, show_progress=False)
+    scores = [h["val_score"] for h in summary["history"]]
+    assert summary["best_epoch"] == int(np.argmax(scores)) + 1
+    again, figures = best_network(ckpt)
+    assert figures["epoch"] == summary["best_epoch"]
+    for name, value in network.state_dict().items():
+        torch.testing.assert_close(again.state_dict()[name], value)
+
+
+def test_keep_probability_per_class():
     hits = Hits(
-        tpc=np.zeros(300),
-        plane=rng.integers(0, 3, 300),
-        wire=rng.integers(0, 200, 300),
-        peak_tick=rng.uniform(0, det.n_ticks, 300),
-        sigma=np.ones(300),
-        amplitude=np.ones(300),
-        integral=np.ones(300),
-        label=np.zeros(300),
-        michel=np.zeros(300, bool),
+        tpc=np.zeros(4),
+        plane=np.zeros(4),
+        wire=np.arange(4),
+        peak_tick=np.zeros(4),
+        sigma=np.ones(4),
+        amplitude=np.ones(4),
+        integral=np.ones(4),
+        label=np.array([TRACK, EM, EM, NONE]),
+        michel=np.array([False, False, True, False]),
     )
-    places = none_positions(hits, det, [0], 200, rng)
-    assert 0 < len(places) <= 200 and (places.label == NONE).all()
-    for p in range(len(places)):  # brute force, one place at a time
-        same = hits.plane == places.plane[p]
-        near = (np.abs(hits.wire[same] - places.wire[p]) <= NONE_CLEARANCE) & (
-            np.abs(hits.peak_tick[same] - places.peak_tick[p]) / 6 <= NONE_CLEARANCE
+    p = keep_probability(hits, 0.1, michel_keep=0.5, none_keep=0.8)
+    np.testing.assert_allclose(p, [0.1, 0.1, 0.5, 0.8])
+    with pytest.raises(ArgonicError, match="keep probabilities"):
+        keep_probability(hits, 0.0)
+
+
+def test_flips_are_the_mirror_images_along_wire_and_drift():
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.normal(size=(64, 48, 48, 1)).astype(np.float32))
+    y = flip_batch(x, np.random.default_rng(1)).numpy()
+    draws = np.random.default_rng(1)
+    fw, fd = draws.random(64) < 0.5, draws.random(64) < 0.5
+    for i in range(64):  # numpy's flips, one patch at a time
+        expect = x[i].numpy()
+        expect = expect[::-1] if fw[i] else expect
+        expect = expect[:, ::-1] if fd[i] else expect
+        np.testing.assert_array_equal(y[i], expect)
+    assert 0 < fw.sum() < 64 and 0 < fd.sum() < 64
+
+
+def test_cosine_schedule_warms_up_decays_and_ends_at_two_percent():
+    config = TrainConfig(learning_rate=1e-3, warmup_steps=10)
+    lr = [learning_rate(config, s, 110) for s in range(110)]
+    assert lr[0] == pytest.approx(1e-4) and lr[9] == pytest.approx(1e-3)
+    assert np.all(np.diff(lr[10:]) <= 0) and lr[60] == pytest.approx(0.51e-3)
+    assert learning_rate(config, 110, 110) == pytest.approx(2e-5)
+    assert learning_rate(TrainConfig.original(), 50, 110) == 0.01
+    assert learning_rate(config, 0, 50) == pytest.approx(2e-4)  # short run: 5 warm-up steps
+
+
+def test_michel_losses_against_their_formulas():
+    logit = torch.tensor([2.0, -1.0, 0.5])
+    target = torch.tensor([1.0, 0.0, 0.0])
+    p = 1 / (1 + np.exp(-logit.numpy()))
+    bce = -(4.0 * np.log(p[0]) + np.log(1 - p[1]) + np.log(1 - p[2])) / 3
+    assert float(michel_loss(logit, target, "bce", pos_weight=4.0)) == pytest.approx(bce, rel=1e-5)
+    p_true = np.array([p[0], 1 - p[1], 1 - p[2]])
+    alpha = np.array([0.8, 0.2, 0.2])
+    focal = np.mean(2 * alpha * (1 - p_true) ** 2 * -np.log(p_true))
+    assert float(michel_loss(logit, target, "focal", pos_weight=4.0)) == pytest.approx(
+        focal, rel=1e-5
+    )
+    mse = np.mean((p - target.numpy()) ** 2)
+    assert float(michel_loss(logit, target, "mse")) == pytest.approx(mse, rel=1e-5)
+    with pytest.raises(ArgonicError, match="michel loss"):
+        michel_loss(logit, target, "hinge")
+
+
+def test_prior_shifts_undo_the_sampling():
+    # natural mix 75 : 20 : 5 (track, em, none); track sampled at 10%, em 40%, none 100%
+    label = np.repeat([TRACK, EM, NONE], [750, 800, 500]).astype(np.uint8)
+    keep = np.repeat([0.1, 0.4, 1.0], [750, 800, 500]).astype(np.float32)
+    data = PatchSet(np.zeros((len(label), 1, 1, 1), np.float16), label, label == 9, keep)
+    shifts = prior_shifts(data)
+    trained = np.log(np.array([750, 800, 500]) / 2050)
+    natural = np.log(np.array([7500, 2000, 500]) / 10000)
+    np.testing.assert_allclose(shifts - shifts[EM], (natural - trained) - (natural - trained)[EM])
+
+
+def test_weighted_auc_and_best_cut_against_brute_force():
+    rng = np.random.default_rng(4)
+    positive = rng.random(400) < 0.2
+    score = np.round(rng.normal(size=400) + 1.5 * positive, 1)
+    weight = rng.choice([1.0, 5.0], 400)
+    pos, neg = positive, ~positive
+    pair_w = weight[pos][:, None] * weight[neg][None, :]
+    diff = score[pos][:, None] - score[neg][None, :]
+    expect = np.sum(pair_w * ((diff > 0) + 0.5 * (diff == 0))) / pair_w.sum()
+    assert weighted_roc_auc(positive, score, weight) == pytest.approx(expect)
+    for objective in ("accuracy", "f1"):
+        cut, value = best_cut(positive, score, weight, objective)
+        brute = []
+        for c in np.unique(score):
+            sel = score >= c
+            tp, fp = weight[sel & pos].sum(), weight[sel & neg].sum()
+            if objective == "accuracy":
+                brute.append((tp + weight[neg].sum() - fp) / weight.sum())
+            else:
+                brute.append(2 * tp / (weight[pos].sum() + tp + fp))
+        assert value == pytest.approx(max(brute))
+        sel = score > cut
+        tp, fp = weight[sel & pos].sum(), weight[sel & neg].sum()
+        got = (
+            (tp + weight[neg].sum() - fp) / weight.sum()
+            if objective == "accuracy"
+            else 2 * tp / (weight[pos].sum() + tp + fp)
         )
-        assert not near.any()
+        assert got == pytest.approx(value)
 
 
-def test_keep_probabilities_balance_and_cap():
-    p_track, p_other = keep_probabilities(
-        9000, 1000, 50, track_per_em=1.0, none_fraction=0.1, max_patches=None
-    )
-    assert p_track * 9000 == pytest.approx(1000) and p_other == 1.0
-    p_track, p_other = keep_probabilities(9000, 1000, 50, 1.0, 0.1, max_patches=1000)
-    expected = (p_track * 9000 + p_other * 1000 + 50) / 0.9
-    assert expected == pytest.approx(1000) and p_track * 9000 == pytest.approx(p_other * 1000)
+def test_output_offsets_put_the_best_cuts_on_the_shipped_rules():
+    data = synthetic_set(400, 6)
+    network = build_network(3)
+    figures = validate(network, data, np.zeros(3))
+    apply_output_offsets(network, figures)
+    with torch.inference_mode():
+        soft, mic = network.eval()(torch.from_numpy(data.patches))
+    soft, mic = soft.numpy(), mic[:, 0].numpy()
+    te = data.label != NONE
+    ratio = soft[te, TRACK] / (soft[te, TRACK] + soft[te, EM])
+    acc = np.mean((ratio > 0.5) == (data.label[te] == TRACK))
+    assert acc == pytest.approx(figures["track_em_accuracy"], abs=1.5 / te.sum())
+    sel = mic > 0.6
+    f1 = 2 * np.sum(sel & data.michel) / (data.michel.sum() + sel.sum())
+    assert f1 == pytest.approx(figures["michel_f1"], abs=1e-6)
 
 
 def test_metrics_on_hand_made_scores():
@@ -155,21 +256,41 @@ def events_file(tmp_path_factory):
     return path
 
 
-def test_training_set_from_events_is_labelled_from_truth_and_capped(events_file):
+def test_training_set_keeps_the_natural_mix_and_real_noise_hits(events_file):
     from argonic.detector.eventfile import EventFile
     from argonic.model.train import build_patch_set
+    from argonic.patches import event_patches
 
-    data = build_patch_set(events_file, range(0, 3), seed=1, max_patches=1500, show_progress=False)
+    data = build_patch_set(events_file, range(0, 3), seed=1, hit_fraction=0.5, show_progress=False)
     with EventFile(events_file) as f:
-        labels = np.concatenate([f[i].hits.label for i in range(3)])
-    counts = data.counts()
-    assert 0 < len(data) <= 1500 and data.patches.shape == (len(data), 48, 48, 1)
-    assert set(np.unique(data.label)) <= {TRACK, EM, NONE}
-    assert counts["track"] <= 1.3 * (labels == EM).sum()  # tracks thinned towards the em count
-    assert counts["none"] >= 0.05 * len(data)  # sampled empty places
-    assert (
-        ~data.patches[data.label == NONE].any(axis=(1, 2, 3))
-    ).any()  # some sampled places are blank
+        events = [f[i] for i in range(3)]
+        hits = [ev.hits for ev in events]
+        none_patches = np.concatenate(
+            [
+                event_patches(ev, f.detector, h.select(h.label == NONE))
+                for ev, h in zip(events, hits, strict=True)
+            ]
+        )
+    labels = np.concatenate([h.label for h in hits])
+    michel = np.concatenate([h.michel for h in hits])
+    assert data.patches.dtype == np.float16 and data.patches.shape == (len(data), 48, 48, 1)
+    # every Michel and every none (noise) hit is kept, with keep probability 1
+    assert data.michel.sum() == michel.sum() and np.all(data.keep[data.michel] == 1)
+    assert np.sum(data.label == NONE) == np.sum(labels == NONE) > 0
+    np.testing.assert_allclose(
+        data.patches[data.label == NONE].astype(np.float32), none_patches, atol=0.01
+    )
+    assert data.patches[data.label == NONE].any(axis=(1, 2, 3)).all()  # real hits: not blank
+    # ordinary hits at half their number, track:em as in the events (binomial tolerance)
+    ordinary = (labels != NONE) & ~michel
+    kept = (data.label != NONE) & ~data.michel
+    assert abs(kept.sum() - 0.5 * ordinary.sum()) < 4 * np.sqrt(0.25 * ordinary.sum())
+    assert data.weight[kept].sum() == pytest.approx(2 * kept.sum())
+    n_track = np.sum(labels[ordinary] == TRACK)
+    expected = 0.5 * n_track
+    assert abs(np.sum(data.label[kept] == TRACK) - expected) < 4 * np.sqrt(expected) + 1
+    capped = build_patch_set(events_file, range(0, 3), seed=1, max_patches=100, show_progress=False)
+    assert len(capped) == 100 and capped.keep.max() < 1
 
 
 def test_evaluate_file_through_the_local_interface(events_file, tmp_path):
@@ -183,3 +304,39 @@ def test_evaluate_file_through_the_local_interface(events_file, tmp_path):
         n_hits = len(f[2].hits)
     assert summary["hits"] == n_hits == np.sum(summary["confusion_matrix"]["counts"])
     assert (tmp_path / "roc.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_train_command_validates_on_another_file_and_exports_the_best_epoch(
+    events_file, tmp_path, capsys
+):
+    import json
+
+    from argonic.cli import main
+    from argonic.model.export import load_network, verify_checksum
+
+    repo = tmp_path / "repo"
+    args = ["train", str(events_file), "--validation-file", str(events_file), "--epochs", "2"]
+    args += ["--batch-size", "32", "--hit-fraction", "0.3", "--json"]
+    assert main([*args, "--repository", str(repo)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["train_events"] == [0, 3] and summary["validation"]["events"] == [0, 3]
+    assert summary["best_epoch"] in (1, 2) and len(summary["history"]) == 2
+    assert "val_michel_f1" in summary["history"][0]
+    model = repo / "emtrkmichelid" / "1" / "model.onnx"
+    assert verify_checksum(model) == summary["export"]["sha256"]
+    # the exported biases carry the fitted offsets of the best epoch
+    net = load_network(model)
+    assert float(net.michel.bias.detach()[0]) != 0.0
+    assert main([*args, "--recipe", "original", "--no-export", "--epochs", "1"]) == 0
+    original = json.loads(capsys.readouterr().out)
+    assert original["config"]["optimizer"] == "sgd" and original["config"]["michel_loss"] == "mse"
+
+
+def test_init_starts_from_given_weights():
+    from argonic.model.export import load_network, onnx_path
+
+    start = load_network(onnx_path())
+    config = TrainConfig(epochs=1, batch_size=32, seed=1, learning_rate=1e-12, warmup_steps=1)
+    network, _ = train_network(synthetic_set(64, 7), config, show_progress=False, init=onnx_path())
+    for name, value in start.state_dict().items():
+        torch.testing.assert_close(network.state_dict()[name], value, rtol=0, atol=1e-6)

@@ -156,3 +156,34 @@ def test_labels_follow_the_majority_of_true_charge_within_two_sigma():
     }
     assert by_wire == {5: (TRACK, False), 9: (EM, True), 12: (NONE, False), 15: (NONE, False)}
     assert np.all(label_hits(hits, None).label == NONE)
+
+
+def test_michel_id_is_the_michel_electron_with_most_charge_in_the_hit():
+    wave = {3: gauss(T, 100, 3, 4), 7: gauss(T, 150, 3, 4), 11: gauss(T, 250, 3, 4)}
+    hits = find_hits(frame_from(wave))
+    rows = [
+        (3, 100, 20.0, EM, 4),  # wire 3: Michel electron 4 alone
+        (7, 149, 8.0, EM, 2),  # wire 7: electrons 2 and 5 overlap, 5 holds more
+        (7, 151, 12.0, EM, 5),
+        (7, 150, 3.0, TRACK, 0),
+        (11, 250, 10.0, EM, 6),  # wire 11: Michel charge is a minority: not Michel
+        (11, 251, 15.0, TRACK, 0),
+    ]
+    w, t, q, c, ids = (np.array(col) for col in zip(*rows, strict=True))
+    truth = PlaneTruth(
+        w.astype(np.int32),
+        t.astype(np.int32),
+        q.astype(np.float32),
+        c.astype(np.uint8),
+        ids > 0,
+        ids.astype(np.int32),
+    )
+    lab = label_hits(hits, truth)
+    got = {
+        int(w_): (bool(m), int(i))
+        for w_, m, i in zip(lab.wire, lab.michel, lab.michel_id, strict=True)
+    }
+    assert got == {3: (True, 4), 7: (True, 5), 11: (False, 0)}
+    # truth without ids (older callers): every Michel hit gets id 1
+    truth.michel_id = None
+    assert label_hits(hits, truth).michel_id.tolist() == [1, 1, 0]

@@ -57,6 +57,8 @@ class Hits:
     integral: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     label: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint8))  # TRACK, EM or NONE
     michel: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # from a Michel electron
+    # which Michel electron (truth; 0: none); left empty, it is filled from ``michel``
+    michel_id: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
 
     DTYPES = {
         "tpc": np.int16,
@@ -68,11 +70,14 @@ class Hits:
         "integral": np.float32,
         "label": np.uint8,
         "michel": bool,
+        "michel_id": np.int32,
     }
 
     def __post_init__(self) -> None:
         for f in fields(self):
             setattr(self, f.name, np.asarray(getattr(self, f.name), dtype=self.DTYPES[f.name]))
+        if len(self.michel_id) == 0 and len(self.michel):  # written without ids: one per flag
+            self.michel_id = self.michel.astype(np.int32)
         n = {len(getattr(self, f.name)) for f in fields(self)}
         if len(n) > 1:
             raise ValueError(f"hit columns have different lengths: {sorted(n)}")

@@ -172,7 +172,8 @@ class EventFile:
                     value[offset[f] : offset[f + 1]],
                 )
             )
-        hits = Hits(**{name: g["hits"][name][:] for name in Hits.DTYPES})
+        hg = g["hits"]  # michel_id is absent from files of earlier versions: filled from michel
+        hits = Hits(**{name: hg[name][:] for name in Hits.DTYPES if name in hg})
         a = g.attrs
         return Event(
             int(a["run"]), int(a["subrun"]), int(a["event"]), frames, hits, self.detector_name

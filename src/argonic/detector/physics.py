@@ -216,8 +216,14 @@ class Deposits:
     parts: list[tuple[np.ndarray, ...]] = field(default_factory=list)
 
     def add(
-        self, pos: np.ndarray, q: np.ndarray, t: float | np.ndarray, cat: int, michel: bool = False
+        self,
+        pos: np.ndarray,
+        q: np.ndarray,
+        t: float | np.ndarray,
+        cat: int,
+        michel_id: int | np.ndarray = 0,
     ) -> None:
+        """Append deposits; ``michel_id`` > 0 marks the own deposits of that Michel electron."""
         n = len(q)
         if n == 0:
             return
@@ -227,12 +233,12 @@ class Deposits:
                 np.asarray(q, np.float32),
                 np.broadcast_to(np.asarray(t, np.float64), (n,)).copy(),
                 np.full(n, cat, np.uint8),
-                np.full(n, michel, bool),
+                np.broadcast_to(np.asarray(michel_id, np.int32), (n,)).copy(),
             )
         )
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """Concatenated columns: pos [N,3], q, t, cat, michel."""
+        """Concatenated columns: pos [N,3], q, t, cat, michel (bool), michel_id (int32, 0: none)."""
         if not self.parts:
             return {
                 "pos": np.zeros((0, 3)),
@@ -240,14 +246,17 @@ class Deposits:
                 "t": np.zeros(0),
                 "cat": np.zeros(0, np.uint8),
                 "michel": np.zeros(0, bool),
+                "michel_id": np.zeros(0, np.int32),
             }
         cols = list(zip(*self.parts, strict=True))
+        michel_id = np.concatenate(cols[4])
         return {
             "pos": np.concatenate(cols[0]),
             "q": np.concatenate(cols[1]),
             "t": np.concatenate(cols[2]),
             "cat": np.concatenate(cols[3]),
-            "michel": np.concatenate(cols[4]),
+            "michel": michel_id > 0,
+            "michel_id": michel_id,
         }
 
 
@@ -259,6 +268,12 @@ class World:
     hi: np.ndarray
     rng: np.random.Generator
     dep: Deposits = field(default_factory=Deposits)
+    n_michel: int = 0  # Michel electrons made so far (their ids are 1..n_michel)
+
+    def new_michel_id(self) -> int:
+        """A fresh Michel-electron id (1, 2, ...)."""
+        self.n_michel += 1
+        return self.n_michel
 
     def inside(self, p: np.ndarray) -> np.ndarray:
         return np.all((p >= self.lo) & (p < self.hi), axis=-1)
@@ -400,9 +415,11 @@ def short_electrons(
     kinetic: np.ndarray,
     time: float | np.ndarray,
     label: int = EM,
-    michel: bool = False,
+    michel_id: int | np.ndarray = 0,
 ) -> None:
-    """Low-energy electrons, batched: straight paths of their CSDA range, Bragg-like loss."""
+    """Low-energy electrons, batched: straight paths of their CSDA range, Bragg-like loss.
+
+    ``michel_id``: per electron (or one for all), > 0 for a Michel electron's own stub."""
     if len(kinetic) == 0:
         return
     table = range_table("e")
@@ -418,8 +435,9 @@ def short_electrons(
     keep = world.inside(pos)
     tt = np.broadcast_to(np.asarray(time, float), (len(r),))[owner]
     q = charge_ke(de, np.maximum(s1 - s0, 0.02))
+    mid = np.broadcast_to(np.asarray(michel_id, np.int32), (len(r),))[owner]
     if keep.any():
-        world.dep.add(pos[keep], q[keep], tt[keep], label, michel)
+        world.dep.add(pos[keep], q[keep], tt[keep], label, mid[keep])
 
 
 def _brems_rate_per_cm(e: float, kmin: float) -> float:
@@ -464,10 +482,10 @@ def photon_attenuation_cm(e: np.ndarray | float) -> np.ndarray:
     return 1 / (np.interp(np.log(e), np.log(_G_E), _G_MU) * RHO)
 
 
-def _soft_photons(
-    world: World, mids: np.ndarray, dirs: np.ndarray, time: float, michel: bool
-) -> None:
-    """Soft bremsstrahlung photons (K_SOFT..K_HARD) along an electron path, as blips."""
+def _soft_photons(world: World, mids: np.ndarray, dirs: np.ndarray, time: float) -> None:
+    """Soft bremsstrahlung photons (K_SOFT..K_HARD) along an electron path, as blips.
+
+    They are secondaries of the electron: never Michel-flagged (LArSoft's convention)."""
     rng = world.rng
     lam = len(mids) * STEP * 4 / 3 * math.log(K_HARD / K_SOFT) / X0
     n = rng.poisson(lam)
@@ -475,7 +493,7 @@ def _soft_photons(
         return
     i = rng.integers(0, len(mids), n)
     k = K_SOFT * (K_HARD / K_SOFT) ** rng.random(n)
-    absorb_photons(world, mids[i], dirs[i], k, time, michel)
+    absorb_photons(world, mids[i], dirs[i], k, time)
 
 
 def absorb_photons(
@@ -484,7 +502,6 @@ def absorb_photons(
     dirs: np.ndarray,
     e: np.ndarray,
     time: float | np.ndarray,
-    michel: bool = False,
 ) -> None:
     """Low-energy photons, batched: a Compton scatter, then absorption of the rest nearby."""
     rng = world.rng
@@ -505,7 +522,7 @@ def absorb_photons(
     ok = (de > 0.01) & world.inside(pos)
     # an electron below 1 MeV stops within ~4 mm: one point deposit at its dE/dx
     q = charge_ke(de[ok], np.maximum(range_table("e").range(de[ok]), 0.05))
-    world.dep.add(pos[ok], q, np.concatenate([tt, tt])[ok], EM, michel)
+    world.dep.add(pos[ok], q, np.concatenate([tt, tt])[ok], EM)
 
 
 def _electron_path(
@@ -515,7 +532,7 @@ def _electron_path(
     e: float,
     length: float,
     time: float,
-    michel: bool,
+    michel_id: int,
     label: int,
 ) -> tuple[np.ndarray, np.ndarray, float, bool]:
     """One electron segment of ``length`` (or until it stops): (end, dir, energy left, inside)."""
@@ -535,8 +552,8 @@ def _electron_path(
     de = np.clip(de_mean + xi * (moyal(world.rng, n) - 1.2704), 0.0, de_mean * 4 + 0.2)
     if m:
         q = charge_ke(de[:m], np.maximum(np.diff(s)[:m], 0.02))
-        world.dep.add(mids[:m], q, time, label, michel)
-        _soft_photons(world, mids[:m], dirs[:m], time, michel)
+        world.dep.add(mids[:m], q, time, label, michel_id)
+        _soft_photons(world, mids[:m], dirs[:m], time)
     end = mids[-1] + 0.5 * (s[-1] - s[-2]) * dirs[-1]
     return end, dirs[-1], float(t_k[-1]), m == n
 
@@ -558,23 +575,30 @@ def em_cascade(
     Photons travel their attenuation length (9/7 X0 at high energy), then pair-produce or
     Compton-scatter. The result has the longitudinal (Gamma-like) and transverse
     (Moliere) development of real showers, with stochastic branches and blips.
+
+    ``michel``: the electron is a Michel electron. As in LArSoft's training-data labels
+    (larreco TrainingDataAlg: the decay electron's own energy deposits), only the deposits
+    of that electron itself carry its Michel id (a new one from ``world.new_michel_id``);
+    its bremsstrahlung photons and every particle they make are ordinary EM.
     """
     rng = world.rng
-    stack: list[tuple[str, np.ndarray, np.ndarray, float]] = [
-        (kind, np.asarray(start, float), _unit(np.asarray(direction, float)), energy)
+    own = world.new_michel_id() if michel and kind == "e" else 0
+    # stack entries: kind, position, direction, energy, Michel id of the particle itself
+    stack: list[tuple[str, np.ndarray, np.ndarray, float, int]] = [
+        (kind, np.asarray(start, float), _unit(np.asarray(direction, float)), energy, own)
     ]
-    small_e: list[tuple[np.ndarray, np.ndarray, float]] = []
+    small_e: list[tuple[np.ndarray, np.ndarray, float, int]] = []
     small_g: list[tuple[np.ndarray, np.ndarray, float]] = []
     while stack:
-        k, p, d, e = stack.pop()
+        k, p, d, e, mid = stack.pop()
         if k == "e":
             while True:
                 if e < E_SHORT:
-                    small_e.append((p, d, e))
+                    small_e.append((p, d, e, mid))
                     break
                 rate = _brems_rate_per_cm(e, K_HARD)
                 ell = rng.exponential(1 / rate) if rate > 0 else np.inf
-                p, d, e_left, inside = _electron_path(world, p, d, e, ell, time, michel, EM)
+                p, d, e_left, inside = _electron_path(world, p, d, e, ell, time, mid, EM)
                 if not inside or e_left <= 1e-3:
                     break
                 y = _brems_fraction(rng, K_HARD / e_left)
@@ -582,7 +606,7 @@ def em_cascade(
                 e = e_left - kphot
                 ang = rng.normal(0, ME / max(e_left, ME))
                 dg = rotate_from(d, np.array([math.cos(ang)]), rng.uniform(0, 2 * np.pi, 1))[0]
-                stack.append(("g", p, dg, kphot))
+                stack.append(("g", p, dg, kphot, 0))
         else:
             if e < K_HARD:
                 small_g.append((p, d, e))
@@ -598,7 +622,7 @@ def em_cascade(
                     de_dir = rotate_from(
                         d, np.array([math.cos(ang)]), rng.uniform(0, 2 * np.pi, 1)
                     )[0]
-                    stack.append(("e", p, de_dir, frac * avail))
+                    stack.append(("e", p, de_dir, frac * avail, 0))
                 back = isotropic(rng)  # positron annihilation: two 511 keV photons
                 small_g.extend([(p, back, ME), (p, -back, ME)])
             else:
@@ -608,14 +632,14 @@ def em_cascade(
                 dg = rotate_from(d, np.array([cos_g]), np.array([phi]))[0]
                 # electron direction from momentum conservation
                 pe = e * d - e * eps * dg
-                stack.append(("e", p, _unit(pe), te))
-                stack.append(("g", p, dg, e * eps))
+                stack.append(("e", p, _unit(pe), te, 0))
+                stack.append(("g", p, dg, e * eps, 0))
     if small_e:
-        ps, ds_, es = zip(*small_e, strict=True)
-        short_electrons(world, np.array(ps), np.array(ds_), np.array(es), time, EM, michel)
+        ps, ds_, es, ids = zip(*small_e, strict=True)
+        short_electrons(world, np.array(ps), np.array(ds_), np.array(es), time, EM, np.array(ids))
     if small_g:
         ps, ds_, es = zip(*small_g, strict=True)
-        absorb_photons(world, np.array(ps), np.array(ds_), np.array(es), time, michel)
+        absorb_photons(world, np.array(ps), np.array(ds_), np.array(es), time)
 
 
 def _compton(rng: np.random.Generator, e: float) -> tuple[float, float]:

@@ -14,7 +14,8 @@ The chain for one readout (``simulate_readout``):
 4. noise: white noise of 2.5 ADC (x 0.16 ke-/ADC = 0.40 ke-/tick), filtered by the same
    Gaussian (0.129 ke-/tick RMS after the filter); regions of interest (ROI) are the ticks
    where signal + noise exceeds ROI_THRESHOLD, padded by ROI_PAD ticks; zero elsewhere;
-5. the truth of each frame (charge per pixel by category, Michel flags), from which reco
+5. the truth of each frame (charge per pixel by category, Michel flags and Michel-electron
+   ids: only the decay electron's own deposits, LArSoft's convention), from which reco
    labels the hits it finds (``argonic.reco.events``).
 
 Noise is only computed where it matters: inside the padded regions around true signal
@@ -63,7 +64,8 @@ class PlaneTruth:
     tick: np.ndarray  # int32
     charge: np.ndarray  # float32, ke-
     category: np.ndarray  # uint8: TRACK or EM
-    michel: np.ndarray  # bool
+    michel: np.ndarray  # bool: a Michel electron's own deposit
+    michel_id: np.ndarray | None = None  # int32: which Michel electron (0: none); None: michel
 
 
 def readout_window_us(det: Detector) -> tuple[float, float]:
@@ -136,7 +138,15 @@ def drift(det: Detector, tpc: TPC, dep: dict[str, np.ndarray]) -> dict[str, np.n
         "sigma_t_cm": np.sqrt(2 * DIFFUSION_T_CM2_US * t_drift),
         "cat": dep["cat"][inside][keep],
         "michel": dep["michel"][inside][keep],
+        "michel_id": _michel_ids(dep)[inside][keep],
     }
+
+
+def _michel_ids(dep: dict[str, np.ndarray]) -> np.ndarray:
+    """The deposits' Michel-electron ids (int32, 0: none); 1 for every flagged one if absent."""
+    if "michel_id" in dep:
+        return np.asarray(dep["michel_id"], np.int32)
+    return np.asarray(dep["michel"], bool).astype(np.int32)
 
 
 def plane_charge(
@@ -163,6 +173,7 @@ def plane_charge(
         tq[ok].astype(np.float32),
         np.repeat(d["cat"], 3)[ok],
         np.repeat(d["michel"], 3)[ok],
+        np.repeat(d["michel_id"], 3)[ok],
     )
     # signal: 3 wires x 7 ticks per deposit
     flat_w = np.repeat(wk, 7, axis=1)  # [N, 21]
@@ -276,8 +287,8 @@ def simulate_readout(
 
     The event has no hits: hit finding and labelling belong to reco (``argonic.reco.events``).
 
-    ``deposits`` (pos, t, q, cat, michel) replaces the particle generation, for tests.
-    ``on_plane`` is called after each (TPC, plane) is read out (progress).
+    ``deposits`` (pos, t, q, cat, michel[, michel_id]) replaces the particle generation, for
+    tests. ``on_plane`` is called after each (TPC, plane) is read out (progress).
     """
     dep = (
         deposits

@@ -2,8 +2,11 @@
 
 Metrics (REFERENCE.md section 4): the track/em/none confusion matrix (argmax of the
 softmax head); track-vs-em accuracy on hits whose true label is track or em, with
-track / (track + em) > 0.5 meaning track; Michel efficiency and purity at a cut on the
-michel score (0.6 in production); ROC curves of both scores.
+track / (track + em) > 0.5 meaning track (the shipped decision rule); Michel efficiency
+and purity at a cut on the michel score (0.6 in production), at the best cut (largest
+F1) and the largest efficiency at purity >= 0.8; the same per plane (U, V, W); ROC
+curves of both scores; and, per Michel electron (the truth's ``michel_id``), the
+fraction of Michel electrons with at least half of their hits tagged.
 """
 
 from __future__ import annotations
@@ -55,6 +58,49 @@ def efficiency_purity(truth: np.ndarray, score: np.ndarray, cut: float) -> tuple
     return (n_both / n_true if n_true else float("nan"), n_both / n_sel if n_sel else float("nan"))
 
 
+def best_michel_cut(truth: np.ndarray, score: np.ndarray) -> tuple[float, float]:
+    """(cut, F1) of the cut ``score > cut`` with the largest F1 of efficiency and purity."""
+    truth = np.asarray(truth, bool)
+    if not truth.any():
+        return float("nan"), float("nan")
+    order = np.argsort(-np.asarray(score), kind="stable")
+    s, t = np.asarray(score)[order], truth[order]
+    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]
+    tp = np.cumsum(t)[last]
+    f1 = 2 * tp / (truth.sum() + last + 1)
+    k = int(np.argmax(f1))
+    below = s[last[k] + 1] if last[k] + 1 < len(s) else -np.inf
+    cut = float(np.nextafter(s[last[k]], -np.inf)) if np.isinf(below) else float(below)
+    return cut, float(f1[k])
+
+
+def efficiency_at_purity(truth: np.ndarray, score: np.ndarray, purity: float) -> float:
+    """The largest efficiency of a cut on ``score`` whose purity is >= ``purity`` (0 if none)."""
+    truth = np.asarray(truth, bool)
+    if not truth.any():
+        return float("nan")
+    order = np.argsort(-np.asarray(score), kind="stable")
+    s, t = np.asarray(score)[order], truth[order]
+    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]
+    tp = np.cumsum(t)[last]
+    ok = tp / (last + 1) >= purity
+    return float(tp[ok].max() / truth.sum()) if ok.any() else 0.0
+
+
+def michel_electron_efficiency(
+    electron: np.ndarray, tagged: np.ndarray, min_fraction: float = 0.5
+) -> tuple[float, int]:
+    """(fraction of Michel electrons with >= ``min_fraction`` of their hits tagged, number of
+    Michel electrons); ``electron``: per hit an id unique in the sample, 0 for no Michel."""
+    sel = electron != 0
+    ids, inv = np.unique(electron[sel], return_inverse=True)
+    if len(ids) == 0:
+        return float("nan"), 0
+    n_hits = np.bincount(inv, minlength=len(ids))
+    n_tag = np.bincount(inv, weights=tagged[sel], minlength=len(ids))
+    return float(np.mean(n_tag >= min_fraction * n_hits)), len(ids)
+
+
 def roc_curve(positive: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     """(false-positive rate, true-positive rate, area) for cuts ``score >= c`` over all c.
 
@@ -103,13 +149,41 @@ def plot_roc(
     plt.close(fig)
 
 
+PLANE_NAMES = ("U", "V", "W")
+
+
+def michel_figures(
+    true_michel: np.ndarray, score: np.ndarray, michel_cut: float
+) -> dict[str, float]:
+    """Michel efficiency and purity at ``michel_cut`` and at the best cut, AUC."""
+    eff, pur = efficiency_purity(true_michel, score, michel_cut)
+    cut, _ = best_michel_cut(true_michel, score)
+    eff_b, pur_b = efficiency_purity(true_michel, score, cut) if np.isfinite(cut) else (eff, pur)
+    return {
+        "michel_hits": int(true_michel.sum()),
+        "michel_efficiency": eff,
+        "michel_purity": pur,
+        "michel_best_cut": cut,
+        "michel_efficiency_best_cut": eff_b,
+        "michel_purity_best_cut": pur_b,
+        "michel_efficiency_at_purity_0.8": efficiency_at_purity(true_michel, score, 0.8),
+        "auc_michel": roc_curve(true_michel, score)[2],
+    }
+
+
 def summarise(
     true_label: np.ndarray,
     true_michel: np.ndarray,
     scores: np.ndarray,
     michel_cut: float = MICHEL_CUT,
+    plane: np.ndarray | None = None,
+    michel_electron: np.ndarray | None = None,
 ) -> tuple[dict[str, Any], dict[str, tuple]]:
-    """(metrics, ROC curves) of per-hit scores [N, 4] against the truth."""
+    """(metrics, ROC curves) of per-hit scores [N, 4] against the truth.
+
+    plane: per hit 0/1/2 for per-plane figures; michel_electron: per hit an id of its
+    Michel electron unique in the sample (0: none) for the Michel-electron-level figure.
+    """
     cm = confusion_matrix(true_label, scores)
     rows = cm.sum(axis=1, keepdims=True)
     sel = (true_label == TRACK) | (true_label == EM)
@@ -117,7 +191,6 @@ def summarise(
         "track vs em (track score)": roc_curve(true_label[sel] == TRACK, track_score(scores[sel])),
         "michel (michel score)": roc_curve(true_michel, scores[:, 3]),
     }
-    eff, pur = efficiency_purity(true_michel, scores[:, 3], michel_cut)
     metrics = {
         "hits": len(true_label),
         "true_counts": dict(zip(LABEL_NAMES, rows[:, 0].tolist(), strict=True)),
@@ -128,13 +201,29 @@ def summarise(
         },
         "accuracy_3class": float(np.trace(cm) / max(cm.sum(), 1)),
         "track_em_accuracy": track_em_accuracy(true_label, scores),
-        "michel_hits": int(true_michel.sum()),
-        "michel_cut": michel_cut,
-        "michel_efficiency": eff,
-        "michel_purity": pur,
         "auc_track_em": curves["track vs em (track score)"][2],
-        "auc_michel": curves["michel (michel score)"][2],
+        "michel_cut": michel_cut,
+        **michel_figures(true_michel, scores[:, 3], michel_cut),
     }
+    if michel_electron is not None:
+        for name, cut in (("", michel_cut), ("_best_cut", metrics["michel_best_cut"])):
+            frac, n = michel_electron_efficiency(michel_electron, scores[:, 3] > cut)
+            metrics[f"michel_electrons_half_tagged{name}"] = frac
+            metrics["michel_electrons"] = n
+    if plane is not None:
+        per_plane = {}
+        for p, name in enumerate(PLANE_NAMES):
+            on = plane == p
+            if not on.any():
+                continue
+            te = on & ((true_label == TRACK) | (true_label == EM))
+            per_plane[name] = {
+                "hits": int(on.sum()),
+                "track_em_accuracy": track_em_accuracy(true_label[on], scores[on]),
+                "auc_track_em": roc_curve(true_label[te] == TRACK, track_score(scores[te]))[2],
+                **michel_figures(true_michel[on], scores[on, 3], michel_cut),
+            }
+        metrics["per_plane"] = per_plane
     return metrics, curves
 
 
@@ -161,7 +250,7 @@ def evaluate_file(
     the shipped model).
     """
     config = inference_settings(interface_config or {})
-    labels, michels, scores = [], [], []
+    labels, michels, scores, planes, electrons = [], [], [], [], []
     t0 = time.perf_counter()
     with EventFile(events_file) as f, make_interface(config) as interface:
         stop = len(f) if n_events is None else first_event + n_events
@@ -175,8 +264,17 @@ def evaluate_file(
             scores.append(module.produce(event, event.hits))
             labels.append(event.hits.label)
             michels.append(event.hits.michel)
+            planes.append(event.hits.plane)
+            # unique over the sample: (event, Michel electron); 0 stays "no Michel electron"
+            mid = event.hits.michel_id.astype(np.int64)
+            electrons.append(np.where(mid > 0, (i + 1) * (1 << 32) + mid, 0))
     metrics, curves = summarise(
-        np.concatenate(labels), np.concatenate(michels), np.concatenate(scores), michel_cut
+        np.concatenate(labels),
+        np.concatenate(michels),
+        np.concatenate(scores),
+        michel_cut,
+        plane=np.concatenate(planes),
+        michel_electron=np.concatenate(electrons),
     )
     if roc_png is not None:
         plot_roc(curves, roc_png)

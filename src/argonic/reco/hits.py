@@ -20,7 +20,9 @@ all its wires (no loop over wires or ticks):
    a flat piece (length / sqrt(12)).
 
 ``label_hits`` gives each hit the truth category holding the most true charge on its wire
-within peak +- 2 sigma; hits without true charge (noise) get NONE.
+within peak +- 2 sigma; hits without true charge (noise) get NONE. A hit is Michel when
+most of that charge is a Michel electron's own (LArSoft's convention, see
+docs/event-file.md), and ``michel_id`` names the Michel electron holding most of it.
 """
 
 from __future__ import annotations
@@ -203,17 +205,41 @@ def _pulse_trains(
     )
 
 
-def label_hits(hits: Hits, truth: PlaneTruth | None) -> Hits:
-    """Set each hit's label (TRACK, EM, NONE) and Michel flag from the plane's true charge.
+def _dominant_id(
+    key: np.ndarray, q: np.ndarray, ids: np.ndarray, lo_key: np.ndarray, hi_key: np.ndarray
+) -> np.ndarray:
+    """Per window [lo_key, hi_key] of the sorted ``key``: the id holding most charge (0: none)."""
+    j0 = np.searchsorted(key, lo_key, side="left")
+    j1 = np.searchsorted(key, hi_key, side="right")
+    out = np.zeros(len(lo_key), np.int32)
+    n_in = np.maximum(j1 - j0, 0)
+    if n_in.sum() == 0:
+        return out
+    owner = np.repeat(np.arange(len(lo_key)), n_in)
+    idx = _segment_pixels(j0, j0 + n_in)
+    span = int(ids.max()) + 1
+    uniq, inv = np.unique(owner.astype(np.int64) * span + ids[idx], return_inverse=True)
+    weight = np.bincount(inv, weights=q[idx], minlength=len(uniq))
+    who = uniq // span
+    best = np.lexsort((-weight, who))  # per owner, the heaviest id first
+    first = best[np.r_[True, who[best][1:] != who[best][:-1]]]
+    out[who[first]] = (uniq[first] % span).astype(np.int32)
+    return out
 
-    ``truth`` has arrays wire, tick, charge, category (TRACK or EM), michel (the simulation's
-    ``PlaneTruth``), or is None (every hit is NONE). The hit takes the category with the most
-    true charge on its wire within peak_tick +- 2 sigma; Michel if Michel charge is the
-    majority of that charge; NONE if there is no true charge there.
+
+def label_hits(hits: Hits, truth: PlaneTruth | None) -> Hits:
+    """Set each hit's label (TRACK, EM, NONE), Michel flag and Michel id from the true charge.
+
+    ``truth`` has arrays wire, tick, charge, category (TRACK or EM), michel and michel_id
+    (the simulation's ``PlaneTruth``), or is None (every hit is NONE). The hit takes the
+    category with the most true charge on its wire within peak_tick +- 2 sigma; Michel if
+    Michel charge (a Michel electron's own deposits) is the majority of that charge, with the
+    id of the Michel electron holding most of it; NONE if there is no true charge there.
     """
     n = len(hits)
     label = np.full(n, NONE, np.uint8)
     michel = np.zeros(n, bool)
+    michel_id = np.zeros(n, np.int32)
     if truth is not None and n and len(truth.charge):
         n_t = int(max(truth.tick.max(), np.ceil(hits.peak_tick.max() + 2 * hits.sigma.max()))) + 2
         key = truth.wire.astype(np.int64) * n_t + truth.tick.astype(np.int64)
@@ -238,6 +264,19 @@ def label_hits(hits: Hits, truth: PlaneTruth | None) -> Hits:
         has = total > 0.05 * np.maximum(hits.integral, 0) + 1e-3
         label = np.where(has, np.where(trk >= em, TRACK, EM), NONE).astype(np.uint8)
         michel = has & (mq > 0.5 * total)
+        ids = truth.michel.astype(np.int32) if truth.michel_id is None else truth.michel_id
+        m_sel = np.flatnonzero(michel)
+        on_m = mic & (ids[order] > 0)
+        michel_id[m_sel] = np.maximum(
+            _dominant_id(
+                key[on_m],
+                q[on_m],
+                ids[order][on_m].astype(np.int64),
+                base[m_sel] + np.maximum(lo[m_sel], 0),
+                base[m_sel] + np.maximum(hi[m_sel], 0),
+            ),
+            1,
+        )
     cols = hits.columns()
-    cols["label"], cols["michel"] = label, michel
+    cols["label"], cols["michel"], cols["michel_id"] = label, michel, michel_id
     return Hits(**cols)
