@@ -8,7 +8,8 @@ import typing
 
 import pytest
 
-from argonic import cli, cli_options
+from argonic import cli
+from argonic.cli import options as cli_options
 from argonic.detector.geometry import DETECTORS
 from argonic.inference import INTERFACES
 from argonic.settings import InferenceSettings

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 # The names the library accepts (tests/test_cli.py checks them against the library).
+Summary = dict[str, Any]
+
 DETECTORS = ("protodune-sp", "mini")
 INTERFACES = ("local", "remote")
 PLANES = ("U", "V", "W")

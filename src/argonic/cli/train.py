@@ -1,0 +1,135 @@
+"""`argonic train`: the network from simulated events to the model repository."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+from argonic.cli.options import (
+    Summary,
+    add_aliased,
+    non_negative_int,
+    positive_int,
+)
+
+if TYPE_CHECKING:
+    pass
+
+
+# --- train --------------------------------------------------------------------------------
+
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "events_file", help="HDF5 event file from `argonic simulate` (its last events are held out)"
+    )
+    p.add_argument(
+        "--holdout",
+        type=non_negative_int,
+        default=None,
+        help="events at the end of the file kept out of training (default: 20%%)",
+    )
+    p.add_argument("--epochs", type=positive_int, default=4, help="passes over the training set")
+    p.add_argument("--batch-size", type=positive_int, default=256, help="patches per training step")
+    p.add_argument(
+        "--optimizer",
+        choices=("adam", "sgd"),
+        default="adam",
+        help="adam (converges faster) or sgd (the original: Nesterov momentum 0.9)",
+    )
+    p.add_argument(
+        "--lr", type=float, default=None, help="learning rate (default: adam 0.001, sgd 0.01)"
+    )
+    p.add_argument("--seed", type=non_negative_int, default=1, help="random seed")
+    p.add_argument(
+        "--threads", type=non_negative_int, default=2, help="torch threads (0: torch's default)"
+    )
+    p.add_argument(
+        "--hit-fraction",
+        type=float,
+        default=0.1,
+        help="probability to train on an ordinary hit (keeps the natural track:em mix)",
+    )
+    p.add_argument(
+        "--michel-keep", type=float, default=1.0, help="probability to train on a Michel hit"
+    )
+    p.add_argument(
+        "--none-keep", type=float, default=1.0, help="probability to train on a none (noise) hit"
+    )
+    p.add_argument(
+        "--max-patches",
+        type=positive_int,
+        default=None,
+        help="cap on training patches (4.6 kB each in memory)",
+    )
+    p.add_argument(
+        "--validation-file",
+        default=None,
+        help="event file validated on after every epoch (default: the held-out events)",
+    )
+    p.add_argument(
+        "--recipe",
+        choices=("michel", "original"),
+        default="michel",
+        help="michel: cosine lr, flips, balanced BCE; original: SGD, 0.1 CE + MSE, no flips",
+    )
+    p.add_argument(
+        "--michel-loss", choices=("bce", "focal", "mse"), default=None, help="michel-head loss"
+    )
+    p.add_argument("--bf16", action="store_true", help="train in bfloat16 autocast (CPU)")
+    p.add_argument(
+        "--init", default=None, help="start from these weights (model.onnx or checkpoint)"
+    )
+    p.add_argument(
+        "--checkpoint", default=None, help="checkpoint file: resumed if it exists, kept up to date"
+    )
+    p.add_argument(
+        "--dataset-cache",
+        default=None,
+        help="HDF5 cache of the training patches: read if it exists, else written",
+    )
+    add_aliased(
+        p,
+        "--model-repository",
+        "--repository",
+        dest="repository",
+        default=None,
+        help="model repository to export into (default: the shipped one, models/)",
+    )
+    p.add_argument("--no-export", action="store_true", help="do not export the trained network")
+
+
+def _train(a: argparse.Namespace) -> Summary:
+    from argonic.model.train import TrainConfig, train_file
+    from argonic.repository import shipped_repository
+
+    options = dict(
+        epochs=a.epochs,
+        batch_size=a.batch_size,
+        learning_rate=a.lr,
+        seed=a.seed,
+        threads=a.threads or None,
+        bfloat16=a.bf16,
+    )
+    if a.michel_loss:
+        options["michel_loss"] = a.michel_loss
+    if a.recipe == "original":
+        config = TrainConfig.original(**options)
+    else:
+        config = TrainConfig(optimizer=a.optimizer, **options)
+    repository = None if a.no_export else (a.repository or shipped_repository())
+    return train_file(
+        a.events_file,
+        config,
+        holdout=a.holdout,
+        hit_fraction=a.hit_fraction,
+        michel_keep=a.michel_keep,
+        none_keep=a.none_keep,
+        max_patches=a.max_patches,
+        validation_file=a.validation_file,
+        init=a.init,
+        checkpoint=a.checkpoint,
+        dataset_cache=a.dataset_cache,
+        repository=repository,
+        show_progress=not a.json,
+    )
