@@ -12,6 +12,7 @@ from argonic.cli.options import (
     non_negative_int,
     positive_int,
 )
+from argonic.repository import shipped_repository
 
 if TYPE_CHECKING:
     pass
@@ -21,7 +22,12 @@ if TYPE_CHECKING:
 
 
 def _serve_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model-repository", default="models", help="model repository (Triton layout)")
+    p.add_argument(
+        "--model-repository",
+        default=None,
+        help="model repository (Triton layout); default: the shipped one (the checkout's "
+        "models/, the installed copy, or $ARGONIC_MODEL_REPOSITORY)",
+    )
     p.add_argument("--host", default="0.0.0.0", help="address to listen on")
     p.add_argument(
         "--grpc-port", type=non_negative_int, default=8001, help="gRPC port (0: any free)"
@@ -138,7 +144,7 @@ def _serve(a: argparse.Namespace) -> Summary:
             Path(a.grpc_server_cert), Path(a.grpc_server_key), root, a.grpc_use_ssl_mutual
         )
     return serve(
-        a.model_repository,
+        a.model_repository or shipped_repository(),
         host=a.host,
         grpc_port=a.grpc_port,
         metrics_port=None if a.no_metrics else a.metrics_port,
@@ -192,7 +198,12 @@ def _cluster_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--replicas", type=positive_int, default=2, help="number of argonic serve replicas"
     )
-    p.add_argument("--model-repository", default="models", help="model repository (Triton layout)")
+    p.add_argument(
+        "--model-repository",
+        default=None,
+        help="model repository (Triton layout); default: the shipped one (the checkout's "
+        "models/, the installed copy, or $ARGONIC_MODEL_REPOSITORY)",
+    )
     p.add_argument("--grpc-port", type=positive_int, default=8001, help="the balancer's gRPC port")
     p.add_argument("--host", default="127.0.0.1", help="address everything listens on")
     p.add_argument(
@@ -241,7 +252,7 @@ def _cluster(a: argparse.Namespace) -> Summary:
     if a.action == "status":
         return cluster.cluster_status(a.run_dir)
     state = cluster.cluster_up(
-        a.model_repository,
+        a.model_repository or shipped_repository(),
         a.replicas,
         grpc_port=a.grpc_port,
         host=a.host,
