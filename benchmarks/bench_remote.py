@@ -70,8 +70,15 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[235, 1693])
     parser.add_argument("--max-in-flight", type=int, default=2, help="async requests in flight")
     parser.add_argument("--compression", default="none", help="none, gzip or deflate")
+    parser.add_argument(
+        "--shared-memory",
+        choices=("off", "auto", "both"),
+        default="off",
+        help="[inference.remote] shared_memory (both: measure off and auto)",
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
+    shm_settings = ["off", "auto"] if args.shared_memory == "both" else [args.shared_memory]
 
     patches = realistic_patches(args.patches)
     results: list[dict] = []
@@ -89,48 +96,50 @@ def main() -> None:
     server = LocalServer(shipped_repository(), MODEL_NAME)
     address = server.start()
     try:
-        for batch_size in args.batch_sizes:
-            for mode in ("sync", "async"):
-                remote = {
-                    "servers": [address],
-                    "mode": mode,
-                    "max_in_flight": args.max_in_flight,
-                    "compression": args.compression,
-                    "server_stats": "call",
-                    "timeout_s": 600.0,
-                }
-                with make_interface(
-                    {"interface": "remote", "batch_size": batch_size, "remote": remote}
-                ) as interface:
-                    seconds, scores = time_predict(interface, patches)
-                    stats = interface.stats()["last_call"]
-                max_diff = float(np.abs(scores - truth).max())
-                if max_diff > 1e-4:
-                    raise SystemExit(
-                        f"remote {mode} batch {batch_size} differs from local by {max_diff}"
-                    )
-                results.append(
-                    {
-                        "interface": f"remote {mode}",
-                        "batch_size": batch_size,
-                        "seconds": seconds,
-                        "patches_per_s": len(patches) / seconds,
-                        "max_abs_diff_vs_local": max_diff,
-                        **{
-                            k: stats[k]
-                            for k in (
-                                "requests",
-                                "bytes_sent",
-                                "bytes_received",
-                                "serialise_s",
-                                "wait_s",
-                                "deserialise_s",
-                            )
-                        },
-                        "server_queue_s": stats["server"].get("queue_s", 0.0),
-                        "server_compute_s": stats["server"].get("compute_infer_s", 0.0),
-                    }
+        for batch_size, mode, shm in (
+            (b, m, s) for b in args.batch_sizes for m in ("sync", "async") for s in shm_settings
+        ):
+            remote = {
+                "servers": [address],
+                "mode": mode,
+                "max_in_flight": args.max_in_flight,
+                "compression": args.compression,
+                "server_stats": "call",
+                "timeout_s": 600.0,
+                "shared_memory": shm,
+            }
+            with make_interface(
+                {"interface": "remote", "batch_size": batch_size, "remote": remote}
+            ) as interface:
+                seconds, scores = time_predict(interface, patches)
+                stats = interface.stats()["last_call"]
+            max_diff = float(np.abs(scores - truth).max())
+            if max_diff > 1e-4:
+                raise SystemExit(
+                    f"remote {mode} batch {batch_size} differs from local by {max_diff}"
                 )
+            results.append(
+                {
+                    "interface": f"remote {mode}" + (" shm" if shm == "auto" else ""),
+                    "batch_size": batch_size,
+                    "seconds": seconds,
+                    "patches_per_s": len(patches) / seconds,
+                    "max_abs_diff_vs_local": max_diff,
+                    **{
+                        k: stats[k]
+                        for k in (
+                            "requests",
+                            "bytes_sent",
+                            "bytes_received",
+                            "serialise_s",
+                            "wait_s",
+                            "deserialise_s",
+                        )
+                    },
+                    "server_queue_s": stats["server"].get("queue_s", 0.0),
+                    "server_compute_s": stats["server"].get("compute_infer_s", 0.0),
+                }
+            )
     finally:
         server.stop()
 

@@ -144,10 +144,11 @@ class RemoteSettings(_Table):
         "(near-tie hits may change class)",
     )
     shared_memory: Literal["auto", "off"] = Field(
-        "auto",
+        "off",
         description="`auto`: patch requests to a server on this host that offers Triton's "
         "system shared memory travel in /dev/shm (only tensor descriptions cross the "
-        "socket); `off`: always over the wire",
+        "socket; for jobs next to their server); `off`: always over the wire (what the "
+        "scaling study measures)",
     )
     tensor_compression: Literal["none", "zstd", "lz4"] = Field(
         "none", description="lossless compression of request tensors (servers that advertise it)"

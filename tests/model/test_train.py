@@ -312,7 +312,8 @@ def test_train_command_validates_on_another_file_and_exports_the_best_epoch(
     import json
 
     from argonic.cli import main
-    from argonic.model.export import load_network, verify_checksum
+    from argonic.model.export import load_network
+    from argonic.repository import verify_checksum
 
     repo = tmp_path / "repo"
     args = ["train", str(events_file), "--validation-file", str(events_file), "--epochs", "2"]
@@ -333,7 +334,8 @@ def test_train_command_validates_on_another_file_and_exports_the_best_epoch(
 
 
 def test_init_starts_from_given_weights():
-    from argonic.model.export import load_network, onnx_path
+    from argonic.model.export import load_network
+    from argonic.repository import onnx_path
 
     start = load_network(onnx_path())
     config = TrainConfig(epochs=1, batch_size=32, seed=1, learning_rate=1e-12, warmup_steps=1)

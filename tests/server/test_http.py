@@ -38,7 +38,9 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(repo: Path):
-    with running_server(repo, metrics_port=None, http_port=0) as handle:
+    with running_server(
+        repo, metrics_port=None, http_port=0, model_control_mode="explicit"
+    ) as handle:
         yield handle
 
 
@@ -233,6 +235,16 @@ def test_repository_index_unload_and_load(client) -> None:
     assert client.is_model_ready("identity")
     with pytest.raises(InferenceServerException, match="no model directory"):
         client.load_model("nope")
+
+
+def test_default_model_control_refuses_load_and_unload_over_http(repo: Path) -> None:
+    with running_server(repo, metrics_port=None, http_port=0) as handle:
+        client = httpclient.InferenceServerClient(handle.http_url)
+        for call in (client.unload_model, client.load_model):
+            with pytest.raises(InferenceServerException, match="polling is enabled") as info:
+                call("identity")
+            assert info.value.status() == "503"
+        assert client.is_model_ready("identity")
 
 
 def test_grpc_can_be_switched_off(repo: Path) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from argonic.server.batcher import DynamicBatcher
@@ -88,6 +88,16 @@ class DataPlane:
             raise unknown_model(name)
         return [v for _, v in sorted(self.models[name].items())]
 
+    def selected(self, name: str, version: str = "") -> list[ModelVersion]:
+        """One version if given, else every loaded version (metadata, statistics)."""
+        return [self.model(name, version)] if version else self.versions(name)
+
+    def statistics(self, name: str = "", version: str = "") -> list[tuple[str, ModelVersion]]:
+        """(model name, version) pairs ModelStatistics reports: one model (all its versions
+        unless ``version``) or, with no name, every loaded model."""
+        names = [name] if name else sorted(self.models)
+        return [(n, v) for n in names for v in self.selected(n, version)]
+
     def is_ready(self, name: str, version: str = "") -> bool:
         """ModelReady: loaded (and not draining)."""
         try:
@@ -141,8 +151,15 @@ class DataPlane:
         if self.model_control_mode != "explicit":
             raise Unavailable(CONTROL_REFUSED)
 
-    async def load(self, name: str) -> list[ModelVersion]:
-        """Load (or reload) a model: the new versions replace the old, which drain then close."""
+    async def load(self, name: str, parameters: Mapping | None = None) -> list[ModelVersion]:
+        """Load (or reload) a model: the new versions replace the old, which drain then close.
+        Load ``parameters`` (Triton's config/file overrides) are refused."""
+        if parameters:
+            names = sorted(map(str, parameters)) if isinstance(parameters, Mapping) else parameters
+            raise InvalidArgument(
+                f"load parameters {names} are not supported: "
+                "edit the model repository and load again"
+            )
         async with self._repository_lock:
             try:
                 config, loaded = await asyncio.to_thread(self.repository.load, name)

@@ -101,8 +101,7 @@ class HttpRoutes:
 
     @_answers_errors
     async def model_metadata(self, request: web.Request) -> web.Response:
-        name, version = _name_version(request)
-        versions = [self.dp.model(name, version)] if version else self.dp.versions(name)
+        versions = self.dp.selected(*_name_version(request))
         return web.json_response(rest.message_json(codec.metadata_response(versions)))
 
     @_answers_errors
@@ -134,11 +133,10 @@ class HttpRoutes:
 
     @_answers_errors
     async def statistics(self, request: web.Request) -> web.Response:
-        name, version = request.match_info.get("name", ""), request.match_info.get("version", "")
-        stats = []
-        for model in [name] if name else sorted(self.dp.models):
-            versions = [self.dp.model(model, version)] if version else self.dp.versions(model)
-            stats += [rest.message_json(v.stats.to_proto(model, str(v.version))) for v in versions]
+        pairs = self.dp.statistics(
+            request.match_info.get("name", ""), request.match_info.get("version", "")
+        )
+        stats = [rest.message_json(v.stats.to_proto(n, str(v.version))) for n, v in pairs]
         return web.json_response({"model_stats": stats})
 
     @_answers_errors
@@ -149,18 +147,14 @@ class HttpRoutes:
 
     @_answers_errors
     async def load(self, request: web.Request) -> web.Response:
+        self.dp.check_control()  # --model-control-mode, as for gRPC
         params = (await _json_body(request)).get("parameters")
-        if params:
-            names = sorted(map(str, params)) if isinstance(params, dict) else params
-            raise InvalidArgument(
-                f"load parameters {names} are not supported: "
-                "edit the model repository and load again"
-            )
-        await self.dp.load(request.match_info["name"])
+        await self.dp.load(request.match_info["name"], params)
         return web.Response(status=200)
 
     @_answers_errors
     async def unload(self, request: web.Request) -> web.Response:
+        self.dp.check_control()
         await self.dp.unload(request.match_info["name"])
         return web.Response(status=200)
 

@@ -80,9 +80,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     @_answers_errors
     async def ModelMetadata(self, request, context):
-        if request.version:
-            return codec.metadata_response([self.dataplane.model(request.name, request.version)])
-        return codec.metadata_response(self.dataplane.versions(request.name))
+        return codec.metadata_response(self.dataplane.selected(request.name, request.version))
 
     @_answers_errors
     async def ModelConfig(self, request, context):
@@ -130,16 +128,10 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     @_answers_errors
     async def ModelStatistics(self, request, context):
-        names = [request.name] if request.name else sorted(self.dataplane.models)
-        stats = []
-        for name in names:
-            versions = (
-                [self.dataplane.model(name, request.version)]
-                if request.version
-                else self.dataplane.versions(name)
-            )
-            stats += [v.stats.to_proto(name, str(v.version)) for v in versions]
-        return pb.ModelStatisticsResponse(model_stats=stats)
+        pairs = self.dataplane.statistics(request.name, request.version)
+        return pb.ModelStatisticsResponse(
+            model_stats=[v.stats.to_proto(n, str(v.version)) for n, v in pairs]
+        )
 
     @_answers_errors
     async def RepositoryIndex(self, request, context):
@@ -148,12 +140,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     @_answers_errors
     async def RepositoryModelLoad(self, request, context):
         self.dataplane.check_control()
-        if request.parameters:
-            raise InvalidArgument(
-                f"load parameters {sorted(request.parameters)} are not supported: "
-                "edit the model repository and load again"
-            )
-        await self.dataplane.load(request.model_name)
+        await self.dataplane.load(request.model_name, request.parameters)
         return pb.RepositoryModelLoadResponse()
 
     @_answers_errors

@@ -1,4 +1,4 @@
-"""The remote client's shared memory (``shared_memory = "auto"``): patches to a server on
+"""The remote client's shared memory (``shared_memory = "auto"``; "off" by default): patches to a server on
 this host travel in /dev/shm, with the same scores as over the wire and as ONNX Runtime."""
 
 from __future__ import annotations
