@@ -35,7 +35,10 @@ def base_url(tmp_path_factory: pytest.TempPathFactory):
     shm_dir = tmp_path_factory.mktemp("fuzz_shm")  # fuzzed keys never reach the real /dev/shm
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(shm, "SHM_DIR", shm_dir)
-        with running_server(repo, metrics_port=None, http_port=0) as handle:
+        # explicit model control: load and unload run (the default refuses them with 503)
+        with running_server(
+            repo, metrics_port=None, http_port=0, model_control_mode="explicit"
+        ) as handle:
             yield f"http://{handle.http_url}"
 
 
