@@ -176,11 +176,11 @@ def test_overload_bounded_memory_and_no_hit_lost(repo: Path, tmp_path: Path) -> 
     # memory and latency stay bounded
     assert max(peak) - idle < RSS_BOUND_MB, (idle, max(peak))
     p99 = float(np.percentile(result["latencies"], 99))
-    # a full queue ahead of it, with a margin wide enough for a shared 2-core machine whose
-    # capacity during the overload can be a fraction of the one measured before it (and the
-    # client process itself is saturated); an unbounded queue would reach ~3 x OVERLOAD_S =
-    # 36 s by the end of the overload
-    bound = 50 * (QUEUE + 1) / cap + 5.0
+    # Admitted requests wait for at most a full queue at the server; what the clients see on
+    # top is their own saturated event loop (32 clients in one process), seconds on a busy
+    # machine. The bound separates that from an unbounded queue, whose waits would grow
+    # through the whole overload (~3 x OVERLOAD_S = 36 s by its end).
+    bound = OVERLOAD_S
     assert p99 < bound, (p99, bound, cap)
     print(
         f"capacity {cap:.1f} req/s, offered {4 * cap:.1f}; sent {result['sent']}, "
