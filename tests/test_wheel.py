@@ -41,7 +41,17 @@ def test_wheel_carries_the_model_and_an_installed_copy_finds_it(tmp_path):
     )
     (site / "deps.pth").write_text(sysconfig.get_path("purelib") + "\n")
     subprocess.run(
-        [*pip, "install", "-q", "--no-deps", "--prefix", str(venv), str(wheel)],
+        # --ignore-installed: without it pip uninstalls the running environment's argonic
+        [
+            *pip,
+            "install",
+            "-q",
+            "--no-deps",
+            "--ignore-installed",
+            "--prefix",
+            str(venv),
+            str(wheel),
+        ],
         check=True,
         env=env,
         timeout=600,
