@@ -14,30 +14,17 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 from pathlib import Path
 
 from bench_server import Server, perf_analyzer, scratch_repository
+
+from argonic.procs import serve_command
 
 
 def argonic_server(repository: Path) -> Server:
     """`argonic serve` with gRPC and HTTP on free ports (``http_url``: the HTTP host:port)."""
     server = Server(
-        [
-            sys.executable,
-            "-m",
-            "argonic.cli",
-            "serve",
-            "--model-repository",
-            str(repository),
-            "--host",
-            "127.0.0.1",
-            "--grpc-port",
-            "0",
-            "--http-port",
-            "0",
-            "--no-metrics",
-        ],
+        serve_command(repository, grpc_port=0, metrics_port=None, http_port=0),
         r"gRPC on 127\.0\.0\.1:(\d+), HTTP on http://127\.0\.0\.1:(\d+)",
     )
     server.http_url = f"127.0.0.1:{server.match.group(2)}"

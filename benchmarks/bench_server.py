@@ -20,7 +20,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -30,6 +29,7 @@ import numpy as np
 import onnxruntime as ort
 from google.protobuf import text_format
 
+from argonic.procs import serve_command
 from argonic.server.config import load_config
 
 
@@ -118,19 +118,7 @@ class Server:
     def argonic(cls, repository: Path) -> Server:
         """`argonic serve` on 127.0.0.1 (port chosen by the server)."""
         return cls(
-            [
-                sys.executable,
-                "-m",
-                "argonic.cli",
-                "serve",
-                "--model-repository",
-                str(repository),
-                "--host",
-                "127.0.0.1",
-                "--grpc-port",
-                "0",
-                "--no-metrics",
-            ],
+            serve_command(repository, grpc_port=0, metrics_port=None, http_port=None),
             r"gRPC on 127\.0\.0\.1:(\d+)",
         )
 

@@ -21,34 +21,16 @@ def cluster_up(
     model_repository: str | Path,
     replicas: int = 2,
     *,
-    grpc_port: int = 8001,
-    host: str = "127.0.0.1",
-    replica_port: int | None = None,
-    metrics_port: int | None = None,
-    run_dir: str | Path = DEFAULT_RUN_DIR,
-    serve_args: list[str] | None = None,
-    nginx: str = "nginx",
     foreground: bool = False,
-    **kwargs: Any,
+    **options: Any,
 ) -> dict[str, Any]:
-    """Start a cluster. Detached (default): return once it serves, leaving it running.
+    """Start a cluster (``options``: :class:`Cluster`'s). Detached (default): return once it
+    serves, leaving it running.
 
     ``foreground``: stay, restart replicas that exit unexpectedly, and stop everything on
     SIGINT / SIGTERM (for running under a supervisor or in a terminal).
     """
-    cluster = Cluster(
-        model_repository,
-        replicas,
-        grpc_port=grpc_port,
-        host=host,
-        replica_port=replica_port,
-        metrics_port=metrics_port,
-        run_dir=run_dir,
-        serve_args=serve_args,
-        nginx=nginx,
-        detach=not foreground,
-        **kwargs,
-    )
+    cluster = Cluster(model_repository, replicas, detach=not foreground, **options)
     cluster.start()
     state = cluster.state()
     print(
