@@ -181,8 +181,11 @@ def encode_plane(
     }
 
 
-def decode_plane(tensors: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(image [n_wires, n_bins] float32, hit wires, hit peak ticks) of plane-mode tensors.
+def decode_plane_pixels(
+    tensors: Mapping[str, np.ndarray],
+) -> tuple[tuple[int, int], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """((n_wires, n_bins), flat pixel indices int64, pixel values float32, hit wires, hit
+    peak ticks float32) of plane-mode tensors, checked, without building the image.
 
     Raises PlaneRequestError naming the first problem (missing tensor, bad shape or
     dtype, pixel indices outside the plane or not increasing, NaN/inf values).
@@ -213,6 +216,15 @@ def decode_plane(tensors: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndar
         raise PlaneRequestError(f"hit_wire has {wire.size} values but hit_tick {tick.size}")
     if not np.isfinite(tick).all() or (np.abs(tick) > 1e9).any():
         raise PlaneRequestError("hit_tick contains NaN, inf or absurd values")
+    return (n_wires, n_bins), index, value, wire, tick
+
+
+def decode_plane(tensors: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(image [n_wires, n_bins] float32, hit wires, hit peak ticks) of plane-mode tensors.
+
+    Raises PlaneRequestError naming the first problem (see :func:`decode_plane_pixels`).
+    """
+    (n_wires, n_bins), index, value, wire, tick = decode_plane_pixels(tensors)
     image = np.zeros(n_wires * n_bins, np.float32)
     image[index] = value
     return image.reshape(n_wires, n_bins), wire, tick

@@ -8,39 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from support.models import FEATURES, head_weights, reference_heads
+from support.models import head_weights, reference_heads, torchscript_heads
 from support.servers import CNN_LIKE_CONFIG, EXECUTIONS, GATES, add_model, gate_model, marked
 from tritonclient.utils import InferenceServerException
 
 from argonic.server import running_server
 from argonic.server.config import parse_config, select_versions
 from argonic.server.errors import InvalidArgument
-
-
-def torchscript_heads(path: Path, seed: int) -> None:
-    """The CNN-like test model as a TorchScript module (two heads on the flattened patch)."""
-    import torch
-
-    class Heads(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            w = head_weights(seed)
-            self.softmax_head = torch.nn.Linear(FEATURES, 3)
-            self.michel_head = torch.nn.Linear(FEATURES, 1)
-            with torch.no_grad():
-                self.softmax_head.weight.copy_(torch.from_numpy(w["w3"].T))
-                self.softmax_head.bias.copy_(torch.from_numpy(w["b3"]))
-                self.michel_head.weight.copy_(torch.from_numpy(w["w1"].T))
-                self.michel_head.bias.copy_(torch.from_numpy(w["b1"]))
-
-        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            flat = x.reshape(x.shape[0], -1)
-            return torch.softmax(self.softmax_head(flat), dim=1), torch.sigmoid(
-                self.michel_head(flat)
-            )
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.jit.script(Heads()).save(str(path))
 
 
 @pytest.fixture(scope="module")

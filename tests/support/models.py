@@ -1,6 +1,7 @@
 """The one tiny model of the tests: emtrkmichelid's names and shapes, a linear layer per head.
 
 ``tiny_onnx`` writes it with onnx.helper (the tests never depend on the shipped CNN),
+``torchscript_heads`` the same model as TorchScript,
 ``reference_heads`` computes its outputs with numpy and ``ort_scores`` with ONNX Runtime in
 this process: independent truth for every server and client test. ``tiny_repository``
 lays it out as a Triton model repository (config.pbtxt, 1/model.onnx, 1/model.onnx.sha256).
@@ -151,3 +152,29 @@ def random_patches(n: int, seed: int = 1) -> np.ndarray:
     patches = rng.exponential(2.0, (n, 48, 48, 1)).astype(np.float32)
     patches[rng.random(patches.shape) < 0.8] = 0.0
     return patches
+
+
+def torchscript_heads(path: Path, seed: int) -> None:
+    """The CNN-like test model as a TorchScript module (two heads on the flattened patch)."""
+    import torch
+
+    class Heads(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            w = head_weights(seed)
+            self.softmax_head = torch.nn.Linear(FEATURES, 3)
+            self.michel_head = torch.nn.Linear(FEATURES, 1)
+            with torch.no_grad():
+                self.softmax_head.weight.copy_(torch.from_numpy(w["w3"].T))
+                self.softmax_head.bias.copy_(torch.from_numpy(w["b3"]))
+                self.michel_head.weight.copy_(torch.from_numpy(w["w1"].T))
+                self.michel_head.bias.copy_(torch.from_numpy(w["b1"]))
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            flat = x.reshape(x.shape[0], -1)
+            return torch.softmax(self.softmax_head(flat), dim=1), torch.sigmoid(
+                self.michel_head(flat)
+            )
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.jit.script(Heads()).save(str(path))

@@ -3,19 +3,19 @@
 A backend is chosen by the config's platform (or backend) string, as in Triton:
 ``onnxruntime_onnx`` (ONNX Runtime; CPU, or CUDA when the CUDA provider is present) and
 ``pytorch_libtorch`` (TorchScript ``model.pt``; CPU or CUDA; fp32, or fp16/bf16 via the
-``precision`` parameter). ``argonic.server.registry`` maps platform names to them.
+``precision`` parameter; in :mod:`argonic.server.torch_backend`).
+``argonic.server.registry`` maps platform names to them.
 """
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 from tritonclient.grpc import model_config_pb2 as mc
 
-from argonic.server.config import InstanceSpec, int_parameter, numpy_dtype, parameter
+from argonic.server.config import InstanceSpec, int_parameter, parameter
 from argonic.server.errors import InvalidArgument
 
 
@@ -110,66 +110,3 @@ def _check_onnx_io(config: mc.ModelConfig, session: object) -> None:
                 f"model '{config.name}': output '{tensor.name}' is not in the "
                 f"ONNX model (it has {sorted(have_out)})"
             )
-
-
-class TorchScriptBackend:
-    """TorchScript module; inputs passed positionally in config order, outputs in config order."""
-
-    _PRECISIONS = ("fp32", "fp16", "bf16")
-
-    def __init__(self, config: mc.ModelConfig, model_file: Path, instance: InstanceSpec) -> None:
-        import torch
-
-        precision = parameter(config, "precision", "fp32").lower()
-        if precision not in self._PRECISIONS:
-            raise InvalidArgument(
-                f"model '{config.name}': precision must be one of "
-                f"{self._PRECISIONS}, got {precision!r}"
-            )
-        threads = int_parameter(config, "intra_op_thread_count", 0)
-        if threads:
-            torch.set_num_threads(threads)  # process-wide in PyTorch
-        self.torch = torch
-        self.device = torch.device(
-            instance.device, instance.index if instance.device == "cuda" else None
-        )
-        self.dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[
-            precision
-        ]
-        with warnings.catch_warnings():  # TorchScript is what Triton's pytorch backend loads
-            warnings.simplefilter("ignore", DeprecationWarning)
-            self.module = torch.jit.load(str(model_file), map_location=self.device).eval()
-        if self.dtype != torch.float32:
-            self.module = self.module.to(self.dtype)
-        self.input_names = [i.name for i in config.input]
-        self.outputs = [(o.name, numpy_dtype(o.data_type)) for o in config.output]
-
-    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run the module on one batch."""
-        torch = self.torch
-        with torch.inference_mode():
-            args = []
-            for name in self.input_names:
-                array = inputs[name] if inputs[name].flags.writeable else inputs[name].copy()
-                tensor = torch.from_numpy(array).to(self.device)
-                args.append(tensor.to(self.dtype) if tensor.is_floating_point() else tensor)
-            result = self.module(*args)
-            if isinstance(result, dict):
-                result = [result[name] for name, _ in self.outputs]
-            elif isinstance(result, torch.Tensor):
-                result = [result]
-            if len(result) != len(self.outputs):
-                raise InvalidArgument(
-                    f"model returned {len(result)} outputs, config.pbtxt lists {len(self.outputs)}"
-                )
-            return {
-                name: (t.float() if t.is_floating_point() else t)
-                .cpu()
-                .numpy()
-                .astype(dtype, copy=False)
-                for (name, dtype), t in zip(self.outputs, result, strict=True)
-            }
-
-    def close(self) -> None:
-        """Drop the module."""
-        del self.module

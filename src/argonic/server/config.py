@@ -130,6 +130,20 @@ def int_parameter(config: mc.ModelConfig, key: str, default: int) -> int:
         ) from None
 
 
+def bool_parameter(config: mc.ModelConfig, key: str, default: bool) -> bool:
+    """A boolean value ("true"/"false", "1"/"0", "yes"/"no", "on"/"off") from ``parameters``."""
+    text = parameter(config, key, "").strip().lower()
+    if not text:
+        return default
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off"):
+        return False
+    raise InvalidArgument(
+        f"model '{config.name}': parameter {key} must be true or false, got {text!r}"
+    )
+
+
 def select_versions(config: mc.ModelConfig, available: list[int]) -> list[int]:
     """Versions to load under the config's version_policy (default: the latest one)."""
     policy = config.version_policy

@@ -10,6 +10,9 @@ client (:func:`argonic.patches.cut_patches`), runs the network in chunks of
 The repository resolves the network's model file and checksum (see repository.py); each
 plane-model instance loads its own copy of the network with the network's own backend
 (ONNX Runtime or TorchScript, as its config says), built by the registry's factory.
+With a TorchScript network the patches are cut on the network's device instead
+(:mod:`argonic.server.torch_plane`; same patches), unless ``parameters device_patches`` is
+``"false"``.
 """
 
 from __future__ import annotations
@@ -22,8 +25,9 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from argonic.patches import PlaneRequestError, decode_plane, plane_patch_chunks
 from argonic.server.backends import Backend
-from argonic.server.config import InstanceSpec, int_parameter, load_config
+from argonic.server.config import InstanceSpec, bool_parameter, int_parameter, load_config
 from argonic.server.errors import InvalidArgument
+from argonic.server.torch_backend import TorchScriptBackend
 
 
 class PlaneBackend:
@@ -59,9 +63,21 @@ class PlaneBackend:
             int_parameter(config, "execution_batch_size", default_chunk),
             network_config.max_batch_size,
         )
+        self.device_plane = None
+        if isinstance(self.network, TorchScriptBackend) and bool_parameter(
+            config, "device_patches", True
+        ):
+            from argonic.server.torch_plane import DevicePlane  # imports torch
+
+            self.device_plane = DevicePlane(self.network, self.output_dims, self.chunk)
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Answer one plane request: outputs [N, ...] for its N hits."""
+        if self.device_plane is not None:
+            try:
+                return self.device_plane.run(inputs)
+            except PlaneRequestError as exc:
+                raise InvalidArgument(f"bad plane request: {exc}") from None
         try:
             image, wire, tick = decode_plane(inputs)
         except PlaneRequestError as exc:

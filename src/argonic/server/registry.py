@@ -13,10 +13,11 @@ from pathlib import Path
 
 from tritonclient.grpc import model_config_pb2 as mc
 
-from argonic.server.backends import Backend, OnnxRuntimeBackend, TorchScriptBackend
+from argonic.server.backends import Backend, OnnxRuntimeBackend
 from argonic.server.config import InstanceSpec, parameter, platform_of
 from argonic.server.errors import InvalidArgument
 from argonic.server.plane import PlaneBackend
+from argonic.server.torch_backend import TorchScriptBackend
 
 BackendFactory = Callable[[mc.ModelConfig, Path, InstanceSpec], Backend]
 

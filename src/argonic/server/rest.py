@@ -195,7 +195,7 @@ def infer_response(response: InferResponse, decoded: RestRequest) -> tuple[bytes
         elif decoded.binary_outputs.get(out.name, decoded.binary_default):
             raw = np.ascontiguousarray(out.data, out.data.dtype.newbyteorder("<"))
             entry["parameters"] = {"binary_data_size": raw.nbytes}
-            binary.append(memoryview(raw).cast("B"))
+            binary.append(memoryview(raw.reshape(-1)).cast("B"))  # 0 rows too
         else:
             entry["data"] = out.data.ravel().tolist()
         outputs.append(entry)

@@ -133,6 +133,6 @@ def serialize_infer_response(response: InferResponseMessage) -> bytes:
     parts: list = [response.message.SerializeToString()]
     tag = _encode_varint(RAW_OUTPUT_FIELD << 3 | _LENGTH_DELIMITED)
     for array in response.raw:
-        buffer = memoryview(np.ascontiguousarray(array)).cast("B")
+        buffer = memoryview(np.ascontiguousarray(array).reshape(-1)).cast("B")  # 0 rows too
         parts += [tag, _encode_varint(len(buffer)), buffer]
     return b"".join(parts)
