@@ -22,6 +22,7 @@ count``) overlap their copies and kernels. torch is imported only when an instan
 from __future__ import annotations
 
 import contextlib
+import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,6 +41,7 @@ from argonic.server.config import (
 from argonic.server.errors import InvalidArgument
 
 PRECISIONS = ("fp32", "fp16", "bf16")
+_CAPTURE_LOCK = threading.Lock()  # one CUDA graph capture at a time in the process
 
 
 def graph_batch_sizes(config: mc.ModelConfig) -> tuple[int, ...]:
@@ -242,7 +244,11 @@ class TorchScriptBackend:
             self.module(*static)
         self.stream.synchronize()
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, stream=self.stream):
+        # thread_local: other instances' threads keep copying and synchronising meanwhile
+        with (
+            _CAPTURE_LOCK,
+            torch.cuda.graph(graph, stream=self.stream, capture_error_mode="thread_local"),
+        ):
             outputs = self._outputs(self.module(*static))
         captured = _CapturedGraph(graph, static, outputs)
         self.graphs[size] = captured
