@@ -12,6 +12,9 @@ these extra ``parameters`` keys (all string values, as Triton's ``parameters`` a
   (the same keys as Triton's onnxruntime backend; default: ONNX Runtime's own).
 - ``precision``: PyTorch backend compute precision, ``fp32`` (default), ``fp16`` or
   ``bf16``; inputs are cast on the way in and outputs cast back to the configured type.
+- ``cuda_graphs``, ``cuda_graph_batch_sizes``, ``torch_compile`` (refused): PyTorch
+  backend options, see :mod:`argonic.server.torch_backend`; ``device_patches``: the plane
+  model's patch cutting on the network's device (see :mod:`argonic.server.plane`).
 """
 
 from __future__ import annotations
