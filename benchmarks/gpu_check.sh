@@ -37,7 +37,7 @@ if ! have_deps; then
     exit 2
   fi
   echo "gpu_check: installing $(ls .whl/*.whl | wc -l) wheels from .whl/ into $SITE"
-  "$PYTHON" -m pip install -q --no-index --no-deps --target "$SITE" .whl/*.whl
+  "$PYTHON" -m pip install -q --upgrade --no-index --no-deps --target "$SITE" .whl/*.whl
   export PYTHONPATH="$SITE:$PYTHONPATH"
   have_deps
 fi
