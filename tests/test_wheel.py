@@ -29,6 +29,14 @@ def test_wheel_carries_the_model_and_an_installed_copy_finds_it(tmp_path):
     )
     for f in ("config.pbtxt", "1/model.onnx.sha256"):
         assert data.replace("1/model.onnx", f) in names
+    # every model of the source repository (the twins too) travels
+    prefix = data.removesuffix("emtrkmichelid/1/model.onnx")
+    shipped = {
+        str(p.relative_to(ROOT / "models"))
+        for p in (ROOT / "models").rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    }
+    assert {n.removeprefix(prefix) for n in names if n.startswith(prefix)} == shipped
 
     # a fresh environment: the wheel installed into it, the dependencies borrowed from ours
     venv = tmp_path / "venv"

@@ -26,7 +26,9 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
             name,
             CNN_LIKE_CONFIG,
             platform="pytorch_libtorch",
-            extra=f'parameters {{ key: "precision" value {{ string_value: "{precision}" }} }}',
+            # allow_emulated: bf16's numerics are checked on CPUs without native bf16 too
+            extra=f'parameters {{ key: "precision" value {{ string_value: "{precision}" }} }}\n'
+            'parameters { key: "allow_emulated" value { string_value: "true" } }',
             versions={1: lambda d: torchscript_heads(d / "model.pt", 4)},
         )
     gate_model(root, "two_instances", "instance_group [ { count: 2 kind: KIND_CPU } ]")

@@ -10,8 +10,9 @@ import pytest
 from support.models import head_weights, reference_heads, torchscript_heads
 from support.servers import CNN_LIKE_CONFIG
 
+from argonic.server import cpu
 from argonic.server.config import InstanceSpec, bool_parameter, parse_config
-from argonic.server.errors import InvalidArgument
+from argonic.server.errors import HostUnsupported, InvalidArgument
 
 pytest.importorskip("torch")
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit.script
@@ -42,8 +43,9 @@ def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize(("precision", "atol"), [("fp32", 1e-5), ("fp16", 5e-3), ("bf16", 3e-2)])
 def test_precisions_answer_float32(model_file: Path, precision: str, atol: float) -> None:
+    # allow_emulated: the numerics are checked on any CPU, native bf16/fp16 or not
     backend = TorchScriptBackend(
-        config(params(precision=precision)), model_file, InstanceSpec("cpu")
+        config(params(precision=precision, allow_emulated="true")), model_file, InstanceSpec("cpu")
     )
     x = np.random.default_rng(2).random((37, 48, 48, 1), dtype=np.float32) * 0.2
     x.flags.writeable = False  # as the server hands over request buffers
@@ -70,6 +72,19 @@ def test_unusable_options_are_refused_naming_the_parameter(
 ) -> None:
     with pytest.raises(InvalidArgument, match=named.replace(".", r"\.")):
         TorchScriptBackend(config(extra), model_file, InstanceSpec("cpu"))
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_reduced_precision_without_native_kernels_is_refused(
+    model_file: Path, precision: str
+) -> None:
+    """On a CPU without bf16/fp16 matrix instructions the model is refused, naming what
+    is missing and the way out; where the CPU has them it loads."""
+    if cpu.native(precision):
+        TorchScriptBackend(config(params(precision=precision)), model_file, InstanceSpec("cpu"))
+        return
+    with pytest.raises(HostUnsupported, match=f"precision {precision} needs .*allow_emulated"):
+        TorchScriptBackend(config(params(precision=precision)), model_file, InstanceSpec("cpu"))
 
 
 def test_cuda_only_options_switched_off_load_on_the_cpu(model_file: Path) -> None:

@@ -44,7 +44,7 @@ from argonic.cli.serving import (
     _serve_args,
 )
 from argonic.cli.study import _study, _study_args
-from argonic.cli.train import _train, _train_args
+from argonic.cli.train import _quantize, _quantize_args, _train, _train_args
 
 __all__ = ["COMMANDS", "build_parser", "main", "reco_settings"]
 
@@ -98,6 +98,12 @@ COMMANDS: dict[
         "train the EmTrackMichelId network on simulated events, export it to the model repository",
         _train_args,
         _train,
+    ),
+    "quantize": (
+        "write the int8 twin (calibrated on simulated patches) and the bf16 twin of the network, "
+        "with their plane-mode twins, into the model repository",
+        _quantize_args,
+        _quantize,
     ),
     "evaluate": (
         "per-hit confusion matrix, track/em accuracy, Michel efficiency/purity, ROC curves",

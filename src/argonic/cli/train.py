@@ -133,3 +133,49 @@ def _train(a: argparse.Namespace) -> Summary:
         repository=repository,
         show_progress=not a.json,
     )
+
+
+# --- quantize -------------------------------------------------------------------------------
+
+
+def _quantize_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "events_file",
+        help="HDF5 event file from `argonic simulate` whose hits' patches calibrate the int8 "
+        "ranges (use a seed not used for training or evaluation)",
+    )
+    p.add_argument(
+        "--patches",
+        type=positive_int,
+        default=4096,
+        help="calibration patches, drawn at random from the file's hits",
+    )
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the patch draw")
+    add_aliased(
+        p,
+        "--model-repository",
+        "--repository",
+        dest="repository",
+        default=None,
+        help="model repository holding the fp32 network (default: the shipped one, models/)",
+    )
+
+
+def _quantize(a: argparse.Namespace) -> Summary:
+    import numpy as np
+
+    from argonic.detector.eventfile import EventFile
+    from argonic.model.quantize import write_precision_twins
+    from argonic.patches import event_patches
+    from argonic.repository import shipped_repository
+
+    rng = np.random.default_rng(a.seed)
+    patches = []
+    with EventFile(a.events_file) as f:
+        for i in range(len(f)):
+            event = f[i]
+            patches.append(event_patches(event, f.detector))
+    pool = np.concatenate(patches)
+    pick = rng.choice(len(pool), min(a.patches, len(pool)), replace=False)
+    repository = a.repository or shipped_repository()
+    return {"repository": str(repository), **write_precision_twins(repository, pool[pick])}

@@ -16,7 +16,7 @@ from typing import Any
 import grpc
 from grpc_reflection.v1alpha import reflection
 
-from argonic.server import health
+from argonic.server import cpu, health
 from argonic.server.dataplane import DataPlane
 from argonic.server.errorlog import ErrorLog
 from argonic.server.errors import ServerError
@@ -88,6 +88,7 @@ class InferenceServer:
             self.model_control_mode,
             self.max_inflight_bytes,
         )
+        log.info("CPU %s", cpu.describe())
         await dp.load_all(self.models)
         if self.model_control_mode == "poll":
             self.poller = RepositoryPoller(dp, self.repository_poll_s)

@@ -9,14 +9,18 @@ A backend is chosen by the config's platform (or backend) string, as in Triton:
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 from tritonclient.grpc import model_config_pb2 as mc
 
-from argonic.server.config import InstanceSpec, int_parameter, parameter
+from argonic.server.config import InstanceSpec, bool_parameter, int_parameter, parameter
+from argonic.server.cpu import check_precision
 from argonic.server.errors import InvalidArgument
+
+log = logging.getLogger(__name__)
 
 
 class Backend(Protocol):
@@ -64,6 +68,12 @@ class OnnxRuntimeBackend:
     def __init__(self, config: mc.ModelConfig, model_file: Path, instance: InstanceSpec) -> None:
         import onnxruntime as ort
 
+        precision = parameter(config, "precision", "fp32").lower()
+        if instance.device == "cpu" and precision != "fp32":
+            note = check_precision(
+                config.name, precision, bool_parameter(config, "allow_emulated", False)
+            )
+            log.info("model '%s': %s", config.name, note)
         options = ort.SessionOptions()
         options.intra_op_num_threads = int_parameter(config, "intra_op_thread_count", 0)
         options.inter_op_num_threads = int_parameter(config, "inter_op_thread_count", 0)

@@ -13,7 +13,14 @@ from dataclasses import dataclass
 from argonic.server.batcher import DynamicBatcher
 from argonic.server.calibrate import calibrate
 from argonic.server.config import parameter
-from argonic.server.errors import InvalidArgument, NotFound, ServerError, Unavailable, unknown_model
+from argonic.server.errors import (
+    HostUnsupported,
+    InvalidArgument,
+    NotFound,
+    ServerError,
+    Unavailable,
+    unknown_model,
+)
 from argonic.server.limits import DEFAULT_MAX_INFLIGHT_BYTES, IdleTrim, InflightBytes
 from argonic.server.model import ModelVersion, batch_policy
 from argonic.server.repository import ModelRepository
@@ -232,6 +239,8 @@ class DataPlane:
         for name in names if names is not None else self.repository.names():
             try:
                 await self.load(name)
+            except HostUnsupported as exc:  # e.g. bf16 on a CPU without bf16: not a failure
+                log.warning("model '%s' not loaded: %s", name, exc)
             except ServerError as exc:
                 self.startup_failures.add(name)
                 log.error("model '%s' failed to load: %s", name, exc)

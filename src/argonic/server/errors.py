@@ -24,6 +24,11 @@ class InvalidArgument(ServerError):
     code = grpc.StatusCode.INVALID_ARGUMENT
 
 
+class HostUnsupported(InvalidArgument):
+    """A model this host cannot run well (a precision without native kernels, no torch):
+    skipped at start-up with a warning, refused with this message when a client loads it."""
+
+
 class NotFound(ServerError):
     """Unknown model or version."""
 

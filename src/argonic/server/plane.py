@@ -25,7 +25,13 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from argonic.patches import PlaneRequestError, decode_plane, plane_patch_chunks
 from argonic.server.backends import Backend
-from argonic.server.config import InstanceSpec, bool_parameter, int_parameter, load_config
+from argonic.server.config import (
+    InstanceSpec,
+    bool_parameter,
+    int_parameter,
+    load_config,
+    parameter,
+)
 from argonic.server.errors import InvalidArgument
 from argonic.server.torch_backend import TorchScriptBackend
 
@@ -40,7 +46,10 @@ class PlaneBackend:
         instance: InstanceSpec,
         create_network: Callable[[mc.ModelConfig, Path, InstanceSpec], Backend],
     ) -> None:
-        network_config = load_config(model_file.parent.parent)
+        # the network named by the config (model_file may belong to a model further down a
+        # chain: the bf16 network reads the fp32 network's model.onnx)
+        network = parameter(config, "network", "") or model_file.parent.parent.name
+        network_config = load_config(model_file.parents[2] / network)
         if network_config.max_batch_size < 1:
             raise InvalidArgument(
                 f"model '{config.name}': network '{network_config.name}' must "

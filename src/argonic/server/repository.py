@@ -7,8 +7,9 @@ whose bytes do not match is refused. The digest is served in ModelConfig's ``par
 under the key ``sha256``.
 
 A model whose config has ``parameters { key: "network" value { string_value: "<model>" } }``
-(the plane model, ``backend: "python"``) has no files of its own: its versions, model
-file and checksum are those of the named model of the same repository.
+(the plane model, ``backend: "python"``; a bf16 twin read from the fp32 model.onnx) has no
+files of its own: its versions, model file and checksum are those of the named model of the
+same repository, followed down the chain.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from argonic.server.config import (
 )
 from argonic.server.errors import InvalidArgument, NotFound
 from argonic.server.registry import create_backend
+
+_PLANE = ("python", "argonic_plane")  # platforms of plane models: they run a network
 
 
 @dataclass
@@ -83,14 +86,9 @@ class ModelRepository:
     def fingerprint(self, name: str) -> tuple:
         """(path, size, mtime) of every file of a model, and of its network's for the plane
         model: what poll mode compares to see a model change."""
-        model_dir = self.root / name
-        dirs = [model_dir]
-        try:
-            network = parameter(load_config(model_dir), "network", "")
-        except Exception:  # noqa: BLE001 - a broken config is a change like any other
-            network = ""
-        if network and network != name and "/" not in network:
-            dirs.append(self.root / network)
+        dirs = [self.root / name]
+        with contextlib.suppress(Exception):  # a broken config is a change like any other
+            dirs += [self.root / n for n in self.network_chain(name)]
         files = []
         for d in dirs:
             for path in sorted(d.rglob("*")):
@@ -99,6 +97,20 @@ class ModelRepository:
                         st = path.stat()
                         files.append((str(path.relative_to(self.root)), st.st_size, st.st_mtime_ns))
         return tuple(files)
+
+    def network_chain(self, name: str) -> list[str]:
+        """The models whose files ``name`` uses, in order (``parameters network``, followed:
+        the bf16 plane twin -> the bf16 network -> the fp32 network's model.onnx)."""
+        chain: list[str] = []
+        config = load_config(self.model_dir(name))
+        while network := parameter(config, "network", ""):
+            if network == name or network in chain:
+                raise InvalidArgument(
+                    f"model '{name}': parameter 'network' forms a cycle ({[name, *chain, network]})"
+                )
+            chain.append(network)
+            config = load_config(self.model_dir(network))
+        return chain
 
     def load(self, name: str) -> tuple[mc.ModelConfig, list[LoadedFiles]]:
         """Read the config and build every instance of every version its policy selects (blocking)."""
@@ -112,16 +124,19 @@ class ModelRepository:
         if not config.input or not config.output:
             raise InvalidArgument(f"model '{name}': {CONFIG_FILE} must list its inputs and outputs")
         files_dir, files_config = model_dir, config
-        network = parameter(config, "network", "")
-        if network:  # the plane model: the network's files, versions and checksum
-            if network == name:
-                raise InvalidArgument(f"model '{name}': parameter 'network' names the model itself")
-            files_dir = self.model_dir(network)
+        chain = self.network_chain(name)
+        if chain:  # plane model or twin: the last network's files, versions and checksum
+            files_dir = self.model_dir(chain[-1])
             files_config = load_config(files_dir)
         versions = select_versions(config, self.versions(files_dir.name))
         if not versions:
             raise InvalidArgument(f"model '{name}' has no version directories in {files_dir}")
-        specs = instance_specs(config, cuda_device_count(platform_of(files_config)))
+        # the platform that runs the network decides whether CUDA is usable
+        runner = next(
+            (c for c in (config, *map(self.config, chain)) if platform_of(c) not in _PLANE),
+            files_config,
+        )
+        specs = instance_specs(config, cuda_device_count(platform_of(runner)))
         loaded = []
         for version in versions:
             model_file = files_dir / str(version) / model_filename(files_config)

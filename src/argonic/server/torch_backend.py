@@ -4,6 +4,11 @@ config.pbtxt chooses (see src/argonic/server/README.md, "Extra parameters"):
 
 - ``parameters precision``: ``fp32`` (default), ``fp16`` or ``bf16`` compute; floating
   inputs are cast on the device, outputs cast back to the config's type (FP32 on the wire).
+  On a CPU instance a precision the CPU has no native kernels for is refused
+  (argonic.server.cpu) unless ``parameters allow_emulated: "true"``.
+- The model file is TorchScript (``model.pt``) or an ONNX network (``model.onnx``, read
+  into torch by argonic.server.onnx_torch): a bf16 twin of an ONNX model names it with
+  ``parameters network`` and needs no weights of its own.
 - ``optimization { input_pinned_memory / output_pinned_memory { enable } }`` (Triton's
   fields, default on): on a CUDA instance, host<->device copies go through page-locked
   staging buffers with non-blocking transfers.
@@ -22,6 +27,7 @@ count``) overlap their copies and kernels. torch is imported only when an instan
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import warnings
 from collections.abc import Iterator
@@ -38,8 +44,11 @@ from argonic.server.config import (
     numpy_dtype,
     parameter,
 )
-from argonic.server.errors import InvalidArgument
+from argonic.server.cpu import check_precision
+from argonic.server.errors import HostUnsupported, InvalidArgument
+from argonic.server.onnx_torch import onnx_module
 
+log = logging.getLogger(__name__)
 PRECISIONS = ("fp32", "fp16", "bf16")
 _CAPTURE_LOCK = threading.Lock()  # one CUDA graph capture at a time in the process
 
@@ -85,14 +94,24 @@ class TorchScriptBackend:
     """
 
     def __init__(self, config: mc.ModelConfig, model_file: Path, instance: InstanceSpec) -> None:
-        import torch
-
         self.name = config.name
         precision = parameter(config, "precision", "fp32").lower()
         if precision not in PRECISIONS:
             raise InvalidArgument(
                 f"model '{config.name}': precision must be one of {PRECISIONS}, got {precision!r}"
             )
+        if instance.device == "cpu":
+            note = check_precision(
+                config.name, precision, bool_parameter(config, "allow_emulated", False)
+            )
+            log.info("model '%s': %s", config.name, note)
+        try:
+            import torch
+        except ImportError:
+            raise HostUnsupported(
+                f"model '{config.name}': the PyTorch backend needs torch, which this "
+                "installation lacks (pip install 'argonic[train]')"
+            ) from None
         if bool_parameter(config, "torch_compile", False):
             raise InvalidArgument(
                 f"model '{config.name}': parameter torch_compile is not supported: "
@@ -122,9 +141,12 @@ class TorchScriptBackend:
             not opt.HasField("output_pinned_memory") or opt.output_pinned_memory.enable
         )
         self.stream = torch.cuda.Stream(self.device) if on_cuda else None
-        with warnings.catch_warnings():  # TorchScript is what Triton's pytorch backend loads
-            warnings.simplefilter("ignore", DeprecationWarning)
-            self.module = torch.jit.load(str(model_file), map_location=self.device).eval()
+        if model_file.suffix == ".onnx":  # a repository's ONNX network, read into torch
+            self.module = onnx_module(model_file).to(self.device)
+        else:
+            with warnings.catch_warnings():  # TorchScript is what Triton's pytorch backend loads
+                warnings.simplefilter("ignore", DeprecationWarning)
+                self.module = torch.jit.load(str(model_file), map_location=self.device).eval()
         if self.dtype != torch.float32:
             self.module = self.module.to(self.dtype)
         self.input_names = [i.name for i in config.input]
