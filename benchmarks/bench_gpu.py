@@ -111,7 +111,9 @@ def build_repository(root: Path, variants: list[dict[str, Any]], cuda: bool) -> 
         extra = (
             ""
             if cuda
-            else 'parameters { key: "execution_batch_size" value { string_value: "256" } }'
+            # the CPU smoke run: fp16 runs emulated on CPUs without AVX-512 FP16 / AMX-FP16
+            else 'parameters { key: "execution_batch_size" value { string_value: "256" } }\n'
+            'parameters { key: "allow_emulated" value { string_value: "true" } }'
         )
         (model_dir / "config.pbtxt").write_text(
             PATCH_CONFIG.format(

@@ -130,13 +130,17 @@ class RemoteSettings(_Table):
         "per predict (`call`: 2 more RPCs per call) or `off`",
     )
     request_mode: Literal["patch", "plane"] = Field(
-        "patch",
-        description="`patch`: send 48x48 patches; `plane`: send each (TPC, plane)'s pixels "
-        "near hits and the hit coordinates, the server cuts the same patches (identical "
-        "scores, far fewer bytes: benchmarks/BENCHMARKS.md)",
+        "plane",
+        description="`plane`: send each (TPC, plane)'s pixels near hits and the hit "
+        "coordinates, the server cuts the same patches (identical scores, ~140x fewer bytes, "
+        "module time within a few % of local: benchmarks/BENCHMARKS.md); `patch`: send 48x48 "
+        "patches (for servers without the plane model, e.g. NVIDIA Triton serving only the "
+        "network: a plane-mode client falls back to it by itself)",
     )
     plane_model_name: str = Field(
-        "emtrkmichelid_plane", min_length=1, description="the server's plane-mode model"
+        "",
+        description="the server's plane-mode model; empty: `<model_name>_plane` "
+        "(`emtrkmichelid_plane`, `emtrkmichelid_int8_plane`, ...)",
     )
     transport: Literal["fp32", "fp16"] = Field(
         "fp32",
@@ -172,6 +176,8 @@ class RemoteSettings(_Table):
 
     @model_validator(mode="after")
     def _consistent(self) -> RemoteSettings:
+        if not self.plane_model_name:  # the plane twin of the chosen network
+            self.plane_model_name = f"{self.model_name}_plane"
         if not self.servers and not self.fallback:
             raise ValueError('servers: give at least one "host:port" (or fallback = true)')
         if bool(self.client_cert) != bool(self.client_key):

@@ -80,6 +80,7 @@ def _remote(server, repo, **overrides):
                 "model_repository": str(repo),
                 "server_stats": "off",
                 "shared_memory": "off",  # bytes on the wire are what these tests compare
+                "request_mode": "patch",  # the comparison: plane mode is asked for by name
                 **overrides,
             },
         }

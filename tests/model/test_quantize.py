@@ -109,13 +109,9 @@ def test_int8_twin_keeps_the_class_of_a_simulated_event(mini_events: Path) -> No
             with RemoteInterface({"batch_size": 256, "remote": config}) as interface:
                 return EmTrackMichelId(interface, f.detector).produce(event, event.hits)
 
-        fp32 = scores()
-        int8 = scores(model_name=f"{NETWORK}_int8")
-        int8_plane = scores(
-            model_name=f"{NETWORK}_int8",
-            plane_model_name=f"{NETWORK}_int8_plane",
-            request_mode="plane",
-        )
+        fp32 = scores(request_mode="patch")
+        int8 = scores(model_name=f"{NETWORK}_int8", request_mode="patch")
+        int8_plane = scores(model_name=f"{NETWORK}_int8")  # plane mode: emtrkmichelid_int8_plane
         index = grpcclient.InferenceServerClient(server.url).get_model_repository_index()
     assert len(fp32) > 500
     same = np.mean(int8[:, :3].argmax(1) == fp32[:, :3].argmax(1))

@@ -51,6 +51,7 @@ def test_remote_reco_gives_the_same_classes_as_local(events_file, local_reco, tm
                 "inference.interface": "remote",
                 "inference.remote.servers": [server.url],
                 "inference.batch_size": 235,
+                "inference.remote.request_mode": "patch",  # plane mode: tests/inference
             }
         )
         summary = run_reco(events_file, tmp_path / "remote.h5", config, show_progress=False)

@@ -62,6 +62,18 @@ _ORT_TYPES = {
 }
 
 
+def graph_optimization_level(config: mc.ModelConfig) -> object:
+    """ONNX Runtime's level from Triton's ``optimization { graph { level } }``: -1 basic,
+    1 extended (no NCHWc layout pass: for the CNN ~1.25x faster on CPUs at 256 rows, the
+    layout pass adds a reorder of the 44x44x48 feature map), otherwise all."""
+    import onnxruntime as ort
+
+    levels = ort.GraphOptimizationLevel
+    return {-1: levels.ORT_ENABLE_BASIC, 1: levels.ORT_ENABLE_EXTENDED}.get(
+        config.optimization.graph.level, levels.ORT_ENABLE_ALL
+    )
+
+
 class OnnxRuntimeBackend:
     """ONNX Runtime session; threads from ``intra_op_thread_count`` / ``inter_op_thread_count``."""
 
@@ -75,6 +87,7 @@ class OnnxRuntimeBackend:
             )
             log.info("model '%s': %s", config.name, note)
         options = ort.SessionOptions()
+        options.graph_optimization_level = graph_optimization_level(config)
         options.intra_op_num_threads = int_parameter(config, "intra_op_thread_count", 0)
         options.inter_op_num_threads = int_parameter(config, "inter_op_thread_count", 0)
         spinning = parameter(config, "allow_spinning", "")
