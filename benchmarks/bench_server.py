@@ -19,6 +19,7 @@ import json
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import tempfile
 import threading
@@ -30,12 +31,18 @@ import onnxruntime as ort
 from google.protobuf import text_format
 
 from argonic.procs import serve_command
+from argonic.server.backends import graph_optimization_level
 from argonic.server.config import load_config
 
 
 def ort_throughput(model_file: Path, batch: int, seconds: float) -> float:
-    """Patches/s of back-to-back session.run calls at one batch size (after one warm-up)."""
-    session = ort.InferenceSession(str(model_file), providers=["CPUExecutionProvider"])
+    """Patches/s of back-to-back session.run calls at one batch size (after one warm-up),
+    with the session options the server gives this model (its config's graph level)."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = graph_optimization_level(
+        load_config(model_file.parent.parent)
+    )
+    session = ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
     x = np.random.default_rng(0).random((batch, 48, 48, 1), dtype=np.float32)
     name = session.get_inputs()[0].name
     session.run(None, {name: x})
@@ -205,6 +212,9 @@ def main() -> None:
         help="extra config.pbtxt parameter for the served model (repeatable)",
     )
     p.add_argument("--concurrency", type=int, default=2)
+    p.add_argument(
+        "--rounds", type=int, default=1, help="(in-process, served) pairs per batch size"
+    )
     p.add_argument("--measurement-ms", type=int, default=5000)
     p.add_argument("--ort-seconds", type=float, default=8.0)
     p.add_argument(
@@ -246,27 +256,41 @@ def main() -> None:
 
 def measure(a: argparse.Namespace, model_file: Path, servers: dict[str, Server]) -> dict:
     """In-process ORT, then each server, per batch size (ratios within one run)."""
-    results: dict = {"ort_in_process": {}, "served": {}, "identity": {}}
+    results: dict = {"ort_in_process": {}, "served": {}, "identity": {}, "ratios": {}}
     for batch in a.batch_sizes:
-        local = results["ort_in_process"][batch] = ort_throughput(model_file, batch, a.ort_seconds)
-        print(f"{'in-process ORT':24s} batch {batch:5d}: {local:7.0f} patches/s", flush=True)
-        for name, server in servers.items():
-            rate, p99 = perf_analyzer(
-                a.perf_analyzer,
-                server.url,
-                a.model,
-                batch,
-                a.concurrency,
-                a.measurement_ms,
-                a.stability_percentage,
-            )
-            results["served"][f"{name}/{batch}"] = rate
-            results.setdefault("p99_ms", {})[f"{name}/{batch}"] = p99
+        # rounds of (in-process, each server) back to back: a ratio per round, so the
+        # shared machine's slow and fast spells hit both sides of each ratio alike
+        for r in range(a.rounds):
+            local = ort_throughput(model_file, batch, a.ort_seconds)
+            results["ort_in_process"].setdefault(batch, []).append(local)
             print(
-                f"{name:24s} batch {batch:5d}: {rate:7.0f} patches/s ({rate / local:.2f}x in-process), "
-                f"p99 {p99:.0f} ms",
+                f"round {r} {'in-process ORT':24s} batch {batch:5d}: {local:7.0f} patches/s",
                 flush=True,
             )
+            for name, server in servers.items():
+                rate, p99 = perf_analyzer(
+                    a.perf_analyzer,
+                    server.url,
+                    a.model,
+                    batch,
+                    a.concurrency,
+                    a.measurement_ms,
+                    a.stability_percentage,
+                )
+                key = f"{name}/{batch}"
+                results["served"].setdefault(key, []).append(rate)
+                results.setdefault("p99_ms", {}).setdefault(key, []).append(p99)
+                results["ratios"].setdefault(key, []).append(rate / local)
+                print(
+                    f"round {r} {name:24s} batch {batch:5d}: {rate:7.0f} patches/s "
+                    f"({rate / local:.2f}x in-process), p99 {p99:.0f} ms",
+                    flush=True,
+                )
+    for key, ratios in results["ratios"].items():
+        print(
+            f"{key:32s} served / in-process: median {statistics.median(ratios):.3f} "
+            f"(rounds: {', '.join(f'{x:.2f}' for x in ratios)})"
+        )
     if a.identity:
         url = next(iter(servers.values())).url
         for batch in (1, *a.batch_sizes):

@@ -65,3 +65,19 @@ def test_server_splits_a_large_request_at_the_calibrated_size(tmp_path):
         stats = client.get_inference_statistics("cliff").model_stats[0]
     sizes = {b.batch_size: b.compute_infer.count for b in stats.batch_stats}
     assert sizes == {256: 3, 232: 1}
+
+
+class PlateauBackend(CacheCliffBackend):
+    """Identity whose rows/s plateau from 256 rows (larger executions 1.5% faster)."""
+
+    @staticmethod
+    def seconds(rows: int) -> float:
+        return 0.0002 * rows * (0.985 if rows > 256 else 1.0) + (0.01 if rows < 256 else 0.0)
+
+
+def test_calibration_keeps_the_smallest_size_on_a_plateau(tmp_path):
+    """Within 3% of the fastest the smallest size wins: it pipelines concurrent requests
+    (a merged execution answers them together and the instance then waits for clients)."""
+    config = load_config(make_repo(tmp_path) / "cliff")
+    size, rates = fastest_execution_batch_size(config, PlateauBackend(config, Path(), None))
+    assert size == 256, rates

@@ -268,9 +268,21 @@ class DynamicBatcher:
             return True
         wake = self._next_wake(jobs)
         instance = min(self._instances, key=lambda i: i.busy)
-        # An instance takes new work when idle; a busy one may get the next chunk of a request
-        # it is already cutting up, staged behind the running one so no gap opens between them.
-        if not jobs or instance.busy > 1 or (instance.busy == 1 and jobs[0].next_row == 0):
+        # An instance takes new work when idle; a busy one gets the next execution staged
+        # behind the running one, so no gap opens between them, when it is the next chunk of
+        # a request being cut up or, without priority levels (a staged request cannot be
+        # overtaken), a full execution's worth of rows is queued (waiting could not merge
+        # more). Without staging, each execution waited for the event loop to see the last
+        # one finish: py-spy found the instance idle 6% of the time at concurrency 2.
+        full = (
+            self.policy.priority_levels <= 1
+            and sum(j.rows - j.next_row for j in jobs) >= self.policy.execution_batch_size
+        )
+        if (
+            not jobs
+            or instance.busy > 1
+            or (instance.busy == 1 and jobs[0].next_row == 0 and not full)
+        ):
             await self._wait(wake)
             return False
         size = self._batch_size(jobs, now)
