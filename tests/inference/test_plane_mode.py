@@ -254,6 +254,21 @@ def test_plane_mode_equals_patch_mode_through_the_server(server, repo, mini_file
         )
 
 
+def test_plane_mode_reports_the_plane_models_server_statistics(server, repo, mini_file):
+    """The plane requests run on the plane model (not the network's batcher): the summary's
+    server counters are the plane model's, not zeros."""
+    with (
+        EventFile(mini_file) as events,
+        _remote(server, repo, request_mode="plane", server_stats="total") as plane_if,
+    ):
+        event = events[0]
+        EmTrackMichelId(plane_if, events.detector).produce(event, event.hits)
+        total = plane_if.stats()["total"]
+    assert total["plane_requests"] > 0
+    assert total["server"]["requests"] == total["plane_requests"]
+    assert total["server"]["compute_infer_s"] > 0
+
+
 def test_bad_plane_request_is_refused_and_the_server_keeps_serving(server, repo):
     with _remote(server, repo, request_mode="plane") as remote:
         tensors = encode_plane(

@@ -55,8 +55,11 @@ class RemoteInterface(ModelInterface):
         )
         options = CallOptions.from_settings(remote)
         self._pool = ServerPool(remote, self.signature, options)
+        models = [remote.model_name]
+        if remote.request_mode == "plane":
+            models.append(remote.plane_model_name)
         self._server_stats = ServerStatistics(
-            remote.server_stats, remote.model_name, remote.model_version, options
+            remote.server_stats, models, remote.model_version, options
         )
         self._plane = PlaneMode(remote, self.signature, options)
         window = remote.max_in_flight if remote.mode == "async" else 1

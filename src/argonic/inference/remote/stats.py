@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,10 +63,15 @@ class CallStats:
         return d
 
 
-def counters(response: service_pb2.ModelStatisticsResponse) -> Counters:
-    """Cumulative queue/compute seconds and counts, summed over the model's versions."""
+def counters(
+    response: service_pb2.ModelStatisticsResponse, names: Collection[str] | None = None
+) -> Counters:
+    """Cumulative queue/compute seconds and counts, summed over the versions of the models
+    in ``names`` (default: every model in the response)."""
     totals: Counters = {}
     for model in response.model_stats:
+        if names is not None and model.name not in names:
+            continue
         totals["inferences"] = totals.get("inferences", 0) + model.inference_count
         totals["executions"] = totals.get("executions", 0) + model.execution_count
         totals["requests"] = totals.get("requests", 0) + model.inference_stats.success.count
@@ -84,9 +89,18 @@ class ServerStatistics:
     extension (e.g. PyTriton's default token protection) is not asked again.
     """
 
-    def __init__(self, mode: str, model_name: str, model_version: str, options: CallOptions):
+    def __init__(
+        self, mode: str, models: str | Sequence[str], model_version: str, options: CallOptions
+    ) -> None:
         self.mode = mode
-        self._request = service_pb2.ModelStatisticsRequest(name=model_name, version=model_version)
+        models = [models] if isinstance(models, str) else list(models)
+        # one model: asked by name and version; several (the network and its plane model,
+        # whose requests run the network without passing its batcher): all, then summed
+        self._names = None if len(models) == 1 else set(models)
+        self._request = service_pb2.ModelStatisticsRequest(
+            name=models[0] if len(models) == 1 else "",
+            version=model_version if len(models) == 1 else "",
+        )
         self._options = options
         self._baseline: dict[Server, Counters] = {}
         self._refused: set[Server] = set()
@@ -142,7 +156,7 @@ class ServerStatistics:
             if error.code() not in RETRYABLE:
                 self._refused.add(server)
             return None
-        return counters(response)
+        return counters(response, self._names)
 
     def _delta(
         self, servers: Iterable[Server], before: dict[str, Counters], used: dict[str, int]
