@@ -162,6 +162,8 @@ def _quantize_args(p: argparse.ArgumentParser) -> None:
 
 
 def _quantize(a: argparse.Namespace) -> Summary:
+    import dataclasses
+
     import numpy as np
 
     from argonic.detector.eventfile import EventFile
@@ -172,10 +174,18 @@ def _quantize(a: argparse.Namespace) -> Summary:
     rng = np.random.default_rng(a.seed)
     patches = []
     with EventFile(a.events_file) as f:
+        per_event = -(-a.patches // len(f))  # hits drawn from each event, then cut
         for i in range(len(f)):
             event = f[i]
-            patches.append(event_patches(event, f.detector))
-    pool = np.concatenate(patches)
-    pick = rng.choice(len(pool), min(a.patches, len(pool)), replace=False)
+            pick = np.sort(rng.choice(len(event.hits), min(per_event, len(event.hits)), False))
+            hits = dataclasses.replace(
+                event.hits,
+                **{
+                    c.name: getattr(event.hits, c.name)[pick]
+                    for c in dataclasses.fields(event.hits)
+                },
+            )
+            patches.append(event_patches(event, f.detector, hits))
+    pool = np.concatenate(patches)[: a.patches]
     repository = a.repository or shipped_repository()
-    return {"repository": str(repository), **write_precision_twins(repository, pool[pick])}
+    return {"repository": str(repository), **write_precision_twins(repository, pool)}
