@@ -142,7 +142,10 @@ def throughput(a: argparse.Namespace) -> dict:
         server = Server.argonic(repo)
         served = {}
         try:
-            for model in ("emtrkmichelid", "emtrkmichelid_int8"):
+            models = ["emtrkmichelid", "emtrkmichelid_int8"]
+            if cpu.native("bf16"):  # the server loads the bf16 twin only where it is native
+                models.append("emtrkmichelid_bf16")
+            for model in models:
                 for b in BATCHES:
                     rate, p99 = perf_analyzer(
                         a.perf_analyzer, server.url, model, b, 2, a.measurement_ms

@@ -18,6 +18,7 @@ from argonic.model.train import (
     keep_probability,
     learning_rate,
     michel_loss,
+    michel_pos_weight,
     prior_shifts,
     train_network,
     validate,
@@ -148,6 +149,17 @@ def test_michel_losses_against_their_formulas():
     assert float(michel_loss(logit, target, "mse")) == pytest.approx(mse, rel=1e-5)
     with pytest.raises(ArgonicError, match="michel loss"):
         michel_loss(logit, target, "hinge")
+
+
+def test_michel_pos_weight_balanced_by_default_or_as_configured():
+    label = np.full(40, EM, np.uint8)
+    michel = np.arange(40) < 8  # 8 positives, 32 negatives
+    data = PatchSet(np.zeros((40, 1, 1, 1), np.float16), label, michel)
+    assert michel_pos_weight(data) == 4.0
+    assert michel_pos_weight(data, TrainConfig()) == 4.0
+    assert michel_pos_weight(data, TrainConfig(michel_pos_weight=1.5)) == 1.5
+    with pytest.raises(ArgonicError, match="michel_pos_weight"):
+        michel_pos_weight(data, TrainConfig(michel_pos_weight=0.0))
 
 
 def test_prior_shifts_undo_the_sampling():
@@ -328,9 +340,13 @@ def test_train_command_validates_on_another_file_and_exports_the_best_epoch(
     # the exported biases carry the fitted offsets of the best epoch
     net = load_network(model)
     assert float(net.michel.bias.detach()[0]) != 0.0
-    assert main([*args, "--recipe", "original", "--no-export", "--epochs", "1"]) == 0
+    assert summary["config"]["michel_pos_weight"] is None  # balanced by default
+    assert summary["michel_pos_weight"] > 1.0
+    more = ["--recipe", "original", "--no-export", "--epochs", "1", "--michel-pos-weight", "2"]
+    assert main([*args, *more]) == 0
     original = json.loads(capsys.readouterr().out)
     assert original["config"]["optimizer"] == "sgd" and original["config"]["michel_loss"] == "mse"
+    assert original["michel_pos_weight"] == 2.0
 
 
 def test_init_starts_from_given_weights():

@@ -76,6 +76,13 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--michel-loss", choices=("bce", "focal", "mse"), default=None, help="michel-head loss"
     )
+    p.add_argument(
+        "--michel-pos-weight",
+        type=float,
+        default=None,
+        help="weight of a Michel patch in the michel loss (default: balanced, negatives per "
+        "positive; Michel hits are already oversampled by --michel-keep)",
+    )
     p.add_argument("--bf16", action="store_true", help="train in bfloat16 autocast (CPU)")
     p.add_argument(
         "--init", default=None, help="start from these weights (model.onnx or checkpoint)"
@@ -113,6 +120,8 @@ def _train(a: argparse.Namespace) -> Summary:
     )
     if a.michel_loss:
         options["michel_loss"] = a.michel_loss
+    if a.michel_pos_weight is not None:
+        options["michel_pos_weight"] = a.michel_pos_weight
     if a.recipe == "original":
         config = TrainConfig.original(**options)
     else:

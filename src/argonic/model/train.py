@@ -109,6 +109,7 @@ _RESUME_KEYS = (
     "michel_loss",
     "ce_weight",
     "michel_weight",
+    "michel_pos_weight",
     "flips",
     "seed",
     "dropout",
@@ -202,7 +203,7 @@ def train_network(
             best = _load(best_path(ckpt))
     steps_per_epoch = len(data) // config.batch_size
     total_steps = steps_per_epoch * config.epochs
-    pos_weight = michel_pos_weight(data)
+    pos_weight = michel_pos_weight(data, config)
     class_shift = prior_shifts(data)
 
     def save(epoch: int, step: int) -> None:
