@@ -115,3 +115,24 @@ def test_shipped_repository_is_consistent(monkeypatch, repository):
     monkeypatch.setenv(repo.REPOSITORY_ENV, str(repository / "missing"))
     with pytest.raises(repo.ModelRepositoryError, match="ARGONIC_MODEL_REPOSITORY"):
         repo.shipped_repository()
+
+
+def test_export_keeps_the_operators_config(network, tmp_path):
+    """Retraining into a repository replaces the weights, not the serving settings."""
+    import shutil
+
+    from argonic.repository import read_config, sha256_hex, shipped_repository
+
+    shutil.copytree(shipped_repository() / "emtrkmichelid", tmp_path / "emtrkmichelid")
+    before = (tmp_path / "emtrkmichelid" / "config.pbtxt").read_text()
+    written = export.export_repository(network, tmp_path)
+    assert (tmp_path / "emtrkmichelid" / "config.pbtxt").read_text() == before
+    model = tmp_path / "emtrkmichelid" / "1" / "model.onnx"
+    assert (
+        written["sha256"]
+        == sha256_hex(model)
+        != sha256_hex(shipped_repository() / "emtrkmichelid" / "1" / "model.onnx")
+    )
+    assert read_config(
+        tmp_path / "emtrkmichelid"
+    ).dynamic_batching.default_queue_policy.max_queue_size

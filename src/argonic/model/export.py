@@ -97,11 +97,16 @@ def load_onnx_weights(network: EmTrackMichelNet, path: str | os.PathLike[str]) -
 def export_repository(
     network: EmTrackMichelNet, repository: str | os.PathLike[str], version: int = 1
 ) -> dict[str, str]:
-    """Write config.pbtxt, ``<version>/model.onnx`` and its checksum into ``repository``."""
+    """Write ``<version>/model.onnx`` and its checksum into ``repository``, and a
+    config.pbtxt where the model has none. An existing config is kept: it holds the
+    operator's serving settings (batching, queue policy, graph level), which a retrained
+    network of the same signature does not change."""
     model_dir = Path(repository) / MODEL_NAME
     model_file = model_dir / str(version) / "model.onnx"
     digest = write_model_file(model_file, onnx_bytes(network))
-    config = write_config(model_dir, model_config())
+    config = model_dir / "config.pbtxt"
+    if not config.is_file():
+        config = write_config(model_dir, model_config())
     return {"config": str(config), "model": str(model_file), "sha256": digest}
 
 
