@@ -2,7 +2,8 @@
 
 int8 (``<network>_int8``, ONNX Runtime): the Dense layer after the convolution (84% of
 the FLOPs) becomes an int8 matrix product, static quantisation in QDQ format (per-output-
-channel int8 weights, uint8 activations, MinMax ranges calibrated on simulated patches).
+channel int8 weights, uint8 activations, ranges at the 99.99th percentile of simulated
+patches).
 The convolution, the two small Dense layers and the heads stay fp32: quantising the
 convolution's 8-bit-resolution input or the softmax output changes ~1% of the classes.
 Before quantising, the convolution's filters are equalised (cross-layer equalisation,
@@ -36,6 +37,10 @@ from argonic.repository import (
 )
 
 CALIBRATION_BATCH = 256
+# activation ranges: the 99.99th percentile of each tensor on the calibration patches. With
+# the issue-14 network MinMax let a few outlier patches set the range: 99.15% of held-out
+# validation hits kept their class (98.70% with 3x the patches), 99.73% with this
+CALIBRATION_PERCENTILE = 99.99
 
 
 def _graph_pattern(model: Any) -> tuple[Any, Any]:
@@ -145,7 +150,8 @@ def quantise_int8(model_file: Path, patches: np.ndarray, out_file: Path) -> str:
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             per_channel=True,
-            calibrate_method=CalibrationMethod.MinMax,
+            calibrate_method=CalibrationMethod.Percentile,
+            extra_options={"CalibPercentile": CALIBRATION_PERCENTILE},
             nodes_to_quantize=[gemm.name],
         )
         return write_model_file(out_file, target.read_bytes())
