@@ -1,12 +1,12 @@
 """What the host CPU can multiply fast, and which reduced precisions it can serve.
 
-The features are the host's own flags as archspec reads them (/proc/cpuinfo on Linux,
-sysctl on macOS), not those of the named microarchitecture it matches. A precision is *native* where the CPU has instructions for its
-matrix products: int8 with VNNI (AVX-512 VNNI, AVX-VNNI or AMX-INT8) or, slower, AVX2's
-8-bit multiply-adds; bf16 with AVX-512 BF16 or AMX-BF16 (Arm: the bf16 extension); fp16
-with AVX-512 FP16 or AMX-FP16 (Arm: asimdhp). Without them PyTorch falls back to reference
-kernels (bf16 here: 0.3 GFLOP/s against 108 in fp32), so such a model is refused at load
-unless its config says ``parameters allow_emulated: "true"``.
+The features are the host's own flags as archspec reads them (/proc/cpuinfo on Linux, sysctl
+on macOS), not those of the named microarchitecture it matches. A precision is *native*
+where the CPU has instructions for its matrix products: int8 with VNNI (AVX-512 VNNI,
+AVX-VNNI or AMX-INT8) or, slower, AVX2's 8-bit multiply-adds; bf16 with AVX-512 BF16 or AMX-BF16
+(Arm: the bf16 extension); fp16 with AVX-512 FP16 or AMX-FP16 (Arm: asimdhp). Without them
+PyTorch falls back to reference kernels (bf16 here: 0.3 GFLOP/s against 108 in fp32), so
+such a model is refused at load unless its config says ``parameters allow_emulated: "true"``.
 """
 
 from __future__ import annotations
