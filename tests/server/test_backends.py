@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import numpy as np
@@ -154,6 +155,54 @@ def test_instance_group_expansion(groups: str, cuda: int, expected: list) -> Non
 
     specs = instance_specs(parse_config(groups, "m"), cuda)
     assert [(s.device, s.index) for s in specs] == expected
+
+
+def _os_threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads in /proc")
+def test_cpu_instances_share_the_cores() -> None:
+    """N CPU instances without intra_op_thread_count get cores / N ONNX Runtime threads each
+    (counted as the OS threads a session starts: its pool has threads - 1); an explicit
+    count wins; one instance keeps ONNX Runtime's default (every core)."""
+    from argonic.repository import shipped_repository
+    from argonic.server.backends import OnnxRuntimeBackend
+    from argonic.server.config import cpu_threads, instance_specs, load_config
+
+    cores = len(os.sched_getaffinity(0))
+    network = shipped_repository() / "emtrkmichelid"
+    base = load_config(network)
+
+    def with_groups(text: str):
+        config = type(base)()
+        config.CopyFrom(base)
+        del config.instance_group[:]
+        parsed = parse_config(text, "m")
+        config.instance_group.extend(parsed.instance_group)
+        config.parameters.MergeFrom(parsed.parameters)
+        return config
+
+    def pool_threads(config) -> int:
+        spec = instance_specs(config, 0)[0]
+        before = _os_threads()
+        backend = OnnxRuntimeBackend(config, network / "1" / "model.onnx", spec)
+        started = _os_threads() - before
+        backend.close()
+        return started
+
+    two = with_groups("instance_group [ { count: 2 kind: KIND_CPU } ]")
+    assert [cpu_threads(two, s) for s in instance_specs(two, 0)] == [max(1, cores // 2)] * 2
+    assert pool_threads(two) == max(1, cores // 2) - 1
+    explicit = with_groups(
+        "instance_group [ { count: 2 kind: KIND_CPU } ]\n"
+        'parameters { key: "intra_op_thread_count" value { string_value: "3" } }'
+    )
+    assert cpu_threads(explicit, instance_specs(explicit, 0)[0]) == 3
+    assert pool_threads(explicit) == 2
+    one = with_groups("instance_group [ { count: 1 kind: KIND_CPU } ]")
+    assert cpu_threads(one, instance_specs(one, 0)[0]) == 0  # ONNX Runtime's default
+    assert pool_threads(one) == cores - 1
 
 
 def test_execution_batch_size_defaults() -> None:

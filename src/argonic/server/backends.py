@@ -16,7 +16,13 @@ from typing import Protocol
 import numpy as np
 from tritonclient.grpc import model_config_pb2 as mc
 
-from argonic.server.config import InstanceSpec, bool_parameter, int_parameter, parameter
+from argonic.server.config import (
+    InstanceSpec,
+    bool_parameter,
+    cpu_threads,
+    int_parameter,
+    parameter,
+)
 from argonic.server.cpu import check_precision
 from argonic.server.errors import InvalidArgument
 
@@ -88,7 +94,9 @@ class OnnxRuntimeBackend:
             log.info("model '%s': %s", config.name, note)
         options = ort.SessionOptions()
         options.graph_optimization_level = graph_optimization_level(config)
-        options.intra_op_num_threads = int_parameter(config, "intra_op_thread_count", 0)
+        options.intra_op_num_threads = (
+            cpu_threads(config, instance) if instance.device == "cpu" else 0
+        )
         options.inter_op_num_threads = int_parameter(config, "inter_op_thread_count", 0)
         spinning = parameter(config, "allow_spinning", "")
         if spinning:

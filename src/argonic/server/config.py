@@ -9,7 +9,9 @@ these extra ``parameters`` keys (all string values, as Triton's ``parameters`` a
   ``"auto"``: measured at load, the fastest of 64, 256, 1024 and 2048 rows on this
   hardware (argonic.server.calibrate).
 - ``intra_op_thread_count`` / ``inter_op_thread_count``: ONNX Runtime session threads
-  (the same keys as Triton's onnxruntime backend; default: ONNX Runtime's own).
+  (the same keys as Triton's onnxruntime backend). Default: ONNX Runtime's own (every core)
+  for a single CPU instance; with N CPU instances, each gets cores / N intra-op threads
+  (Triton leaves every instance all cores, N times oversubscribing them).
 - ``precision``: PyTorch backend compute precision, ``fp32`` (default), ``fp16`` or
   ``bf16``; inputs are cast on the way in and outputs cast back to the configured type.
 - ``cuda_graphs``, ``cuda_graph_batch_sizes``, ``torch_compile`` (refused): PyTorch
@@ -19,7 +21,8 @@ these extra ``parameters`` keys (all string values, as Triton's ``parameters`` a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -172,6 +175,19 @@ class InstanceSpec:
 
     device: str
     index: int = 0
+    cpu_instances: int = 1  # CPU instances of the model: they share the cores
+
+
+def cpu_threads(config: mc.ModelConfig, instance: InstanceSpec) -> int:
+    """Intra-op threads of one CPU instance: ``intra_op_thread_count`` where set, else the
+    cores (this process's affinity) shared among the model's CPU instances, or 0 (the
+    runtime's default: every core) for a single instance."""
+    threads = int_parameter(config, "intra_op_thread_count", 0)
+    if threads or instance.cpu_instances <= 1:
+        return threads
+    affinity = getattr(os, "sched_getaffinity", None)  # Linux; elsewhere every core
+    cores = len(affinity(0)) if affinity else os.cpu_count() or 1
+    return max(1, cores // instance.cpu_instances)
 
 
 def instance_specs(config: mc.ModelConfig, cuda_devices: int) -> list[InstanceSpec]:
@@ -204,4 +220,5 @@ def instance_specs(config: mc.ModelConfig, cuda_devices: int) -> list[InstanceSp
                 f"model '{config.name}': instance kind "
                 f"{mc.ModelInstanceGroup.Kind.Name(kind)} is not supported"
             )
-    return specs
+    n_cpu = sum(s.device == "cpu" for s in specs)
+    return [replace(s, cpu_instances=n_cpu) if s.device == "cpu" else s for s in specs]

@@ -40,7 +40,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from argonic.server.config import (
     InstanceSpec,
     bool_parameter,
-    int_parameter,
+    cpu_threads,
     numpy_dtype,
     parameter,
 )
@@ -125,7 +125,7 @@ class TorchScriptBackend:
                 "needs a CUDA instance (instance_group kind KIND_GPU); this instance runs "
                 "on the CPU"
             )
-        threads = int_parameter(config, "intra_op_thread_count", 0)
+        threads = cpu_threads(config, instance) if not on_cuda else 0
         if threads:
             torch.set_num_threads(threads)  # process-wide in PyTorch
         self.torch = torch
