@@ -1,6 +1,8 @@
 """Served throughput (argonic serve + NVIDIA perf_analyzer) vs in-process ONNX Runtime.
 
-For each batch size: (1) ONNX Runtime in this process, one session.run after another;
+For each batch size: (1) ONNX Runtime in this process, one session.run after another (with
+``--instances`` above 1 also that many sessions sharing the cores, in threads; the ratios
+are to the better of the two);
 (2) ``argonic serve`` in a child process on 127.0.0.1, measured by perf_analyzer over gRPC,
 once per ``--execution-batch-sizes`` value (the server's chunk size; "max" = no split).
 Optionally (``--identity``) an identity model on the same patches measures the protocol
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import re
 import shutil
 import signal
@@ -29,28 +32,45 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
 
 from argonic.procs import serve_command
 from argonic.server.backends import graph_optimization_level
 from argonic.server.config import load_config
 
 
-def ort_throughput(model_file: Path, batch: int, seconds: float) -> float:
+def ort_throughput(model_file: Path, batch: int, seconds: float, sessions: int = 1) -> float:
     """Patches/s of back-to-back session.run calls at one batch size (after one warm-up),
-    with the session options the server gives this model (its config's graph level)."""
+    with the session options the server gives this model (its config's graph level).
+    ``sessions`` > 1: that many sessions of cores / sessions threads, each run back to back
+    in its own thread (what N server instances do, without the server)."""
     options = ort.SessionOptions()
     options.graph_optimization_level = graph_optimization_level(
         load_config(model_file.parent.parent)
     )
-    session = ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
+    if sessions > 1:
+        options.intra_op_num_threads = max(1, len(os.sched_getaffinity(0)) // sessions)
     x = np.random.default_rng(0).random((batch, 48, 48, 1), dtype=np.float32)
-    name = session.get_inputs()[0].name
-    session.run(None, {name: x})
-    runs, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
+    rates = [0.0] * sessions
+    all_ready = threading.Barrier(sessions)
+
+    def loop(i: int) -> None:
+        session = ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
         session.run(None, {name: x})
-        runs += 1
-    return runs * batch / (time.perf_counter() - start)
+        all_ready.wait()
+        runs, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            session.run(None, {name: x})
+            runs += 1
+        rates[i] = runs * batch / (time.perf_counter() - start)
+
+    threads = [threading.Thread(target=loop, args=(i,)) for i in range(sessions)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(rates)
 
 
 def write_identity_model(model_dir: Path) -> None:
@@ -77,9 +97,15 @@ def write_identity_model(model_dir: Path) -> None:
 
 
 def scratch_repository(
-    source: Path, model: str, execution_batch_size: str, identity: bool, extra_parameters: list[str]
+    source: Path,
+    model: str,
+    execution_batch_size: str,
+    identity: bool,
+    extra_parameters: list[str],
+    instances: int = 1,
 ) -> Path:
-    """A temporary repository: the model (files linked) with execution_batch_size set."""
+    """A temporary repository: the model (files linked) with execution_batch_size and the
+    CPU instance count set."""
     root = Path(tempfile.mkdtemp(prefix="argonic-bench-"))
     src = source / model
     dst = root / model
@@ -93,6 +119,8 @@ def scratch_repository(
     config.parameters["execution_batch_size"].string_value = size
     for key, value in (item.split("=", 1) for item in extra_parameters):
         config.parameters[key].string_value = value
+    del config.instance_group[:]
+    config.instance_group.add(count=instances, kind=mc.ModelInstanceGroup.KIND_CPU)
     (dst / "config.pbtxt").write_text(text_format.MessageToString(config))
     if identity:
         write_identity_model(root / "identity")
@@ -231,6 +259,13 @@ def main() -> None:
         metavar="KEY=VALUE",
         help="extra config.pbtxt parameter for the served model (repeatable)",
     )
+    p.add_argument(
+        "--instances",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="CPU instance counts to compare (instance_group count; they share the cores)",
+    )
     p.add_argument("--concurrency", type=int, default=2)
     p.add_argument(
         "--rounds", type=int, default=1, help="(in-process, served) pairs per batch size"
@@ -256,11 +291,15 @@ def main() -> None:
     repos, servers = [], {}
     try:  # all servers up (idle) first, then every batch size measured back to back on each
         for exec_size in a.execution_batch_sizes:
-            identity = a.identity and not repos
-            repos.append(
-                scratch_repository(a.model_repository, a.model, exec_size, identity, a.parameter)
-            )
-            servers[f"argonic exec {exec_size}"] = Server.argonic(repos[-1])
+            for instances in a.instances:
+                identity = a.identity and not repos
+                repos.append(
+                    scratch_repository(
+                        a.model_repository, a.model, exec_size, identity, a.parameter, instances
+                    )
+                )
+                name = f"argonic exec {exec_size}" + (f" x{instances}" if instances > 1 else "")
+                servers[name] = Server.argonic(repos[-1])
         if a.pytriton_python:
             servers["Triton (PyTriton)"] = Server.pytriton(a.pytriton_python, model_file)
         results = measure(a, model_file, servers)
@@ -281,12 +320,20 @@ def measure(a: argparse.Namespace, model_file: Path, servers: dict[str, Server])
         # rounds of (in-process, each server) back to back: a ratio per round, so the
         # shared machine's slow and fast spells hit both sides of each ratio alike
         for r in range(a.rounds):
-            local = ort_throughput(model_file, batch, a.ort_seconds)
+            # in-process: the best of one session of every core (the local interface) and
+            # as many sessions sharing the cores as the most instances served
+            locals_ = {
+                n: ort_throughput(model_file, batch, a.ort_seconds, n)
+                for n in sorted({1, max(a.instances)})
+            }
+            local = max(locals_.values())
             results["ort_in_process"].setdefault(batch, []).append(local)
-            print(
-                f"round {r} {'in-process ORT':24s} batch {batch:5d}: {local:7.0f} patches/s",
-                flush=True,
-            )
+            for n, rate in locals_.items():
+                results.setdefault("ort_in_process_sessions", {}).setdefault(
+                    f"{n}/{batch}", []
+                ).append(rate)
+                label = "in-process ORT" + (f" x{n}" if n > 1 else "")
+                print(f"round {r} {label:24s} batch {batch:5d}: {rate:7.0f} patches/s", flush=True)
             for name, server in servers.items():
                 rate, p99 = perf_analyzer(
                     a.perf_analyzer,
