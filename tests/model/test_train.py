@@ -305,6 +305,32 @@ def test_training_set_keeps_the_natural_mix_and_real_noise_hits(events_file):
     assert len(capped) == 100 and capped.keep.max() < 1
 
 
+def test_training_set_pools_several_files(events_file, tmp_path):
+    """Patches from two event files, every hit kept: all hits of both, in order, the second
+    file's patches cut from its own events; concat frees the parts it copies."""
+    from argonic.detector.eventfile import EventFile
+    from argonic.model.train import PatchSet, build_patch_set
+    from argonic.patches import event_patches
+    from argonic.reco.events import simulate_file
+
+    other = tmp_path / "other.h5"
+    simulate_file(other, detector="mini", n_events=2, seed=4, run=2, show_progress=False)
+    sources = [(events_file, range(0, 3)), (other, range(0, 2))]
+    data = build_patch_set(sources, seed=1, hit_fraction=1.0, show_progress=False)
+    labels = []
+    with EventFile(events_file) as f:
+        labels += [f[i].hits.label for i in range(3)]
+    with EventFile(other) as f:
+        labels += [f[i].hits.label for i in range(2)]
+        tail = np.concatenate([event_patches(f[i], f.detector) for i in range(2)])
+    np.testing.assert_array_equal(data.label, np.concatenate(labels))
+    np.testing.assert_allclose(data.patches[-len(tail) :].astype(np.float32), tail, atol=0.01)
+    parts = [data.select(np.arange(0, 10)), data.select(np.arange(10, 25))]
+    whole = PatchSet.concat(parts)
+    assert parts == [] and len(whole) == 25
+    np.testing.assert_array_equal(whole.patches, data.patches[:25])
+
+
 def test_evaluate_file_through_the_local_interface(events_file, tmp_path):
     from argonic.detector.eventfile import EventFile
     from argonic.reco.evaluate import evaluate_file

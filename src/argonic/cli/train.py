@@ -21,13 +21,17 @@ if TYPE_CHECKING:
 
 def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "events_file", help="HDF5 event file from `argonic simulate` (its last events are held out)"
+        "events_file",
+        nargs="+",
+        help="HDF5 event file(s) from `argonic simulate`, pooled (the last events of the last "
+        "file are held out unless --validation-file is given)",
     )
     p.add_argument(
         "--holdout",
         type=non_negative_int,
         default=None,
-        help="events at the end of the file kept out of training (default: 20%%)",
+        help="events at the end of the (last) file kept out of training (default: 20%%, 0 "
+        "with --validation-file)",
     )
     p.add_argument("--epochs", type=positive_int, default=4, help="passes over the training set")
     p.add_argument("--batch-size", type=positive_int, default=256, help="patches per training step")

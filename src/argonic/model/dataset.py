@@ -9,6 +9,7 @@ dataset cache; ``flip_batch`` the augmentation (random flips along wire and drif
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -48,6 +49,8 @@ class PatchSet:
 
     @classmethod
     def concat(cls, parts: list[PatchSet]) -> PatchSet:
+        """One set of ``parts``, which are emptied on the way: each part is freed once copied,
+        so a training set of several GB needs its own size in memory, not twice that."""
         if not parts:
             return cls(
                 np.zeros((0, PATCH_SIZE, PATCH_SIZE, 1), np.float16),
@@ -55,12 +58,20 @@ class PatchSet:
                 np.zeros(0, bool),
                 np.zeros(0, np.float32),
             )
-        return cls(
-            *(
-                np.concatenate([getattr(p, k) for p in parts])
-                for k in ("patches", "label", "michel", "keep")
-            )
-        )
+        keys = ("patches", "label", "michel", "keep")
+        n = sum(len(p) for p in parts)
+        out = {
+            k: np.empty((n, *getattr(parts[0], k).shape[1:]), getattr(parts[0], k).dtype)
+            for k in keys
+        }
+        start = 0
+        parts.reverse()
+        while parts:
+            part = parts.pop()
+            for k in keys:
+                out[k][start : start + len(part)] = getattr(part, k)
+            start += len(part)
+        return cls(*(out[k] for k in keys))
 
     def counts(self) -> dict[str, int]:
         return {
@@ -106,9 +117,12 @@ def keep_probability(
     return np.where(hits.michel, michel_keep, p).astype(np.float32)
 
 
+EventSource = tuple[str | os.PathLike[str], range]  # an event file and events of it
+
+
 def build_patch_set(
-    events_file: str | os.PathLike[str],
-    event_indices: range,
+    events_file: str | os.PathLike[str] | list[EventSource],
+    event_indices: range | None = None,
     seed: int = 1,
     hit_fraction: float = 0.1,
     michel_keep: float = 1.0,
@@ -117,8 +131,10 @@ def build_patch_set(
     dtype: type = np.float16,
     show_progress: bool = True,
 ) -> PatchSet:
-    """Patches of hits sampled from the events ``event_indices`` (see ``keep_probability``).
+    """Patches of hits sampled from the events ``event_indices`` of ``events_file``, or from
+    several files: a list of (file, event range) (see ``keep_probability``).
 
+    The draw of the k-th file is seeded by ``seed`` (k = 0) or ``[seed, k]``.
     ``max_patches``: a uniform cut to at most that many, folded into the keep probabilities.
     Patches are stored as ``dtype`` (float16 halves the memory; the values, 0.5 x clipped
     ke-, keep 3 significant digits).
@@ -126,16 +142,29 @@ def build_patch_set(
     from argonic.detector.eventfile import EventFile
     from argonic.patches import event_patches
 
-    rng = np.random.default_rng(seed)
+    if isinstance(events_file, list):
+        sources = events_file
+    else:
+        if event_indices is None:
+            raise ArgonicError("build_patch_set: give the event range of the file")
+        sources = [(events_file, event_indices)]
     parts: list[PatchSet] = []
-    with EventFile(events_file) as f:
-        for i in progress(event_indices, len(event_indices), "patches", show_progress):
+    events = [(k, i) for k, (_, indices) in enumerate(sources) for i in indices]
+    rngs = [np.random.default_rng(seed if k == 0 else [seed, k]) for k in range(len(sources))]
+    with contextlib.ExitStack() as stack:
+        files: dict[int, EventFile] = {}
+        for k, i in progress(events, len(events), "patches", show_progress):
+            if k not in files:
+                stack.close()  # one file open at a time
+                files = {k: stack.enter_context(EventFile(sources[k][0]))}
+            f, rng = files[k], rngs[k]
             event = f[i]
             p = keep_probability(event.hits, hit_fraction, michel_keep, none_keep)
             sel = np.flatnonzero(rng.random(len(p)) < p)
             hits = event.hits.select(sel)
             patches = event_patches(event, f.detector, hits).astype(dtype)
             parts.append(PatchSet(patches, hits.label, hits.michel, p[sel]))
+    rng = rngs[-1] if rngs else np.random.default_rng(seed)
     data = PatchSet.concat(parts)
     if max_patches is not None and len(data) > max_patches:
         frac = max_patches / len(data)

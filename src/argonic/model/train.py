@@ -318,7 +318,7 @@ def best_network(checkpoint: str | os.PathLike[str]) -> tuple[EmTrackMichelNet, 
 
 
 def train_file(
-    events_file: str | os.PathLike[str],
+    events_file: str | os.PathLike[str] | list[str | os.PathLike[str]],
     config: TrainConfig,
     holdout: int | None = None,
     hit_fraction: float = 0.1,
@@ -333,33 +333,41 @@ def train_file(
     show_progress: bool = True,
     init: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
-    """Train on an event file and export the best epoch.
+    """Train on an event file (or several: their events are pooled) and export the best epoch.
 
     Validation: every event of ``validation_file`` (then ``holdout`` defaults to 0), else
-    the last ``holdout`` events of ``events_file`` (default 20%, at least 1); hits sampled
-    with ``validation_fraction`` (all Michel and none hits), figures weighted to the
+    the last ``holdout`` events of the (last) events file (default 20%, at least 1); hits
+    sampled with ``validation_fraction`` (all Michel and none hits), figures weighted to the
     natural mix. dataset_cache: an HDF5 file holding the training set; read if it exists,
     else written after building (resumed runs skip the patch building). repository:
     export the trained network there (None: no export).
     """
     from argonic.detector.eventfile import EventFile
 
-    with EventFile(events_file) as f:
-        n_events = len(f)
+    files = list(events_file) if isinstance(events_file, (list, tuple)) else [events_file]
+    if not files:
+        raise ArgonicError("no events file to train on")
+    sizes = []
+    for path in files:
+        with EventFile(path) as f:
+            sizes.append(len(f))
+    n_events = sizes[-1]
     if holdout is None:
         holdout = 0 if validation_file is not None else max(1, n_events // 5)
     if not 0 <= holdout < n_events:
         raise ArgonicError(
-            f"holdout must leave training events: {events_file} has {n_events}, holdout {holdout}"
+            f"holdout must leave training events: {files[-1]} has {n_events}, holdout {holdout}"
         )
     train_events = range(0, n_events - holdout)
+    sources = [(path, range(size)) for path, size in zip(files[:-1], sizes, strict=False)]
+    sources.append((files[-1], train_events))
     t0 = time.perf_counter()
     if dataset_cache is not None and Path(dataset_cache).exists():
         data = PatchSet.load(dataset_cache)
     else:
         data = build_patch_set(
-            events_file,
-            train_events,
+            sources,
+            None,
             config.seed,
             hit_fraction,
             michel_keep,
@@ -373,7 +381,7 @@ def train_file(
         with EventFile(validation_file) as f:
             val_source, val_events = validation_file, range(len(f))
     else:
-        val_source, val_events = events_file, range(n_events - holdout, n_events)
+        val_source, val_events = files[-1], range(n_events - holdout, n_events)
     validation = (
         build_patch_set(
             val_source,
@@ -388,8 +396,11 @@ def train_file(
     seconds_data = time.perf_counter() - t0
     network, summary = train_network(data, config, checkpoint, validation, show_progress, init=init)
     summary = {
-        "events_file": str(events_file),
-        "train_events": [train_events.start, train_events.stop],
+        "events_file": [str(path) for path in files] if len(files) > 1 else str(files[0]),
+        "train_events": [[0, size] for size in sizes[:-1]]
+        + [[train_events.start, train_events.stop]]
+        if len(files) > 1
+        else [train_events.start, train_events.stop],
         "validation": {"file": str(val_source), "events": [val_events.start, val_events.stop]},
         "counts": data.counts(),
         "validation_counts": None if validation is None else validation.counts(),
