@@ -1,8 +1,11 @@
-"""Small shared helpers: progress bars on stderr (rich), atomic output files, JSON output."""
+"""Small shared helpers: progress bars on stderr (rich), atomic output files, JSON output,
+giving freed heap memory back to the OS."""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import json
 import os
 import sys
@@ -122,3 +125,22 @@ def json_default(o: Any) -> Any:
 def dump_json(obj: Any) -> str:
     """Serialise a summary for ``--json`` (numpy scalars and arrays become plain JSON)."""
     return json.dumps(obj, indent=2, default=json_default)
+
+
+@functools.cache
+def _malloc_trim() -> Any:
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        return None
+
+
+def release_free_memory() -> bool:
+    """Give freed heap pages back to the OS (glibc ``malloc_trim``): after many large
+    buffers are freed, glibc keeps their pages and the process stays at its peak RSS.
+    False where there is no glibc."""
+    trim = _malloc_trim()
+    if trim is None:
+        return False
+    trim(0)
+    return True

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from argonic import ArgonicError
-from argonic._util import atomic_output, progress
+from argonic._util import atomic_output, progress, release_free_memory
 from argonic.detector.event import EM, NONE, TRACK, Hits
 from argonic.model.network import PATCH_SIZE
 
@@ -49,8 +49,9 @@ class PatchSet:
 
     @classmethod
     def concat(cls, parts: list[PatchSet]) -> PatchSet:
-        """One set of ``parts``, which are emptied on the way: each part is freed once copied,
-        so a training set of several GB needs its own size in memory, not twice that."""
+        """One set of ``parts``, which are emptied on the way: each part is freed once copied
+        and the pages given back, so a training set of several GB needs its own size in
+        memory, not twice that."""
         if not parts:
             return cls(
                 np.zeros((0, PATCH_SIZE, PATCH_SIZE, 1), np.float16),
@@ -71,6 +72,8 @@ class PatchSet:
             for k in keys:
                 out[k][start : start + len(part)] = getattr(part, k)
             start += len(part)
+            del part
+        release_free_memory()  # glibc would keep the parts' pages: ~2x the set's size in RSS
         return cls(*(out[k] for k in keys))
 
     def counts(self) -> dict[str, int]:

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import grpc
 
+from argonic._util import release_free_memory
 from argonic.server.errors import InvalidArgument, ServerError, Unavailable
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 << 20  # > a 4096-patch request (37.7 MB), the shipped maximum
@@ -102,10 +103,6 @@ class IdleTrim:
         self.delay_s = delay_s
         self.trims = 0
         self._handle: asyncio.TimerHandle | None = None
-        try:
-            self._trim = ctypes.CDLL("libc.so.6").malloc_trim
-        except (OSError, AttributeError):  # not glibc: nothing to do
-            self._trim = None
 
     def busy(self) -> None:
         """A request started: cancel a pending trim."""
@@ -115,13 +112,12 @@ class IdleTrim:
 
     def idle(self) -> None:
         """The last in-flight request finished: trim after ``delay_s`` unless busy again."""
-        if self._trim is not None and self._handle is None:
+        if self._handle is None:
             self._handle = asyncio.get_running_loop().call_later(self.delay_s, self._run)
 
     def _run(self) -> None:
         self._handle = None
-        self.trims += 1
-        self._trim(0)
+        self.trims += release_free_memory()
 
 
 M_ARENA_MAX = -8  # glibc mallopt parameter
