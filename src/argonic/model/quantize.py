@@ -174,10 +174,10 @@ def quantise_dense(model: Any, activations: np.ndarray) -> Any:
         ),
         helper.make_node("Add", [f"{name}_scaled", bias], [y], name=f"{name}_bias"),
     ]
-    at = list(graph.node).index(gemm)
-    kept = [n for n in graph.node if n is not gemm]
+    old = list(graph.node)
+    at = old.index(gemm)
     del graph.node[:]
-    graph.node.extend(kept[:at] + nodes + kept[at:])
+    graph.node.extend(old[:at] + nodes + old[at + 1 :])
     kept_init = [t for t in graph.initializer if t.name != gemm.input[1]]
     del graph.initializer[:]
     graph.initializer.extend(kept_init)
