@@ -9,6 +9,7 @@ import numpy as np
 # Truth categories of a hit (the softmax order of the network) and of a deposit.
 TRACK, EM, NONE = 0, 1, 2
 LABEL_NAMES = ("track", "em", "none")
+MICHEL_CUT = 0.6  # the production cut on the michel score: above it, a hit is Michel-like
 
 
 @dataclass

@@ -16,12 +16,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from argonic.detector.event import EM, NONE, TRACK
+from argonic.detector.event import EM, MICHEL_CUT, NONE, TRACK
 from argonic.model.dataset import PatchSet
 from argonic.model.network import EmTrackMichelNet
 from argonic.model.recipe import TrainConfig, michel_loss
 
-SHIPPED_MICHEL_CUT = 0.6  # the production cut on the michel score
+SHIPPED_MICHEL_CUT = MICHEL_CUT  # the production cut on the michel score
 SHIPPED_TRACK_CUT = 0.5  # track / (track + em) above it: track
 
 

@@ -20,13 +20,11 @@ import numpy as np
 
 from argonic import ArgonicError
 from argonic._util import atomic_output, progress
-from argonic.detector.event import EM, LABEL_NAMES, TRACK
+from argonic.detector.event import EM, LABEL_NAMES, MICHEL_CUT, TRACK
 from argonic.detector.eventfile import EventFile
 from argonic.inference import inference_settings, make_interface
 from argonic.reco.module import EmTrackMichelId
 from argonic.settings import InferenceSettings
-
-MICHEL_CUT = 0.6
 
 
 def confusion_matrix(true_label: np.ndarray, scores: np.ndarray) -> np.ndarray:
