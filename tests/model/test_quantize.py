@@ -101,6 +101,51 @@ def test_int8_dense_layer_is_the_quantised_product(mini_events: Path) -> None:
     assert np.mean(scores[:, :3].argmax(1) == ref[:, :3].argmax(1)) >= 0.99
 
 
+def _logits(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(log softmax of the three classes, michel logit) from the heads' outputs."""
+    p = np.clip(scores[:, 3], 1e-7, 1 - 1e-7)
+    return np.log(np.clip(scores[:, :3], 1e-38, 1)), np.log(p / (1 - p))
+
+
+def test_near_ties_are_rerun_at_16_bits(mini_events: Path) -> None:
+    """The rows whose int8 scores are within REFINE_MARGIN of a class tie or of the Michel
+    cut (chosen here in numpy from the int8-only network's scores) get scores close to fp32;
+    every other row keeps its int8 scores exactly; a row's scores do not depend on its batch,
+    and a batch with no near tie (all zeros) runs too."""
+    from argonic.detector.event import MICHEL_CUT
+    from argonic.model.quantize import REFINE_MARGIN
+
+    fp32 = shipped_repository() / NETWORK / "1" / "model.onnx"
+    with EventFile(mini_events) as f:
+        x = np.concatenate([event_patches(f[i], f.detector) for i in range(2)])
+    model, act = _equalised(onnx.load(str(fp32)), x[:512])
+
+    def session(m: onnx.ModelProto) -> ort.InferenceSession:
+        return ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+
+    plain = _scores(session(quantise_dense(model, act, refine=None)), x)
+    refined_session = session(quantise_dense(model, act))
+    refined = _scores(refined_session, x)
+    ref = _scores(ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"]), x)
+    classes, michel = _logits(plain)
+    top2 = np.sort(classes, axis=1)[:, -2:]
+    tie = (top2[:, 1] - top2[:, 0] < REFINE_MARGIN) | (
+        np.abs(michel - np.log(MICHEL_CUT / (1 - MICHEL_CUT))) < REFINE_MARGIN
+    )
+    assert 0 < tie.sum() < 0.2 * len(x)
+    np.testing.assert_array_equal(refined[~tie], plain[~tie])
+    err_plain = np.abs(_logits(plain)[0] - _logits(ref)[0])[tie].max(axis=1)
+    err_refined = np.abs(_logits(refined)[0] - _logits(ref)[0])[tie].max(axis=1)
+    assert np.median(err_refined) < 0.25 * np.median(err_plain)
+    m_plain = np.abs(_logits(plain)[1] - _logits(ref)[1])[tie]
+    m_refined = np.abs(_logits(refined)[1] - _logits(ref)[1])[tie]
+    assert np.median(m_refined) < 0.25 * np.median(m_plain)
+    alone = np.concatenate([_scores(refined_session, x[i : i + 1]) for i in np.flatnonzero(tie)])
+    np.testing.assert_array_equal(alone, refined[tie])
+    zeros = _scores(refined_session, np.zeros((4, 48, 48, 1), np.float32))
+    assert zeros.shape == (4, 4) and np.isfinite(zeros).all()
+
+
 def test_twins_are_written_as_a_repository(twins: Path) -> None:
     int8 = read_config(twins / f"{NETWORK}_int8")
     assert int8.parameters["precision"].string_value == "int8"
@@ -155,7 +200,8 @@ def test_int8_twin_keeps_the_class_of_a_simulated_event(mini_events: Path) -> No
         index = grpcclient.InferenceServerClient(server.url).get_model_repository_index()
     assert len(fp32) > 500
     same = np.mean(int8[:, :3].argmax(1) == fp32[:, :3].argmax(1))
-    assert same >= 0.99, same  # measured on held-out ProtoDUNE-SP events: 0.998 (BENCHMARKS)
+    # measured: 0.9990 on this event, 0.9995 on validation ProtoDUNE-SP hits (BENCHMARKS)
+    assert same >= 0.995, same
     assert np.abs(int8[:, 3] - fp32[:, 3]).mean() < 0.01
     assert not np.array_equal(int8, fp32)  # it is a different network
     np.testing.assert_allclose(int8_plane, int8, atol=1e-5)  # same patches, same network
