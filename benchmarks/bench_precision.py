@@ -10,8 +10,8 @@ emulated, so ``--bf16-hits`` limits it). Figures: share of hits with the same cl
 
 Throughput: in-process at batch 256 and 1693 (best of interleaved rounds), then
 perf_analyzer against `argonic serve` on the repository (concurrency 2), for every model
-the server loads. Roofline: the best fp32 GFLOP/s of a 4096^3 matrix product in numpy,
-PyTorch or ONNX Runtime (they differ by up to 2x on one CPU: on a Zen 5 EPYC ONNX Runtime's
+the server loads; inputs: patches of hits drawn from the held-out events. Roofline: the best
+fp32 GFLOP/s of a 4096^3 matrix product in numpy, PyTorch or ONNX Runtime (they differ by up to 2x on one CPU: on a Zen 5 EPYC ONNX Runtime's
 AVX-512 kernel reached 450, numpy's OpenBLAS 237) divided by 28.4 MFLOP per patch.
 
     python benchmarks/bench_precision.py --events test.h5 --perf-analyzer <perf_analyzer>
@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 from bench_inference import interleaved_best, machine, matmul_probes
-from bench_server import Server, perf_analyzer
+from bench_server import PERF_ANALYZER_PATCHES, Server, event_patches_sample, perf_analyzer
 
 from argonic.detector.eventfile import EventFile
 from argonic.patches import event_patches
@@ -125,9 +125,8 @@ def accuracy(a: argparse.Namespace) -> dict:
 
 def throughput(a: argparse.Namespace) -> dict:
     repo = a.model_repository
-    rng = np.random.default_rng(0)
-    x = rng.exponential(2.0, (max(BATCHES), 48, 48, 1)).astype(np.float32)
-    x[rng.random(x.shape) < 0.8] = 0
+    # real patches: the int8 twin re-runs near ties, so its speed depends on the inputs
+    x = event_patches_sample(a.events, 2048, a.seed)
     probes = matmul_probes(2)
     runners = {
         "fp32": ort_runner(repo / "emtrkmichelid" / "1" / "model.onnx"),
@@ -156,7 +155,13 @@ def throughput(a: argparse.Namespace) -> dict:
             for model in models:
                 for b in BATCHES:
                     rate, p99 = perf_analyzer(
-                        a.perf_analyzer, server.url, model, b, 2, a.measurement_ms
+                        a.perf_analyzer,
+                        server.url,
+                        model,
+                        b,
+                        2,
+                        a.measurement_ms,
+                        real=x[:PERF_ANALYZER_PATCHES],
                     )
                     served[f"{model} batch {b}"] = {"patches_per_s": rate, "p99_ms": p99}
                     print(

@@ -38,19 +38,26 @@ from argonic.procs import serve_command
 from argonic.server.backends import graph_optimization_level
 from argonic.server.config import load_config
 
+PERF_ANALYZER_PATCHES = 512  # real patches in perf_analyzer's --input-data (~7 MB of JSON)
 
-def ort_throughput(model_file: Path, batch: int, seconds: float, sessions: int = 1) -> float:
+
+def ort_throughput(
+    model_file: Path, batch: int, seconds: float, sessions: int = 1, x: np.ndarray | None = None
+) -> float:
     """Patches/s of back-to-back session.run calls at one batch size (after one warm-up),
     with the session options the server gives this model (its config's graph level).
     ``sessions`` > 1: that many sessions of cores / sessions threads, each run back to back
-    in its own thread (what N server instances do, without the server)."""
+    in its own thread (what N server instances do, without the server). Inputs: the first
+    ``batch`` rows of ``x`` (repeated if fewer), else uniform noise."""
     options = ort.SessionOptions()
     options.graph_optimization_level = graph_optimization_level(
         load_config(model_file.parent.parent)
     )
     if sessions > 1:
         options.intra_op_num_threads = max(1, len(os.sched_getaffinity(0)) // sessions)
-    x = np.random.default_rng(0).random((batch, 48, 48, 1), dtype=np.float32)
+    if x is None:
+        x = np.random.default_rng(0).random((batch, 48, 48, 1), dtype=np.float32)
+    x = np.ascontiguousarray(np.resize(x, (batch, 48, 48, 1)), np.float32)
     rates = [0.0] * sessions
     all_ready = threading.Barrier(sessions)
 
@@ -169,18 +176,48 @@ class Server:
         return self.process.wait(120)
 
 
-def patch_input_data(path: Path, patches: int = 16, seed: int = 0) -> Path:
-    """A perf_analyzer ``--input-data`` file of ``patches`` patch-like inputs (exponential
-    charges, 80% zeros, clipped to the preprocessing's 15) for ``main_input``.
+def event_patches_sample(events_file: Path, n: int, seed: int = 0) -> np.ndarray:
+    """``n`` patches [n, 48, 48, 1] of hits drawn at random from an event file (the same
+    number from each event): what the network meets, near ties between classes included
+    (the int8 twin re-runs those, so its speed depends on the inputs)."""
+    import dataclasses
+
+    from argonic.detector.eventfile import EventFile
+    from argonic.patches import event_patches
+
+    rng = np.random.default_rng(seed)
+    parts = []
+    with EventFile(events_file) as f:
+        per_event = -(-n // len(f))
+        for i in range(len(f)):
+            hits = f[i].hits
+            pick = np.sort(rng.choice(len(hits), min(per_event, len(hits)), replace=False))
+            chosen = dataclasses.replace(
+                hits, **{c.name: getattr(hits, c.name)[pick] for c in dataclasses.fields(hits)}
+            )
+            parts.append(event_patches(f[i], f.detector, chosen))
+    x = np.concatenate(parts)
+    return x[rng.permutation(len(x))[:n]]
+
+
+def patch_input_data(
+    path: Path, patches: int = 16, seed: int = 0, real: np.ndarray | None = None
+) -> Path:
+    """A perf_analyzer ``--input-data`` file for ``main_input``: the ``real`` patches where
+    given, else ``patches`` patch-like inputs (exponential charges, 80% zeros, clipped to the
+    preprocessing's 15).
 
     perf_analyzer's default is random bytes read as float32: denormals, infinities and NaNs,
     which the CPU's arithmetic slows down on (on a Xeon with AVX-512, argonic serve ran the
     network at 2,772 patches/s on them and 6,678 on zeros). Patches never hold such values.
     """
-    rng = np.random.default_rng(seed)
-    x = np.minimum(rng.exponential(2.0, (patches, 48 * 48)), 15.0)
-    x[rng.random(x.shape) < 0.8] = 0.0
-    data = [{"main_input": [round(float(v), 3) for v in row]} for row in x]
+    if real is not None:
+        x = real.reshape(len(real), -1)
+    else:
+        rng = np.random.default_rng(seed)
+        x = np.minimum(rng.exponential(2.0, (patches, 48 * 48)), 15.0)
+        x[rng.random(x.shape) < 0.8] = 0.0
+    data = [{"main_input": [round(float(v), 4) for v in row]} for row in x]
     path.write_text(json.dumps({"data": data}))
     return path
 
@@ -195,12 +232,14 @@ def perf_analyzer(
     stability: int = 50,
     protocol: str = "grpc",
     extra: tuple[str, ...] = (),
+    real: np.ndarray | None = None,
 ) -> tuple[float, float]:
     """(inferences/s, p99 latency ms) perf_analyzer reports for one configuration (nan: unstable);
     ``protocol``: grpc or http (``url`` is that endpoint's host:port); ``extra``: more flags.
-    Inputs: patch-like values (:func:`patch_input_data`), not perf_analyzer's random bytes."""
+    Inputs: ``real`` patches or patch-like values (:func:`patch_input_data`), not
+    perf_analyzer's random bytes."""
     with tempfile.NamedTemporaryFile(suffix=".csv") as out, tempfile.TemporaryDirectory() as tmp:
-        data = patch_input_data(Path(tmp) / "patches.json")
+        data = patch_input_data(Path(tmp) / "patches.json", real=real)
         cmd = [
             binary,
             "-m",
@@ -278,6 +317,11 @@ def main() -> None:
         default=50,
         help="perf_analyzer -s (this shared 2-core machine is noisy)",
     )
+    p.add_argument(
+        "--events-file",
+        type=Path,
+        help="inputs: patches of hits drawn from this event file (default: patch-like noise)",
+    )
     p.add_argument("--identity", action="store_true", help="also measure an identity model")
     p.add_argument(
         "--pytriton-python",
@@ -316,6 +360,7 @@ def main() -> None:
 def measure(a: argparse.Namespace, model_file: Path, servers: dict[str, Server]) -> dict:
     """In-process ORT, then each server, per batch size (ratios within one run)."""
     results: dict = {"ort_in_process": {}, "served": {}, "identity": {}, "ratios": {}}
+    real = event_patches_sample(a.events_file, 2048) if a.events_file else None
     for batch in a.batch_sizes:
         # rounds of (in-process, each server) back to back: a ratio per round, so the
         # shared machine's slow and fast spells hit both sides of each ratio alike
@@ -323,7 +368,7 @@ def measure(a: argparse.Namespace, model_file: Path, servers: dict[str, Server])
             # in-process: the best of one session of every core (the local interface) and
             # as many sessions sharing the cores as the most instances served
             locals_ = {
-                n: ort_throughput(model_file, batch, a.ort_seconds, n)
+                n: ort_throughput(model_file, batch, a.ort_seconds, n, real)
                 for n in sorted({1, max(a.instances)})
             }
             local = max(locals_.values())
@@ -343,6 +388,7 @@ def measure(a: argparse.Namespace, model_file: Path, servers: dict[str, Server])
                     a.concurrency,
                     a.measurement_ms,
                     a.stability_percentage,
+                    real=None if real is None else real[:PERF_ANALYZER_PATCHES],
                 )
                 key = f"{name}/{batch}"
                 results["served"].setdefault(key, []).append(rate)
