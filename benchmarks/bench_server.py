@@ -180,23 +180,12 @@ def event_patches_sample(events_file: Path, n: int, seed: int = 0) -> np.ndarray
     """``n`` patches [n, 48, 48, 1] of hits drawn at random from an event file (the same
     number from each event): what the network meets, near ties between classes included
     (the int8 twin re-runs those, so its speed depends on the inputs)."""
-    import dataclasses
-
     from argonic.detector.eventfile import EventFile
-    from argonic.patches import event_patches
+    from argonic.patches import sampled_patches
 
     rng = np.random.default_rng(seed)
-    parts = []
     with EventFile(events_file) as f:
-        per_event = -(-n // len(f))
-        for i in range(len(f)):
-            hits = f[i].hits
-            pick = np.sort(rng.choice(len(hits), min(per_event, len(hits)), replace=False))
-            chosen = dataclasses.replace(
-                hits, **{c.name: getattr(hits, c.name)[pick] for c in dataclasses.fields(hits)}
-            )
-            parts.append(event_patches(f[i], f.detector, chosen))
-    x = np.concatenate(parts)
+        x = sampled_patches(f, f.detector, n, rng)
     return x[rng.permutation(len(x))[:n]]
 
 

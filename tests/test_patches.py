@@ -100,3 +100,23 @@ def test_empty_hits_give_empty_patches():
     det = get_detector("mini")
     patches = event_patches(Event(1, 0, 0, [], Hits()), det)
     assert patches.shape == (0, 48, 48, 1)
+
+
+def test_sampled_patches_are_drawn_hits_of_every_event(mini_events):
+    """The same number of hits from each event, each row the patch event_patches cuts for
+    that hit, and the draw fixed by the generator's seed."""
+    from argonic.detector.eventfile import EventFile
+    from argonic.patches import sampled_patches
+
+    with EventFile(mini_events) as f:
+        x = sampled_patches(f, f.detector, 100, np.random.default_rng(3))
+        again = sampled_patches(f, f.detector, 100, np.random.default_rng(3))
+        full = [event_patches(f[i], f.detector) for i in range(len(f))]
+    assert x.shape == (100, 48, 48, 1)
+    np.testing.assert_array_equal(x, again)
+    # rows 0-49 come from event 0, 50-99 from event 1: each equals some patch of that event
+    for part, patches in ((x[:50], full[0]), (x[50:], full[1])):
+        flat = patches.reshape(len(patches), -1)
+        for row in part.reshape(50, -1):
+            assert (flat == row).all(axis=1).any()
+    assert len({row.tobytes() for row in x[:50]}) > 40  # different hits, not one repeated

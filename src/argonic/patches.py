@@ -35,13 +35,17 @@ small numbers: a general-purpose compressor (zstd) shrinks them about 10x.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from argonic.detector.event import Event, Hits, PlaneFrame
 from argonic.detector.geometry import Detector
 from argonic.repository import PATCH_SIZE
+
+if TYPE_CHECKING:
+    from argonic.detector.eventfile import EventFile
 
 DRIFT_WINDOW = 6
 ADC_MIN, ADC_MAX = -10.0, 30.0
@@ -116,6 +120,20 @@ def event_patches(event: Event, detector: Detector, hits: Hits | None = None) ->
     for idx, patches in plane_patches(event, detector, hits):
         out[idx] = patches
     return out
+
+
+def sampled_patches(
+    events: EventFile | Sequence[Event], detector: Detector, n: int, rng: np.random.Generator
+) -> np.ndarray:
+    """The patches [<= n, 48, 48, 1] of hits drawn at random, the same number from each
+    event (drawn first, so only the drawn hits are cut), in event order."""
+    per_event = -(-n // len(events))
+    parts = []
+    for i in range(len(events)):
+        event = events[i]
+        pick = np.sort(rng.choice(len(event.hits), min(per_event, len(event.hits)), False))
+        parts.append(event_patches(event, detector, event.hits.select(pick)))
+    return np.concatenate(parts)[:n]
 
 
 # --- plane mode ------------------------------------------------------------------------------

@@ -175,30 +175,14 @@ def _quantize_args(p: argparse.ArgumentParser) -> None:
 
 
 def _quantize(a: argparse.Namespace) -> Summary:
-    import dataclasses
-
     import numpy as np
 
     from argonic.detector.eventfile import EventFile
     from argonic.model.quantize import write_precision_twins
-    from argonic.patches import event_patches
+    from argonic.patches import sampled_patches
     from argonic.repository import shipped_repository
 
-    rng = np.random.default_rng(a.seed)
-    patches = []
     with EventFile(a.events_file) as f:
-        per_event = -(-a.patches // len(f))  # hits drawn from each event, then cut
-        for i in range(len(f)):
-            event = f[i]
-            pick = np.sort(rng.choice(len(event.hits), min(per_event, len(event.hits)), False))
-            hits = dataclasses.replace(
-                event.hits,
-                **{
-                    c.name: getattr(event.hits, c.name)[pick]
-                    for c in dataclasses.fields(event.hits)
-                },
-            )
-            patches.append(event_patches(event, f.detector, hits))
-    pool = np.concatenate(patches)[: a.patches]
+        pool = sampled_patches(f, f.detector, a.patches, np.random.default_rng(a.seed))
     repository = a.repository or shipped_repository()
     return {"repository": str(repository), **write_precision_twins(repository, pool)}
