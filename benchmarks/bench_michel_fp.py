@@ -1,9 +1,11 @@
-"""Where the Michel false positives are: for every hit above the Michel cut that is not a
-Michel hit, its truth label and its distance to the nearest true Michel hit of the same
-TPC and plane (wire pitch x wire, drift speed x tick), from the shipped model or another
-model.onnx. Near a Michel electron (a few cm) a false positive is mostly the electron's own
-bremsstrahlung photons and their blips, which LArSoft's label calls em; far from every
-Michel electron it is a hit the network mistakes for one.
+"""Where the Michel false positives and the missed Michel hits are: for every hit above the
+Michel cut that is not a Michel hit, its truth label and its distance to the nearest true
+Michel hit of the same TPC and plane (wire pitch x wire, drift speed x tick); for every
+Michel hit, its distance to the nearest track hit (the muon's end) and whether it passes
+the cut; from the shipped model or another model.onnx. Near a Michel electron (a few cm) a
+false positive is mostly the electron's own bremsstrahlung photons and their blips, which
+LArSoft's label calls em; far from every Michel electron it is a hit the network mistakes
+for one. A Michel hit far from the muon's end has no track in its 48x48 patch (~23 cm).
 
     python benchmarks/bench_michel_fp.py --events val.h5 [--model model.onnx] [--cut 0.6]
 """
@@ -25,6 +27,7 @@ from argonic.repository import onnx_path
 
 WIRE_CM, TICK_CM = 0.48, 0.08  # ~wire pitch; 0.5 us x 1.6 mm/us of drift
 BINS_CM = (0.0, 2.0, 5.0, 10.0, 25.0, np.inf)
+TRACK_BINS_CM = (0.0, 1.0, 2.0, 5.0, 10.0, 25.0, np.inf)
 
 
 def michel_scores(session: ort.InferenceSession, x: np.ndarray) -> np.ndarray:
@@ -36,18 +39,17 @@ def michel_scores(session: ort.InferenceSession, x: np.ndarray) -> np.ndarray:
     )
 
 
-def nearest_michel_cm(hits, targets: np.ndarray) -> np.ndarray:
-    """Distance (cm) of each hit in ``targets`` to the nearest Michel hit of its TPC and plane
-    (inf where that plane has none)."""
+def nearest_cm(hits, targets: np.ndarray, sources: np.ndarray) -> np.ndarray:
+    """Distance (cm) of each hit in ``targets`` (indices) to the nearest hit of ``sources``
+    (a mask) in its TPC and plane (inf where that plane has none)."""
     pos = np.stack([hits.wire * WIRE_CM, hits.peak_tick * TICK_CM], 1)
     out = np.full(len(targets), np.inf)
     for key in set(zip(hits.tpc[targets].tolist(), hits.plane[targets].tolist(), strict=True)):
-        same = (hits.tpc == key[0]) & (hits.plane == key[1])
-        michel = same & hits.michel
-        if not michel.any():
+        near = sources & (hits.tpc == key[0]) & (hits.plane == key[1])
+        if not near.any():
             continue
         here = (hits.tpc[targets] == key[0]) & (hits.plane[targets] == key[1])
-        out[here] = cKDTree(pos[michel]).query(pos[targets[here]])[0]
+        out[here] = cKDTree(pos[near]).query(pos[targets[here]])[0]
     return out
 
 
@@ -60,6 +62,7 @@ def main() -> None:
     a = p.parse_args()
     session = ort.InferenceSession(str(a.model or onnx_path()), providers=["CPUExecutionProvider"])
     labels, dist, tp, michel_hits = [], [], 0, 0
+    to_track, tagged = [], []  # per Michel hit: cm to the nearest track hit, above the cut
     with EventFile(a.events) as f:
         for i in range(len(f)):
             event = f[i]
@@ -69,7 +72,10 @@ def main() -> None:
             tp += int(np.sum((score > a.cut) & hits.michel))
             michel_hits += int(hits.michel.sum())
             labels.append(hits.label[fp])
-            dist.append(nearest_michel_cm(hits, fp))
+            dist.append(nearest_cm(hits, fp, hits.michel))
+            michel = np.flatnonzero(hits.michel)
+            to_track.append(nearest_cm(hits, michel, hits.label == TRACK))
+            tagged.append(score[michel] > a.cut)
     label, d = np.concatenate(labels), np.concatenate(dist)
     rows = []
     for lo, hi in zip(BINS_CM[:-1], BINS_CM[1:], strict=True):
@@ -83,6 +89,17 @@ def main() -> None:
                 "none": int(np.sum(s & (label == NONE))),
             }
         )
+    d_track, hit = np.concatenate(to_track), np.concatenate(tagged)
+    missed = []
+    for lo, hi in zip(TRACK_BINS_CM[:-1], TRACK_BINS_CM[1:], strict=True):
+        s = (d_track >= lo) & (d_track < hi)
+        missed.append(
+            {
+                "nearest_track_cm": [lo, hi],
+                "michel_hits": int(s.sum()),
+                "efficiency": float(hit[s].mean()) if s.any() else float("nan"),
+            }
+        )
     summary = {
         "events_file": str(a.events),
         "model": str(a.model or onnx_path()),
@@ -91,6 +108,7 @@ def main() -> None:
         "true_positives": tp,
         "false_positives": len(label),
         "by_distance": rows,
+        "michel_hits_by_distance_to_track": missed,
     }
     if a.json:
         print(json.dumps(summary, indent=1))
@@ -103,6 +121,10 @@ def main() -> None:
             f"{lo:5.0f}-{hi:<5.0f} cm    {r['false_positives']:6d} {r['track']:6d} "
             f"{r['em']:6d} {r['none']:6d}"
         )
+    print(f"Michel hits by distance to the nearest track hit: efficiency at {a.cut}")
+    for r in missed:
+        lo, hi = r["nearest_track_cm"]
+        print(f"{lo:5.0f}-{hi:<5.0f} cm    {r['michel_hits']:6d}   {r['efficiency']:.3f}")
 
 
 if __name__ == "__main__":
