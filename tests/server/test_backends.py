@@ -199,6 +199,11 @@ def test_cpu_instances_share_the_cores() -> None:
         'parameters { key: "intra_op_thread_count" value { string_value: "3" } }'
     )
     assert cpu_threads(explicit, instance_specs(explicit, 0)[0]) == 3
+    gpu = with_groups(
+        "instance_group [ { count: 2 kind: KIND_GPU } ]\n"
+        'parameters { key: "intra_op_thread_count" value { string_value: "3" } }'
+    )
+    assert [cpu_threads(gpu, s) for s in instance_specs(gpu, 1)] == [3, 3]  # honoured on GPU
     assert pool_threads(explicit) == 2
     one = with_groups("instance_group [ { count: 1 kind: KIND_CPU } ]")
     assert cpu_threads(one, instance_specs(one, 0)[0]) == 0  # ONNX Runtime's default

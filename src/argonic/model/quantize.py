@@ -227,6 +227,9 @@ def _refine_near_ties(
     from argonic.detector.event import MICHEL_CUT
 
     graph = model.graph
+    opset = max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    if opset > 17:  # ReduceMax takes its axes as an attribute up to opset 17
+        raise ValueError(f"the 16-bit re-run is written for ONNX opset <= 17, not {opset}")
     nodes = list(graph.node)
     finals = [n for n in nodes if n.op_type in ("Softmax", "Sigmoid")]
     if sorted(n.op_type for n in finals) != ["Sigmoid", "Softmax"]:

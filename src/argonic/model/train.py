@@ -359,7 +359,7 @@ def train_file(
             f"holdout must leave training events: {files[-1]} has {n_events}, holdout {holdout}"
         )
     train_events = range(0, n_events - holdout)
-    sources = [(path, range(size)) for path, size in zip(files[:-1], sizes, strict=False)]
+    sources = [(path, range(size)) for path, size in zip(files[:-1], sizes[:-1], strict=True)]
     sources.append((files[-1], train_events))
     t0 = time.perf_counter()
     if dataset_cache is not None and Path(dataset_cache).exists():

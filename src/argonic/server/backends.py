@@ -94,9 +94,7 @@ class OnnxRuntimeBackend:
             log.info("model '%s': %s", config.name, note)
         options = ort.SessionOptions()
         options.graph_optimization_level = graph_optimization_level(config)
-        options.intra_op_num_threads = (
-            cpu_threads(config, instance) if instance.device == "cpu" else 0
-        )
+        options.intra_op_num_threads = cpu_threads(config, instance)
         options.inter_op_num_threads = int_parameter(config, "inter_op_thread_count", 0)
         spinning = parameter(config, "allow_spinning", "")
         if spinning:

@@ -179,9 +179,9 @@ class InstanceSpec:
 
 
 def cpu_threads(config: mc.ModelConfig, instance: InstanceSpec) -> int:
-    """Intra-op threads of one CPU instance: ``intra_op_thread_count`` where set, else the
+    """Intra-op threads of one instance: ``intra_op_thread_count`` where set, else the
     cores (this process's affinity) shared among the model's CPU instances, or 0 (the
-    runtime's default: every core) for a single instance."""
+    runtime's default: every core) for a single CPU instance or a GPU instance."""
     threads = int_parameter(config, "intra_op_thread_count", 0)
     if threads or instance.cpu_instances <= 1:
         return threads

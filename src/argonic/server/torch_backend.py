@@ -125,7 +125,7 @@ class TorchScriptBackend:
                 "needs a CUDA instance (instance_group kind KIND_GPU); this instance runs "
                 "on the CPU"
             )
-        threads = cpu_threads(config, instance) if not on_cuda else 0
+        threads = cpu_threads(config, instance)
         if threads:
             torch.set_num_threads(threads)  # process-wide in PyTorch
         self.torch = torch
