@@ -7,7 +7,10 @@ false positive is mostly the electron's own bremsstrahlung photons and their bli
 LArSoft's label calls em; far from every Michel electron it is a hit the network mistakes
 for one. A Michel hit far from the muon's end has no track in its 48x48 patch (~23 cm).
 
-    python benchmarks/bench_michel_fp.py --events val.h5 [--model model.onnx] [--cut 0.6]
+    python benchmarks/bench_michel_fp.py --events val.h5 [--model model.onnx] [--cut 0.6] [--context]
+
+``--context``: the scores after the MichelContext stage (argonic.reco.context), the chain's
+output, instead of the network's own.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from scipy.spatial import cKDTree
 from argonic.detector.event import EM, NONE, TRACK
 from argonic.detector.eventfile import EventFile
 from argonic.patches import event_patches
+from argonic.reco.context import MichelContext
 from argonic.repository import onnx_path
 
 WIRE_CM, TICK_CM = 0.48, 0.08  # ~wire pitch; 0.5 us x 1.6 mm/us of drift
@@ -30,10 +34,11 @@ BINS_CM = (0.0, 2.0, 5.0, 10.0, 25.0, np.inf)
 TRACK_BINS_CM = (0.0, 1.0, 2.0, 5.0, 10.0, 25.0, np.inf)
 
 
-def michel_scores(session: ort.InferenceSession, x: np.ndarray) -> np.ndarray:
+def network_scores(session: ort.InferenceSession, x: np.ndarray) -> np.ndarray:
+    """[N, 4] track, em, none, michel scores of the patches ``x``."""
     return np.concatenate(
         [
-            session.run(None, {"main_input": x[i : i + 1024]})[1][:, 0]
+            np.concatenate(session.run(None, {"main_input": x[i : i + 1024]}), axis=1)
             for i in range(0, len(x), 1024)
         ]
     )
@@ -58,8 +63,12 @@ def main() -> None:
     p.add_argument("--events", type=Path, required=True)
     p.add_argument("--model", type=Path, default=None, help="model.onnx (default: shipped)")
     p.add_argument("--cut", type=float, default=0.6)
+    p.add_argument(
+        "--context", action="store_true", help="the chain's output: after the MichelContext stage"
+    )
     p.add_argument("--json", action="store_true")
     a = p.parse_args()
+    context = MichelContext.load() if a.context else None
     session = ort.InferenceSession(str(a.model or onnx_path()), providers=["CPUExecutionProvider"])
     labels, dist, tp, michel_hits = [], [], 0, 0
     to_track, tagged = [], []  # per Michel hit: cm to the nearest track hit, above the cut
@@ -67,7 +76,10 @@ def main() -> None:
         for i in range(len(f)):
             event = f[i]
             hits = event.hits
-            score = michel_scores(session, event_patches(event, f.detector))
+            scores = network_scores(session, event_patches(event, f.detector))
+            if context is not None:
+                scores = context.apply(hits, scores, f.detector)
+            score = scores[:, 3]
             fp = np.flatnonzero((score > a.cut) & ~hits.michel)
             tp += int(np.sum((score > a.cut) & hits.michel))
             michel_hits += int(hits.michel.sum())
@@ -103,6 +115,7 @@ def main() -> None:
     summary = {
         "events_file": str(a.events),
         "model": str(a.model or onnx_path()),
+        "michel_context": None if context is None else context.sha256,
         "cut": a.cut,
         "michel_hits": michel_hits,
         "true_positives": tp,

@@ -37,6 +37,7 @@ def test_wheel_carries_the_model_and_an_installed_copy_finds_it(tmp_path):
         if p.is_file() and "__pycache__" not in p.parts
     }
     assert {n.removeprefix(prefix) for n in names if n.startswith(prefix)} == shipped
+    assert "argonic/reco/michel_context.npz" in names  # the MichelContext stage's weights
 
     # a fresh environment: the wheel installed into it, the dependencies borrowed from ours
     venv = tmp_path / "venv"

@@ -204,6 +204,20 @@ class InferenceSettings(_Table):
     remote: RemoteSettings = Field(default_factory=RemoteSettings, description="remote server")
 
 
+class RecoSettings(_Table):
+    """``[reco]``: the reconstruction chain after EmTrackMichelId."""
+
+    michel_context: bool = Field(
+        True,
+        description="refine every hit's scores with its neighbours' (the MichelContext stage, "
+        "argonic.reco.context; run on the client after any interface); `false`: the "
+        "network's scores as they are",
+    )
+    context_weights: str = Field(
+        "", description="weights file of that stage; empty: the shipped one"
+    )
+
+
 _FILE_DATA: ContextVar[dict[str, Any] | None] = ContextVar("argonic_settings_file", default=None)
 
 
@@ -218,7 +232,7 @@ class _FileSource(PydanticBaseSettingsSource):
 
 
 class Settings(BaseSettings):
-    """The whole run configuration (today: its ``[inference]`` table)."""
+    """The whole run configuration: its ``[inference]`` and ``[reco]`` tables."""
 
     model_config = SettingsConfigDict(
         extra="forbid",
@@ -230,6 +244,9 @@ class Settings(BaseSettings):
 
     inference: InferenceSettings = Field(
         default_factory=InferenceSettings, description="the ModelInterface"
+    )
+    reco: RecoSettings = Field(
+        default_factory=RecoSettings, description="the chain after EmTrackMichelId"
     )
 
     @classmethod

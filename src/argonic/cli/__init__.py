@@ -44,7 +44,14 @@ from argonic.cli.serving import (
     _serve_args,
 )
 from argonic.cli.study import _study, _study_args
-from argonic.cli.train import _quantize, _quantize_args, _train, _train_args
+from argonic.cli.train import (
+    _quantize,
+    _quantize_args,
+    _train,
+    _train_args,
+    _train_context,
+    _train_context_args,
+)
 
 __all__ = ["COMMANDS", "build_parser", "main", "reco_settings"]
 
@@ -98,6 +105,12 @@ COMMANDS: dict[
         "train the EmTrackMichelId network on simulated events, export it to the model repository",
         _train_args,
         _train,
+    ),
+    "train-context": (
+        "train the MichelContext stage (each hit's scores refined by its neighbours') on the "
+        "shipped network's scores of simulated events",
+        _train_context_args,
+        _train_context,
     ),
     "quantize": (
         "write the int8 twin (calibrated on simulated patches) and the bf16 twin of the network, "

@@ -151,7 +151,9 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--michel-cut", type=float, default=0.6, help="cut on the michel score")
     p.add_argument("--roc", default="roc.png", help="output PNG with the ROC curves")
     p.add_argument(
-        "--config", default=None, help="TOML configuration file (its [inference] table is used)"
+        "--config",
+        default=None,
+        help="TOML configuration file (its [inference] and [reco] tables are used)",
     )
     p.add_argument(
         "--set",
@@ -176,14 +178,16 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
 def _evaluate(a: argparse.Namespace) -> Summary:
     from argonic.reco.evaluate import evaluate_file
 
+    settings = reco_settings(a)
     return evaluate_file(
         a.events_file,
-        reco_settings(a).inference,
+        settings.inference,
         first_event=a.first_event,
         n_events=a.events,
         michel_cut=a.michel_cut,
         roc_png=a.roc,
         show_progress=not a.json,
+        reco_config=settings.reco,
     )
 
 

@@ -148,6 +148,66 @@ def _train(a: argparse.Namespace) -> Summary:
     )
 
 
+# --- train-context --------------------------------------------------------------------------
+
+
+def _train_context_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "events_file",
+        nargs="+",
+        help="HDF5 event file(s) from `argonic simulate` (seeds the network was not trained on: "
+        "the stage learns from the network's scores as they are on new events)",
+    )
+    p.add_argument(
+        "--validation-file", required=True, help="held-out event file, scored after every epoch"
+    )
+    p.add_argument("--epochs", type=positive_int, default=6, help="passes over the training hits")
+    p.add_argument("--seed", type=non_negative_int, default=1, help="random seed")
+    p.add_argument(
+        "--threads", type=non_negative_int, default=2, help="torch threads (0: torch's default)"
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        default=None,
+        help="weights file (default: the shipped one, argonic/reco/michel_context.npz)",
+    )
+
+
+def _train_context(a: argparse.Namespace) -> Summary:
+    import hashlib
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+
+    from argonic._util import atomic_output
+    from argonic.model.context import train_context
+    from argonic.reco.context import CONTEXT_FILE, file_features
+
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    parts = [file_features(path, show_progress=not a.json) for path in a.events_file]
+    train = tuple(np.concatenate(column) for column in zip(*parts, strict=True))
+    del parts
+    validation = file_features(a.validation_file, show_progress=not a.json)
+
+    def report(epoch: int, figures: dict[str, float]) -> None:
+        if not a.json:
+            print(
+                f"epoch {epoch}: validation track-vs-em {figures['track_em_accuracy']:.4f}, "
+                f"Michel F1 {figures['michel_f1']:.3f}",
+                flush=True,
+            )
+
+    weights, summary = train_context(train, validation, a.epochs, seed=a.seed, on_epoch=report)  # type: ignore[arg-type]
+    output = a.output or CONTEXT_FILE
+    with atomic_output(output) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **weights)
+    sha = hashlib.sha256(Path(output).read_bytes()).hexdigest()
+    return {"output": str(output), "sha256": sha, **summary}
+
+
 # --- quantize -------------------------------------------------------------------------------
 
 

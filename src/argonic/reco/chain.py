@@ -1,9 +1,10 @@
 """The reconstruction chain up to EmTrackMichelId, with per-module wall and CPU time (the paper's Table 2).
 
 Modules, per event: ``read`` (event input), ``hitfinding`` (Gaussian hit finder on the
-deconvolved frames) and ``emtrackmichelid`` (patches + inference through the configured
-ModelInterface). ``RecoWriter`` stores every hit with its [track, em, none, michel]
-scores. ``argonic.reco.runner`` runs the chain over a whole file, here or on Dask workers.
+deconvolved frames), ``emtrackmichelid`` (patches + inference through the configured
+ModelInterface) and, where ``[reco] michel_context`` is on, ``michelcontext`` (each hit's
+scores refined by its neighbours', argonic.reco.context). ``RecoWriter`` stores every hit
+with its [track, em, none, michel] scores (and the network's own, ``network_scores``). ``argonic.reco.runner`` runs the chain over a whole file, here or on Dask workers.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 from argonic import ArgonicError
 from argonic.detector.event import LABEL_NAMES, Hits, PlaneFrame
 from argonic.detector.eventfile import EventFile
+from argonic.reco.context import MichelContext
 from argonic.reco.hits import find_hits
 from argonic.reco.module import EmTrackMichelId
 
@@ -33,7 +35,8 @@ class EventResult:
     index: int
     ids: tuple[int, int, int]  # run, subrun, event
     hits: Hits
-    scores: np.ndarray
+    scores: np.ndarray  # the chain's output: the network's, refined by MichelContext if on
+    network_scores: np.ndarray | None = None  # EmTrackMichelId's own, where a stage followed
     wall: dict[str, float] = field(default_factory=dict)
     cpu: dict[str, float] = field(default_factory=dict)
     patches_s: float = 0.0
@@ -64,8 +67,11 @@ def reconstruct_hits(frames: list[PlaneFrame], stored: Hits) -> Hits:
     return hits
 
 
-def reco_event(events: EventFile, index: int, module: EmTrackMichelId) -> EventResult:
-    """Run the chain's modules on event ``index`` of ``events``."""
+def reco_event(
+    events: EventFile, index: int, module: EmTrackMichelId, context: MichelContext | None = None
+) -> EventResult:
+    """Run the chain's modules on event ``index`` of ``events``: read, hit finding,
+    EmTrackMichelId, then MichelContext where given."""
     result = EventResult(index, (0, 0, 0), Hits(), np.zeros((0, 4), np.float32))
     p0, i0 = module.seconds_patches, module.seconds_inference
     with result.timed("read"):
@@ -75,6 +81,10 @@ def reco_event(events: EventFile, index: int, module: EmTrackMichelId) -> EventR
         result.hits = reconstruct_hits(event.frames, event.hits)
     with result.timed("emtrackmichelid"):
         result.scores = module.produce(event, result.hits)
+    if context is not None:
+        with result.timed("michelcontext"):
+            result.network_scores = result.scores
+            result.scores = context.apply(result.hits, result.scores, events.detector)
     result.patches_s = module.seconds_patches - p0
     result.inference_s = module.seconds_inference - i0
     return result
@@ -100,6 +110,8 @@ class RecoWriter:
         for name, col in r.hits.columns().items():
             g[f"hits/{name}"] = col
         g["scores"] = r.scores
+        if r.network_scores is not None:
+            g["network_scores"] = r.network_scores
         g["predicted"] = predicted
         self.n_events += 1
         self.n_hits += len(r.hits)

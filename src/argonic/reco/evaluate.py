@@ -6,7 +6,9 @@ track / (track + em) > 0.5 meaning track (the shipped decision rule); Michel eff
 and purity at a cut on the michel score (0.6 in production), at the best cut (largest
 F1) and the largest efficiency at purity >= 0.8; the same per plane (U, V, W); ROC
 curves of both scores; and, per Michel electron (the truth's ``michel_id``), the
-fraction of Michel electrons with at least half of their hits tagged.
+fraction of Michel electrons with at least half of their hits tagged. The figures are
+those of the chain's output: the network's scores refined by the MichelContext stage
+where ``[reco] michel_context`` is on (the default), the network's own beside them.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from argonic._util import atomic_output, progress
 from argonic.detector.event import EM, LABEL_NAMES, MICHEL_CUT, TRACK
 from argonic.detector.eventfile import EventFile
 from argonic.inference import inference_settings, make_interface
+from argonic.reco.context import MichelContext
 from argonic.reco.module import EmTrackMichelId
-from argonic.settings import InferenceSettings
+from argonic.settings import InferenceSettings, RecoSettings
 
 
 def confusion_matrix(true_label: np.ndarray, scores: np.ndarray) -> np.ndarray:
@@ -225,6 +228,22 @@ def summarise(
     return metrics, curves
 
 
+# the network's own figures that evaluate_file reports beside the MichelContext stage's
+NETWORK_FIGURES = (
+    "accuracy_3class",
+    "track_em_accuracy",
+    "auc_track_em",
+    "michel_efficiency",
+    "michel_purity",
+    "michel_best_cut",
+    "michel_efficiency_best_cut",
+    "michel_purity_best_cut",
+    "michel_efficiency_at_purity_0.8",
+    "auc_michel",
+    "michel_electrons_half_tagged",
+)
+
+
 def _describe(settings: InferenceSettings) -> dict[str, Any]:
     """The interface name, batch size and local options (no remote credentials) for the summary."""
     out: dict[str, Any] = {"interface": settings.interface, "batch_size": settings.batch_size}
@@ -241,14 +260,18 @@ def evaluate_file(
     michel_cut: float = MICHEL_CUT,
     roc_png: str | os.PathLike[str] | None = "roc.png",
     show_progress: bool = True,
+    reco_config: RecoSettings | None = None,
 ) -> dict[str, Any]:
     """Score every hit of events [first_event, first_event + n_events) and compare with truth.
 
     interface_config: the ModelInterface configuration (default: local ONNX Runtime with
-    the shipped model).
+    the shipped model); reco_config: ``[reco]`` (default: the shipped MichelContext stage
+    on). With the stage on, the figures are those of its output and ``network`` holds the
+    network's own; the ROC PNG shows both.
     """
     config = inference_settings(interface_config or {})
-    labels, michels, scores, planes, electrons = [], [], [], [], []
+    context = MichelContext.from_settings(reco_config or RecoSettings())
+    labels, michels, scores, network, planes, electrons = [], [], [], [], [], []
     t0 = time.perf_counter()
     with EventFile(events_file) as f, make_interface(config) as interface:
         stop = len(f) if n_events is None else first_event + n_events
@@ -259,27 +282,43 @@ def evaluate_file(
         module = EmTrackMichelId(interface, f.detector)
         for i in progress(range(first_event, stop), stop - first_event, "evaluate", show_progress):
             event = f[i]
-            scores.append(module.produce(event, event.hits))
+            network.append(module.produce(event, event.hits))
+            scores.append(
+                network[-1]
+                if context is None
+                else context.apply(event.hits, network[-1], f.detector)
+            )
             labels.append(event.hits.label)
             michels.append(event.hits.michel)
             planes.append(event.hits.plane)
             # unique over the sample: (event, Michel electron); 0 stays "no Michel electron"
             mid = event.hits.michel_id.astype(np.int64)
             electrons.append(np.where(mid > 0, (i + 1) * (1 << 32) + mid, 0))
+    truth = (np.concatenate(labels), np.concatenate(michels))
     metrics, curves = summarise(
-        np.concatenate(labels),
-        np.concatenate(michels),
+        *truth,
         np.concatenate(scores),
         michel_cut,
         plane=np.concatenate(planes),
         michel_electron=np.concatenate(electrons),
     )
+    stage: dict[str, Any] = {"michel_context": None if context is None else context.sha256}
+    if context is not None:
+        network_metrics, network_curves = summarise(
+            *truth, np.concatenate(network), michel_cut, michel_electron=np.concatenate(electrons)
+        )
+        stage["network"] = {k: v for k, v in network_metrics.items() if k in NETWORK_FIGURES}
+        curves = {
+            **{f"{name}, with context": c for name, c in curves.items()},
+            **{f"{name}, network alone": c for name, c in network_curves.items()},
+        }
     if roc_png is not None:
         plot_roc(curves, roc_png)
     return {
         "events_file": str(events_file),
         "events": [first_event, stop],
         "interface": _describe(config),
+        **stage,
         **metrics,
         "roc_png": None if roc_png is None else str(roc_png),
         "seconds": time.perf_counter() - t0,

@@ -24,10 +24,11 @@ from argonic._util import Bars, atomic_output, progress
 from argonic.detector.eventfile import EventFile
 from argonic.inference import make_interface
 from argonic.reco.chain import RECO_FORMAT, EventResult, RecoWriter, reco_event
+from argonic.reco.context import MichelContext
 from argonic.reco.module import EmTrackMichelId
 from argonic.settings import Settings
 
-_WORKER_STATE: dict[tuple[str, str], tuple[EventFile, EmTrackMichelId]] = {}
+_WORKER_STATE: dict[tuple[str, str], tuple[EventFile, EmTrackMichelId, MichelContext | None]] = {}
 
 
 def reco_task(events_file: str, index: int, settings_json: str) -> EventResult:
@@ -35,10 +36,12 @@ def reco_task(events_file: str, index: int, settings_json: str) -> EventResult:
     key = (events_file, settings_json)
     if key not in _WORKER_STATE:
         events = EventFile(events_file)
-        interface = make_interface(Settings.model_validate_json(settings_json).inference)
-        _WORKER_STATE[key] = (events, EmTrackMichelId(interface, events.detector))
-    events, module = _WORKER_STATE[key]
-    return reco_event(events, index, module)
+        settings = Settings.model_validate_json(settings_json)
+        interface = make_interface(settings.inference)
+        context = MichelContext.from_settings(settings.reco)
+        _WORKER_STATE[key] = (events, EmTrackMichelId(interface, events.detector), context)
+    events, module, context = _WORKER_STATE[key]
+    return reco_event(events, index, module, context)
 
 
 def run_dask(
@@ -91,6 +94,7 @@ def run_local(
     show_progress: bool = True,
 ) -> dict[str, Any]:
     """Run every event in this process, with one ModelInterface; return its statistics."""
+    context = MichelContext.from_settings(settings.reco)
     with EventFile(events_file) as events, make_interface(settings.inference) as interface:
         module = EmTrackMichelId(interface, events.detector)
         with Bars(show_progress) as bars:
@@ -99,7 +103,7 @@ def run_local(
             module.on_patches = patches_bar.update
             for i in range(len(events)):
                 patches_bar.update(0)
-                writer.write(reco_event(events, i, module))
+                writer.write(reco_event(events, i, module, context))
                 events_bar.advance()
         return interface.stats() if hasattr(interface, "stats") else {}
 
