@@ -4,7 +4,9 @@ For each batch size: (1) ONNX Runtime in this process, one session.run after ano
 ``--instances`` above 1 also that many sessions sharing the cores, in threads; the ratios
 are to the better of the two);
 (2) ``argonic serve`` in a child process on 127.0.0.1, measured by perf_analyzer over gRPC,
-once per ``--execution-batch-sizes`` value (the server's chunk size; "max" = no split).
+once per ``--execution-batch-sizes`` value (the server's chunk size; "max" = no split), and
+per ``--shared-memory`` mode (``system``: perf_analyzer puts the tensors in /dev/shm and
+sends only their descriptions, as a client on the server's host can).
 Optionally (``--identity``) an identity model on the same patches measures the protocol
 alone. Installing perf_analyzer: see benchmarks/BENCHMARKS.md, section "Server".
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import os
 import re
@@ -311,6 +314,14 @@ def main() -> None:
         type=Path,
         help="inputs: patches of hits drawn from this event file (default: patch-like noise)",
     )
+    p.add_argument(
+        "--shared-memory",
+        nargs="+",
+        choices=("none", "system"),
+        default=["none"],
+        help="perf_analyzer --shared-memory modes to compare: none (tensors on the gRPC socket) "
+        "or system (tensors in /dev/shm: a client on the server's host)",
+    )
     p.add_argument("--identity", action="store_true", help="also measure an identity model")
     p.add_argument(
         "--pytriton-python",
@@ -368,7 +379,7 @@ def measure(a: argparse.Namespace, model_file: Path, servers: dict[str, Server])
                 ).append(rate)
                 label = "in-process ORT" + (f" x{n}" if n > 1 else "")
                 print(f"round {r} {label:24s} batch {batch:5d}: {rate:7.0f} patches/s", flush=True)
-            for name, server in servers.items():
+            for (server_name, server), shm in itertools.product(servers.items(), a.shared_memory):
                 rate, p99 = perf_analyzer(
                     a.perf_analyzer,
                     server.url,
@@ -377,8 +388,10 @@ def measure(a: argparse.Namespace, model_file: Path, servers: dict[str, Server])
                     a.concurrency,
                     a.measurement_ms,
                     a.stability_percentage,
+                    extra=() if shm == "none" else ("--shared-memory", shm),
                     real=None if real is None else real[:PERF_ANALYZER_PATCHES],
                 )
+                name = server_name + ("" if shm == "none" else f" shm {shm}")
                 key = f"{name}/{batch}"
                 results["served"].setdefault(key, []).append(rate)
                 results.setdefault("p99_ms", {}).setdefault(key, []).append(p99)

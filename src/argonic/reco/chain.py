@@ -4,7 +4,8 @@ Modules, per event: ``read`` (event input), ``hitfinding`` (Gaussian hit finder 
 deconvolved frames), ``emtrackmichelid`` (patches + inference through the configured
 ModelInterface) and, where ``[reco] michel_context`` is on, ``michelcontext`` (each hit's
 scores refined by its neighbours', argonic.reco.context). ``RecoWriter`` stores every hit
-with its [track, em, none, michel] scores (and the network's own, ``network_scores``). ``argonic.reco.runner`` runs the chain over a whole file, here or on Dask workers.
+with its [track, em, none, michel] scores (and the network's own, ``network_scores``).
+``argonic.reco.runner`` runs the chain over a whole file, here or on Dask workers.
 """
 
 from __future__ import annotations
