@@ -3,9 +3,10 @@
 import h5py
 import numpy as np
 import pytest
+from support.events import random_hits
 
 from argonic import ArgonicError
-from argonic.detector.event import Event, Hits, PlaneFrame
+from argonic.detector.event import Event, PlaneFrame
 from argonic.detector.eventfile import EventFile, EventFileWriter
 
 
@@ -17,18 +18,7 @@ def make_event(rng, event_id, n_hits=50):
         PlaneFrame.from_dense(0, 2, dense),
         PlaneFrame.from_dense(0, 0, dense[:, ::-1].copy()),
     ]
-    hits = Hits(
-        tpc=np.zeros(n_hits),
-        plane=rng.integers(0, 3, n_hits),
-        wire=rng.integers(0, 200, n_hits),
-        peak_tick=rng.uniform(0, 1500, n_hits),
-        sigma=rng.uniform(1, 5, n_hits),
-        amplitude=rng.uniform(0, 30, n_hits),
-        integral=rng.uniform(0, 300, n_hits),
-        label=rng.integers(0, 3, n_hits),
-        michel=(michel := rng.random(n_hits) < 0.1),
-        michel_id=np.where(michel, rng.integers(1, 40, n_hits), 0),
-    )
+    hits = random_hits(rng, n_hits)
     return Event(7, 0, event_id, frames, hits), dense
 
 

@@ -5,9 +5,10 @@ import json
 
 import numpy as np
 import pytest
+from support.events import random_hits
 
 from argonic import ArgonicError
-from argonic.detector.event import EM, MICHEL_CUT, NONE, TRACK, Hits
+from argonic.detector.event import EM, MICHEL_CUT, NONE, TRACK
 from argonic.detector.eventfile import EventFile
 from argonic.detector.geometry import get_detector
 from argonic.inference.local import OnnxRuntimeInterface
@@ -17,7 +18,6 @@ from argonic.reco.context import (
     CELL_CM,
     CONTEXT_FILE,
     N_FEATURES,
-    N_OWN,
     SIDE_HALF,
     MichelContext,
     context_features,
@@ -27,26 +27,10 @@ from argonic.reco.module import EmTrackMichelId
 from argonic.settings import RecoSettings
 
 
-def _random_hits(rng: np.random.Generator, n: int) -> tuple[Hits, np.ndarray]:
-    """Hits of two TPCs and three planes in a small area (many neighbours), and scores."""
-    hits = Hits(
-        tpc=rng.integers(0, 2, n),
-        plane=rng.integers(0, 3, n),
-        wire=rng.integers(0, 60, n),
-        peak_tick=rng.uniform(0, 300, n),
-        sigma=rng.uniform(1, 5, n),
-        amplitude=rng.uniform(0, 50, n),
-        integral=rng.uniform(0, 500, n),
-        label=rng.integers(0, 3, n),
-        michel=rng.random(n) < 0.1,
-    )
-    scores = rng.dirichlet(np.ones(3), n)
-    return hits, np.column_stack([scores, rng.random(n)]).astype(np.float32)
-
-
 def test_features_are_the_box_figures_by_brute_force() -> None:
     rng = np.random.default_rng(3)
-    hits, scores = _random_hits(rng, 1500)
+    hits = random_hits(rng, 1500, tpcs=2, wires=60, ticks=300.0)  # many neighbours
+    scores = np.column_stack([rng.dirichlet(np.ones(3), len(hits)), rng.random(len(hits))])
     detector = get_detector("mini")
     features = context_features(hits, scores, detector)
     assert features.shape == (len(hits), N_FEATURES) and np.isfinite(features).all()
@@ -74,7 +58,6 @@ def test_features_are_the_box_figures_by_brute_force() -> None:
             for side in (near & (dx < 0), near & (dx > 0), near & (dy < 0), near & (dy > 0)):
                 expected += list(np.log1p(channels[side][:, [0, 1, 4]].sum(axis=0)))
         np.testing.assert_allclose(features[i], expected, rtol=1e-5, atol=1e-5)
-    assert N_OWN == 8
 
 
 def test_training_export_puts_the_best_cuts_on_the_shipped_rules() -> None:

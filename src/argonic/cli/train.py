@@ -19,6 +19,13 @@ if TYPE_CHECKING:
 # --- train --------------------------------------------------------------------------------
 
 
+def _seed_and_threads(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed", type=non_negative_int, default=1, help="random seed")
+    p.add_argument(
+        "--threads", type=non_negative_int, default=2, help="torch threads (0: torch's default)"
+    )
+
+
 def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "events_file",
@@ -44,10 +51,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--lr", type=float, default=None, help="learning rate (default: adam 0.001, sgd 0.01)"
     )
-    p.add_argument("--seed", type=non_negative_int, default=1, help="random seed")
-    p.add_argument(
-        "--threads", type=non_negative_int, default=2, help="torch threads (0: torch's default)"
-    )
+    _seed_and_threads(p)
     p.add_argument(
         "--hit-fraction",
         type=float,
@@ -162,10 +166,7 @@ def _train_context_args(p: argparse.ArgumentParser) -> None:
         "--validation-file", required=True, help="held-out event file, scored after every epoch"
     )
     p.add_argument("--epochs", type=positive_int, default=6, help="passes over the training hits")
-    p.add_argument("--seed", type=non_negative_int, default=1, help="random seed")
-    p.add_argument(
-        "--threads", type=non_negative_int, default=2, help="torch threads (0: torch's default)"
-    )
+    _seed_and_threads(p)
     p.add_argument(
         "-o",
         "--output",
@@ -188,7 +189,7 @@ def _train_context(a: argparse.Namespace) -> Summary:
     if a.threads:
         torch.set_num_threads(a.threads)
     parts = [file_features(path, show_progress=not a.json) for path in a.events_file]
-    train = tuple(np.concatenate(column) for column in zip(*parts, strict=True))
+    x, label, michel = (np.concatenate(column) for column in zip(*parts, strict=True))
     del parts
     validation = file_features(a.validation_file, show_progress=not a.json)
 
@@ -200,7 +201,9 @@ def _train_context(a: argparse.Namespace) -> Summary:
                 flush=True,
             )
 
-    weights, summary = train_context(train, validation, a.epochs, seed=a.seed, on_epoch=report)  # type: ignore[arg-type]
+    weights, summary = train_context(
+        (x, label, michel), validation, a.epochs, seed=a.seed, on_epoch=report
+    )
     output = a.output or CONTEXT_FILE
     with atomic_output(output) as tmp, open(tmp, "wb") as f:
         np.savez(f, **weights)

@@ -11,13 +11,15 @@ side of it (where a track ends), go with the hit's own scores and shape into a s
 multilayer perceptron (two hidden layers) that gives new [track, em, none, michel] scores.
 It runs on the client, in numpy, after any ModelInterface (local or remote), so remote and
 local give the same output (to float rounding) whenever the network's scores are the same;
-the network itself, and the paper's EmTrackMichelId timing, are unchanged. Trained by ``argonic train-context``
-(argonic.model.context); the shipped weights are ``michel_context.npz`` beside this module.
+the network itself, and the paper's EmTrackMichelId timing, are unchanged. Trained by
+``argonic train-context`` (argonic.model.context); the shipped weights are
+``michel_context.npz`` beside this module.
 
 Box sums: the hits sit on 0.5 cm cells; scipy's k-d tree finds every pair of hits of a
 plane within 15 cm (Chebyshev), and one bincount per channel sums the pairs into the
-smallest box holding them, cumulated over the box sizes (~0.3 s for a ProtoDUNE-SP event;
-an image filter visits every empty cell of the plane: 2 s).
+smallest box holding them, cumulated over the box sizes (~0.3 s for a ProtoDUNE-SP event
+of 1.6-3.9 M pairs, at most 0.6 M in one plane; an image filter visits every empty cell
+of the plane: 2 s).
 """
 
 from __future__ import annotations
@@ -45,8 +47,6 @@ SIDE_HALF = (7, 15, 30)  # one-sided boxes (left, right, earlier, later) of thes
 SIDE_CHANNELS = (0, 1, 4)  # hit count, track score, Michel score
 N_OWN = 8
 N_FEATURES = N_OWN + 6 * len(BOX_HALF) + 4 * len(SIDE_HALF) * len(SIDE_CHANNELS)
-
-
 _MAX_HALF = max(BOX_HALF + SIDE_HALF)
 # the smallest box (index into BOX_HALF, SIDE_HALF) holding a pair at each Chebyshev distance
 _BOX_LEVEL = np.searchsorted(BOX_HALF, np.arange(_MAX_HALF + 1))
@@ -160,7 +160,8 @@ class MichelContext:
         return cls.load(settings.context_weights or CONTEXT_FILE)
 
     def outputs(self, features: np.ndarray) -> np.ndarray:
-        """Scores [N, 4] (track, em, none softmax; Michel sigmoid) of standardised features."""
+        """Scores [N, 4] (track, em, none softmax; Michel sigmoid) of ``context_features``
+        rows (standardised here)."""
         w = self.weights
         h = (np.asarray(features, np.float32) - w["mean"]) / w["scale"]
         for i in range(self.LAYERS):
