@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +59,14 @@ def nearest_cm(hits, targets: np.ndarray, sources: np.ndarray) -> np.ndarray:
     return out
 
 
+def by_distance(d: np.ndarray, bins: tuple, key: str, row: Callable[[np.ndarray], dict]) -> list:
+    """One table row per distance bin [lo, hi): ``{key: [lo, hi], **row(mask of the bin)}``."""
+    return [
+        {key: [lo, hi], **row((d >= lo) & (d < hi))}
+        for lo, hi in zip(bins[:-1], bins[1:], strict=True)
+    ]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--events", type=Path, required=True)
@@ -89,29 +98,27 @@ def main() -> None:
             to_track.append(nearest_cm(hits, michel, hits.label == TRACK))
             tagged.append(score[michel] > a.cut)
     label, d = np.concatenate(labels), np.concatenate(dist)
-    rows = []
-    for lo, hi in zip(BINS_CM[:-1], BINS_CM[1:], strict=True):
-        s = (d >= lo) & (d < hi)
-        rows.append(
-            {
-                "nearest_michel_cm": [lo, hi],
-                "false_positives": int(s.sum()),
-                "track": int(np.sum(s & (label == TRACK))),
-                "em": int(np.sum(s & (label == EM))),
-                "none": int(np.sum(s & (label == NONE))),
-            }
-        )
+    rows = by_distance(
+        d,
+        BINS_CM,
+        "nearest_michel_cm",
+        lambda s: {
+            "false_positives": int(s.sum()),
+            "track": int(np.sum(s & (label == TRACK))),
+            "em": int(np.sum(s & (label == EM))),
+            "none": int(np.sum(s & (label == NONE))),
+        },
+    )
     d_track, hit = np.concatenate(to_track), np.concatenate(tagged)
-    missed = []
-    for lo, hi in zip(TRACK_BINS_CM[:-1], TRACK_BINS_CM[1:], strict=True):
-        s = (d_track >= lo) & (d_track < hi)
-        missed.append(
-            {
-                "nearest_track_cm": [lo, hi],
-                "michel_hits": int(s.sum()),
-                "efficiency": float(hit[s].mean()) if s.any() else float("nan"),
-            }
-        )
+    missed = by_distance(
+        d_track,
+        TRACK_BINS_CM,
+        "nearest_track_cm",
+        lambda s: {
+            "michel_hits": int(s.sum()),
+            "efficiency": float(hit[s].mean()) if s.any() else float("nan"),
+        },
+    )
     summary = {
         "events_file": str(a.events),
         "model": str(a.model or onnx_path()),

@@ -25,6 +25,7 @@ of the plane: 2 s).
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from pathlib import Path
 
@@ -149,7 +150,7 @@ class MichelContext:
             data = Path(path).read_bytes()
         except FileNotFoundError:
             raise ArgonicError(f"{path}: no such context weights file") from None
-        with np.load(path) as z:
+        with np.load(io.BytesIO(data)) as z:  # the bytes hashed are the bytes read
             return cls(dict(z), hashlib.sha256(data).hexdigest())
 
     @classmethod
