@@ -78,7 +78,7 @@ def test_int8_dense_layer_is_the_quantised_product(mini_events: Path) -> None:
     int8 = quantise_dense(model, act)
     w = {t.name: onnx.numpy_helper.to_array(t) for t in int8.graph.initializer}
     a_scale = next(v for k, v in w.items() if k.endswith("_act_scale"))
-    w_int8 = next(v for v in w.values() if v.dtype == np.int8)
+    w_int8 = next(v for k, v in w.items() if k.endswith("_weight_int8"))
     out_scale = next(v for k, v in w.items() if k.endswith("_out_scale"))
     dense = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
     bias = dense["dense1.bias"]
@@ -163,10 +163,13 @@ def test_twins_are_written_as_a_repository(twins: Path) -> None:
     graph = onnx.load(str(model)).graph
     assert {"QuantizeLinear", "MatMulInteger", "Conv", "Softmax"} <= {n.op_type for n in graph.node}
     weights = {t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer}
-    int8 = [w for w in weights.values() if w.dtype == np.int8]
-    assert [w.shape for w in int8] == [(92928, 128)]  # the big Dense layer, and only it
-    # no fp32 copy of it is left: the file is about a quarter of the fp32 network's
-    assert model.stat().st_size < 0.3 * (twins / NETWORK / "1" / "model.onnx").stat().st_size
+    int8 = {k: w for k, w in weights.items() if w.dtype == np.int8}
+    # the big Dense layer and its rounding residuals (the near-tie re-run's), and only they,
+    # both 7-bit: exact on every CPU's int8 kernel (argonic.server.cpu)
+    assert [w.shape for w in int8.values()] == [(92928, 128)] * 2
+    assert all(np.abs(w.astype(np.int16)).max() <= 63 for w in int8.values())
+    # no fp32 copy of it is left: the file is about half of the fp32 network's
+    assert model.stat().st_size < 0.55 * (twins / NETWORK / "1" / "model.onnx").stat().st_size
     bf16 = read_config(twins / f"{NETWORK}_bf16")
     assert (bf16.platform, bf16.parameters["network"].string_value) == ("pytorch_libtorch", NETWORK)
     for twin in ("int8", "bf16"):

@@ -19,6 +19,6 @@ def test_features_are_the_hosts_flags_not_a_named_microarchitectures():
     assert flags <= cpu.features()
     assert cpu.native("bf16") == bool(flags & {"avx512_bf16", "amx_bf16"})
     vnni = bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
-    assert (cpu.int8_kernels() == "VNNI") == vnni
+    assert cpu.int8_kernels().startswith("VNNI") == vnni
     for flag in ("avx512_bf16", "amx_bf16", "amx_int8", "avx512_vnni"):
         assert (flag in cpu.describe().split(";")[0]) == (flag in flags)

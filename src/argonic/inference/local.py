@@ -15,6 +15,8 @@ import numpy as np
 
 from argonic.inference.base import N_SCORES, InterfaceError, ModelInterface
 from argonic.repository import INPUT_NAME, OUTPUT_NAMES, onnx_path, verify_checksum
+from argonic.server.cpu import check_int8_model
+from argonic.server.errors import HostUnsupported
 from argonic.settings import EXECUTION_BATCH_SIZE, GRAPH_OPTIMIZATION
 
 
@@ -81,6 +83,10 @@ class OnnxRuntimeInterface(_ChunkedInterface):
         path = _model_file(model)
         if check_sha256 and path.with_name(path.name + ".sha256").exists():
             self.sha256 = verify_checksum(path)
+        try:  # int8 weights this CPU's kernel would saturate on are refused, as by the server
+            check_int8_model(path.parent.parent.name, path)
+        except HostUnsupported as exc:
+            raise InterfaceError(str(exc)) from exc
         if graph_optimization not in self._LEVELS:
             raise InterfaceError(
                 f"unknown graph_optimization {graph_optimization!r}: "

@@ -3,23 +3,24 @@
 int8 (``<network>_int8``, ONNX Runtime): the Dense layer after the convolution (84% of
 the FLOPs) becomes an int8 matrix product, ONNX's MatMulInteger: uint8 activations at one
 static scale (the 99.99th percentile of the positive activations on simulated patches),
-int8 weights per output channel (symmetric), the int32 sum rescaled to fp32 before the bias
-and the ReLU. The convolution, the two small Dense layers and the heads stay fp32:
-quantising the convolution's 8-bit-resolution input or the softmax output changes ~1% of
-the classes. Before quantising, the convolution's filters are equalised (cross-layer
-equalisation, Nagel et al. 2019): filter f is divided by its activation range r_f and the
-Dense weights that read it multiplied by r_f, which leaves the fp32 function unchanged
-(ReLU commutes with positive scales) and gives every filter the whole uint8 range.
+7-bit weights per output channel (symmetric, |w| <= 63: see ``WEIGHT_MAX``), the int32 sum
+rescaled to fp32 before the bias and the ReLU. The convolution, the two small Dense layers
+and the heads stay fp32: quantising the convolution's 8-bit-resolution input or the softmax
+output changes ~1% of the classes. Before quantising, the convolution's filters are
+equalised (cross-layer equalisation, Nagel et al. 2019): filter f is divided by its
+activation range r_f and the Dense weights that read it multiplied by r_f, which leaves the
+fp32 function unchanged (ReLU commutes with positive scales) and gives every filter the
+whole uint8 range.
 
 Near ties are re-run at 16 bits: a hit whose int8 scores put its two best classes, or its
 Michel score and the Michel cut, less than ``REFINE_MARGIN`` apart in logits (~3% of hits)
 goes through the Dense layer again inside the same graph, its activations as two uint8
 parts at a scale of its own (x = s (hi + lo / 255) - s / 2, no clipping), both through the
-same int8 weights in one MatMulInteger; its scores replace the int8 ones. Which hits are
-re-run depends on each hit alone, so a hit's scores do not depend on its batch. With the
-network shipped since 2026-12-05, int8 alone kept the class of 99.78% of validation hits,
-with the re-run 99.95% (the rest are fp32 near-ties, margins < 0.03, moved by the int8
-weights); the re-run costs 7-10% of the int8 throughput.
+7-bit weights and through their 7-bit rounding residuals (w = s_w (q + q_fine / 126), so
+~14-bit weights), in two MatMulIntegers; its scores replace the int8 ones. Which hits are
+re-run depends on each hit alone, so a hit's scores do not depend on its batch. Held out
+(benchmarks/bench_int8_kernels.py, 235,730 hits): 99.979% of hits keep their fp32 class
+(8-bit weights with the re-run at 8-bit weights, as shipped until 2026-12-07: 99.945%).
 
 Why the graph is written here and not by ONNX Runtime's quantiser: its static modes (QDQ,
 QOperator) requantise the Dense layer's output to uint8 too, which alone flipped 0.28% of
@@ -64,6 +65,17 @@ CALIBRATION_PERCENTILE = 99.99
 # 16 bits (validation hits keeping their class: 99.950% at 0.3, 99.952% at 0.5, 2.8% and
 # 4.5% of hits re-run; the int8 error of a class margin is above 0.5 for 1% of hits)
 REFINE_MARGIN = 0.3
+# the int8 weights' largest magnitude: 7 bits (63), not 8 (127). ONNX Runtime's uint8 x int8
+# kernels on x86-64 CPUs without VNNI (AVX2, AVX-512 without VNNI) add products in pairs
+# into int16 with saturation (vpmaddubsw): 2 x 255 x 127 = 64,770 overflows 32,767 and the
+# product silently goes wrong, while 2 x 255 x 63 = 32,130 cannot. With 63 the same file is
+# exact on every kernel (VNNI and AMX add in int32 anyway) at the speed of 8-bit weights;
+# U8U8 (uint8 weights) is exact too but ran at 0.56x the roofline instead of ~1.0x on a VNNI
+# Xeon (benchmarks/bench_int8_kernels.py; the options compared in BENCHMARKS.md).
+WEIGHT_MAX = 63
+# the 16-bit re-run also multiplies by each weight's rounding residual, in steps of 1/126 of
+# the weight's scale (7 bits again), so its weights carry ~14 bits
+FINE_STEPS = 126
 
 
 def _graph_pattern(model: Any) -> tuple[Any, Any]:
@@ -145,11 +157,15 @@ def equalise(model: Any, patches: np.ndarray) -> Any:
 
 
 def quantise_dense(
-    model: Any, activations: np.ndarray, refine: float | None = REFINE_MARGIN
+    model: Any,
+    activations: np.ndarray,
+    refine: float | None = REFINE_MARGIN,
+    weight_max: int = WEIGHT_MAX,
 ) -> Any:
     """``model`` with its Dense layer after the convolution as an int8 MatMulInteger, the
-    activation scale from ``activations`` (that layer's inputs), and near ties re-run at 16
-    bits (``refine``: the margin in logits; None: no re-run); returns a new ModelProto."""
+    activation scale from ``activations`` (that layer's inputs), weights in
+    [-weight_max, weight_max] per output channel, and near ties re-run at 16 bits
+    (``refine``: the margin in logits; None: no re-run); returns a new ModelProto."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -161,9 +177,11 @@ def quantise_dense(
     positive = activations[activations > 0]
     top = float(np.percentile(positive, CALIBRATION_PERCENTILE)) if positive.size else 1.0
     a_scale = np.float32(top / 255)
-    w_scale = np.abs(weight).max(axis=1) / 127
+    if not 1 <= weight_max <= 127:
+        raise ValueError(f"weight_max must be in 1..127, not {weight_max}")
+    w_scale = np.abs(weight).max(axis=1) / weight_max
     w_scale = np.where(w_scale > 0, w_scale, 1.0)
-    w_int8 = np.clip(np.rint(weight / w_scale[:, None]), -127, 127).astype(np.int8)
+    w_int8 = np.clip(np.rint(weight / w_scale[:, None]), -weight_max, weight_max).astype(np.int8)
     name = gemm.name or "dense"
     x, y, bias = gemm.input[0], gemm.output[0], gemm.input[2]
     new_init = {
@@ -202,7 +220,9 @@ def quantise_dense(
     graph.initializer.extend(kept_init)
     graph.initializer.extend(numpy_helper.from_array(v, k) for k, v in new_init.items())
     if refine is not None:
-        _refine_near_ties(model, conv, name, w_int8, w_scale, bias, y, refine)
+        fine = np.rint((weight / w_scale[:, None] - w_int8) * FINE_STEPS)
+        w_fine = np.clip(fine, -weight_max, weight_max).astype(np.int8)
+        _refine_near_ties(model, conv, name, w_int8, w_fine, w_scale, bias, y, refine)
     if not any(o.domain in ("", "ai.onnx") and o.version >= 10 for o in model.opset_import):
         raise ValueError("MatMulInteger needs ONNX opset >= 10")
     onnx.checker.check_model(model)
@@ -214,14 +234,16 @@ def _refine_near_ties(
     conv: Any,
     name: str,
     w_int8: np.ndarray,
+    w_fine: np.ndarray,
     w_scale: np.ndarray,
     bias: str,
     dense_out: str,
     margin: float,
 ) -> None:
     """Add the 16-bit re-run of near ties (module doc) to ``model`` in place: ``conv`` and
-    the int8 layer ``name`` (weights ``w_int8`` [out, in], scales, fp32 ``bias``, output
-    ``dense_out``) are those quantise_dense wrote."""
+    the int8 layer ``name`` (weights ``w_int8`` [out, in] and their rounding residuals
+    ``w_fine`` in steps of 1 / FINE_STEPS, scales, fp32 ``bias``, output ``dense_out``)
+    are those quantise_dense wrote."""
     from onnx import TensorProto, helper, numpy_helper
 
     from argonic.detector.event import MICHEL_CUT
@@ -264,7 +286,15 @@ def _refine_near_ties(
         "255": np.array(255.0, np.float32),
         "half": np.array(0.5, np.float32),
         "zero_point": np.array([0], np.uint8),
-        "half_column_sums": (0.5 * w_int8.astype(np.int64).sum(axis=1)).astype(np.float32),
+        "half_column_sums": (
+            0.5
+            * (
+                w_int8.astype(np.int64).sum(axis=1)
+                + w_fine.astype(np.int64).sum(axis=1) / FINE_STEPS
+            )
+        ).astype(np.float32),
+        "fine_steps": np.array(FINE_STEPS, np.float32),
+        "weight_fine": np.ascontiguousarray(w_fine.T),  # [in, out], as the int8 weights
         "weight_scale": w_scale.astype(np.float32),
     }
     graph.initializer.extend(numpy_helper.from_array(v, r + k) for k, v in constants.items())
@@ -310,8 +340,13 @@ def _refine_near_ties(
         node("Div", ["scale", "255"], "fine_scale"),
         node("QuantizeLinear", ["shifted", "fine_scale", "zero_points"], "lo", axis=0),
         node("Concat", ["hi", "lo"], "both", axis=0),
+        # both activation parts times the weights and times their residuals: ~14-bit weights
         helper.make_node("MatMulInteger", [r + "both", f"{name}_weight_int8"], [r + "int32"]),
-        node("Cast", ["int32"], "sums", to=TensorProto.FLOAT),
+        node("MatMulInteger", ["both", "weight_fine"], "fine_int32"),
+        node("Cast", ["int32"], "coarse_sums", to=TensorProto.FLOAT),
+        node("Cast", ["fine_int32"], "fine_sums", to=TensorProto.FLOAT),
+        node("Div", ["fine_sums", "fine_steps"], "fine_part"),
+        node("Add", ["coarse_sums", "fine_part"], "sums"),
         helper.make_node("Split", [r + "sums"], [r + "hi_sum", r + "lo_sum"], axis=0),
         node("Div", ["lo_sum", "255"], "lo_part"),
         node("Add", ["hi_sum", "lo_part"], "sum"),

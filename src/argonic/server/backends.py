@@ -23,7 +23,7 @@ from argonic.server.config import (
     int_parameter,
     parameter,
 )
-from argonic.server.cpu import check_precision
+from argonic.server.cpu import check_int8_model, check_precision
 from argonic.server.errors import InvalidArgument
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,8 @@ class OnnxRuntimeBackend:
                 config.name, precision, bool_parameter(config, "allow_emulated", False)
             )
             log.info("model '%s': %s", config.name, note)
+        if instance.device == "cpu":
+            _check_int8_kernel(config, model_file)
         options = ort.SessionOptions()
         options.graph_optimization_level = graph_optimization_level(config)
         options.intra_op_num_threads = cpu_threads(config, instance)
@@ -115,6 +117,15 @@ class OnnxRuntimeBackend:
     def close(self) -> None:
         """Drop the session."""
         del self.session
+
+
+def _check_int8_kernel(config: mc.ModelConfig, model_file: Path) -> None:
+    """Refuse int8 weights this CPU's kernel would saturate on (argonic.server.cpu); log the
+    kernel path and record it in the served config (``parameters int8_kernel``)."""
+    note = check_int8_model(config.name, model_file)
+    if note is not None:
+        log.info("model '%s': %s", config.name, note)
+        config.parameters["int8_kernel"].string_value = note
 
 
 def _check_onnx_io(config: mc.ModelConfig, session: object) -> None:

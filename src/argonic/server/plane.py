@@ -56,6 +56,8 @@ class PlaneBackend:
                 "have max_batch_size >= 1"
             )
         self.network = create_network(network_config, model_file, instance)
+        if "int8_kernel" in network_config.parameters:  # reported by the network's backend
+            config.parameters["int8_kernel"].CopyFrom(network_config.parameters["int8_kernel"])
         self.input_name = network_config.input[0].name
         self.output_names = [o.name for o in config.output]
         self.output_dims = {
