@@ -19,9 +19,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import helm_python as helm  # helm-python-sdk (test extra): Helm v4's engine
+import jsonschema
+import kubernetes_validate
 import pytest
-
-yaml = pytest.importorskip("yaml")  # PyYAML (test extra)
+import yaml  # PyYAML (test extra)
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -31,12 +33,6 @@ SUPERSONIC_QUERY = (
     "(sum(rate(nv_inference_exec_count[30s]))*1000)"
 )
 K8S_VERSIONS = ["1.29.0", "1.33.0"]
-
-kubernetes_validate = pytest.importorskip("kubernetes_validate")
-jsonschema = pytest.importorskip("jsonschema")
-
-
-helm = pytest.importorskip("helm_python")  # helm-python-sdk (test extra): Helm v4's engine
 
 
 def render_chart(
@@ -715,11 +711,54 @@ def test_secured_chart_mounts_the_tls_and_key_secrets_and_passes_tritons_flags()
     assert {"name": "tls", "mountPath": "/etc/argonic/tls", "readOnly": True} in c["volumeMounts"]
     assert "tcpSocket" in c["readinessProbe"]  # the kubelet's gRPC probes speak no TLS
     triton = server_container(render({**CASES["secured"], "server": "triton"}))
-    assert "--grpc-use-ssl-mutual=true" in triton["args"]
+    assert "--grpc-use-ssl-mutual=true" in triton["args"] and "--allow-http=false" in triton["args"]
     assert (
         "--grpc-restricted-protocol=model-repository:admin-key=$(ARGONIC_RESTRICTED_KEY_0)"
         in (triton["args"])
     )
+
+
+def _http_exposure_of(args) -> None:
+    """argonic serve's own side-door rule on a container's parsed flags (SecurityError)."""
+    from argonic.server.security import check_http_exposure, parse_restriction
+
+    check_http_exposure(
+        object() if args.grpc_use_ssl or args.grpc_use_ssl_mutual else None,
+        [parse_restriction(r) for r in args.grpc_restricted_protocol],
+        (args.http_address or args.host) if args.allow_http else None,
+        [parse_restriction(r, "--http-restricted-api") for r in args.http_restricted_api],
+    )
+
+
+def test_secured_charts_leave_no_http_side_door():
+    """TLS: HTTP off and no http port on the container; restricted protocols alone: HTTP
+    restricted the same way. argonic serve's own check accepts both renderings (it refused
+    the chart's earlier `--http-port=8000 --host=0.0.0.0` beside mutual TLS)."""
+    from argonic.server.security import SecurityError
+
+    secured = server_container(render(CASES["secured"]))
+    args = _argonic_parser().parse_args(["serve", *secured["args"]])
+    assert args.allow_http is False and not args.http_restricted_api
+    assert "http" not in {p["name"] for p in secured["ports"]}
+    _http_exposure_of(args)
+    restricted_only = {
+        **CASES["secured"],
+        "security": {**CASES["secured"]["security"], "tls": {"enabled": False}},
+    }
+    for server in ("argonic", "triton"):
+        c = server_container(render({**restricted_only, "server": server}))
+        assert "--http-port=8000" in c["args"] and "--allow-http=false" not in c["args"]
+        restricted = [a for a in c["args"] if a.startswith("--grpc-restricted-protocol=")]
+        assert [a for a in c["args"] if a.startswith("--http-restricted-api=")] == [
+            a.replace("--grpc-restricted-protocol=", "--http-restricted-api=") for a in restricted
+        ]
+    args = _argonic_parser().parse_args(
+        ["serve", *server_container(render(restricted_only))["args"]]
+    )
+    _http_exposure_of(args)
+    args.http_restricted_api = []  # the chart as it was: refused
+    with pytest.raises(SecurityError, match="HTTP would not"):
+        _http_exposure_of(args)
 
 
 def test_default_chart_is_safe_by_default():

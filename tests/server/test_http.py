@@ -53,6 +53,12 @@ def patches(n: int) -> np.ndarray:
     return RNG.random((n, 48, 48, 1), dtype=np.float32)
 
 
+def int32_input() -> httpclient.InferInput:
+    tensor = httpclient.InferInput("main_input", [1, 48, 48, 1], "INT32")
+    tensor.set_data_from_numpy(np.zeros((1, 48, 48, 1), np.int32))
+    return tensor
+
+
 def http_input(x: np.ndarray, binary: bool = True) -> httpclient.InferInput:
     tensor = httpclient.InferInput("main_input", list(x.shape), "FP32")
     tensor.set_data_from_numpy(x, binary_data=binary)
@@ -160,11 +166,14 @@ def test_http_and_grpc_share_statistics(server, client) -> None:
             "batch-size must be <= 100",
         ),
         (
-            lambda c: c.infer(
-                MODEL, [httpclient.InferInput("main_input", [1, 48, 48, 1], "INT32")]
-            ),
+            lambda c: c.infer(MODEL, [httpclient.InferInput("main_input", [1, 48, 48, 1], "FP32")]),
             "400",
-            "",
+            "input 'main_input': no 'data', binary_data_size or shared memory region",
+        ),
+        (
+            lambda c: c.infer(MODEL, [int32_input()]),
+            "400",
+            "unexpected datatype INT32 for inference input 'main_input', expecting FP32",
         ),
     ],
 )

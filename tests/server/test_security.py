@@ -1,8 +1,10 @@
-"""TLS, mutual TLS and restricted protocols on a real `argonic serve`, with Triton's flags.
+"""TLS, mutual TLS and restricted protocols / APIs on a real `argonic serve`, with Triton's
+flags, on both protocols: what gRPC protects, HTTP does not leave open.
 
-Clients: tritonclient.grpc (ssl, root certificate, client certificate, headers) and
-argonic's own remote client through its public settings (root_cert, client_cert,
-client_key, token). Certificates are made for the test with the openssl CLI.
+Clients: tritonclient.grpc (ssl, root certificate, client certificate, headers),
+tritonclient.http (headers) and argonic's own remote client through its public settings
+(root_cert, client_cert, client_key, token). Certificates are made for the test with the
+openssl CLI. Every server gets free ports for each endpoint it opens.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import grpc
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
 from support import fuzz
 from support.certs import Certificates, make_certificates
 from support.models import head_weights, reference_heads
@@ -41,8 +44,10 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return fuzz.make_repository(tmp_path_factory.mktemp("repo"))
 
 
-def triton_scores(client: grpcclient.InferenceServerClient, **kw) -> np.ndarray:
-    tensor = grpcclient.InferInput("main_input", list(X.shape), "FP32")
+def triton_scores(client, **kw) -> np.ndarray:
+    """Scores of X through a tritonclient of either protocol (grpc or http)."""
+    module = httpclient if isinstance(client, httpclient.InferenceServerClient) else grpcclient
+    tensor = module.InferInput("main_input", list(X.shape), "FP32")
     tensor.set_data_from_numpy(X)
     result = client.infer(fuzz.MODEL, [tensor], **kw)
     return np.concatenate(
@@ -65,6 +70,14 @@ def refused(call) -> str:
     with pytest.raises(InferenceServerException) as info:
         call()
     return info.value.status()
+
+
+def http_refused(call, header: str) -> None:
+    """Triton's answer to a restricted HTTP API: 403, naming the header."""
+    with pytest.raises(InferenceServerException) as info:
+        call()
+    assert info.value.status() == "403"
+    assert info.value.message() == f"This API is restricted, expecting header '{header}'"
 
 
 def test_tls(certs: Certificates, repo: Path, tmp_path: Path) -> None:
@@ -123,13 +136,16 @@ def test_mutual_tls(certs: Certificates, repo: Path, tmp_path: Path) -> None:
         assert refused(rogue.is_server_live) == "StatusCode.UNAVAILABLE"
 
 
+RESTRICTIONS = (
+    f"model-repository,shared-memory:{ADMIN[0]}={ADMIN[1]}",
+    f"inference,metadata,model-config,statistics:authorization=Bearer {TOKEN}",
+)
+
+
 def test_restricted_protocols(repo: Path, tmp_path: Path) -> None:
     key, value = ADMIN
-    flags = [
-        f"--grpc-restricted-protocol=model-repository:{key}={value}",
-        "--grpc-restricted-protocol=inference,metadata,model-config,statistics:"
-        f"authorization=Bearer {TOKEN}",
-    ]
+    flags = [f"--grpc-restricted-protocol={r}" for r in RESTRICTIONS]
+    flags += [f"--http-restricted-api={r}" for r in RESTRICTIONS]
     with argonic_serve(repo, tmp_path / "log", *flags) as served:
         wait_serving(served)  # health stays open (probes)
         client = grpcclient.InferenceServerClient(served.address)
@@ -158,17 +174,102 @@ def test_restricted_protocols(repo: Path, tmp_path: Path) -> None:
         # argonic's own client: its token setting sends "authorization: Bearer <token>"
         mine = remote_scores(served.address, repo, token=TOKEN)
         np.testing.assert_allclose(mine, truth(), atol=1e-5)
+        # shared-memory registration is restricted too: refused before it touches /dev/shm
+        with pytest.raises(InferenceServerException, match="expecting header 'admin-key'"):
+            client.register_system_shared_memory("r", "/argonic_test_absent", 64)
 
 
-def test_bad_security_flags_stop_the_server(repo: Path, tmp_path: Path) -> None:
+def test_restricted_apis_over_http(repo: Path, tmp_path: Path) -> None:
+    """The same restrictions, the same answers as Triton's HTTP server, category by
+    category; health stays open; the key opens model control only as far as
+    --model-control-mode allows, and a refused unload leaves the model ready."""
+    key, value = ADMIN
+    flags = [f"--grpc-restricted-protocol={r}" for r in RESTRICTIONS]
+    flags += [f"--http-restricted-api={r}" for r in RESTRICTIONS]
+    flags += ["--model-control-mode=explicit"]
+    with argonic_serve(repo, tmp_path / "log", *flags) as served:
+        wait_serving(served)
+        client = httpclient.InferenceServerClient(served.http_address)
+        bearer = {"authorization": f"Bearer {TOKEN}"}
+        assert client.is_server_live() and client.is_model_ready(fuzz.MODEL)
+        http_refused(lambda: triton_scores(client), "authorization")
+        http_refused(
+            lambda: triton_scores(client, headers={"authorization": "Bearer x"}), "authorization"
+        )
+        np.testing.assert_allclose(triton_scores(client, headers=bearer), truth(), atol=1e-5)
+        http_refused(lambda: client.get_model_metadata(fuzz.MODEL), "authorization")
+        http_refused(lambda: client.get_server_metadata(), "authorization")
+        http_refused(lambda: client.get_model_config(fuzz.MODEL), "authorization")
+        http_refused(lambda: client.get_inference_statistics(fuzz.MODEL), "authorization")
+        assert client.get_model_metadata(fuzz.MODEL, headers=bearer)["name"] == fuzz.MODEL
+        http_refused(lambda: client.get_model_repository_index(headers=bearer), key)
+        http_refused(lambda: client.unload_model(fuzz.MODEL), key)
+        http_refused(lambda: client.unload_model(fuzz.MODEL, headers={key: "guess"}), key)
+        assert client.is_model_ready(fuzz.MODEL)
+        http_refused(lambda: client.register_system_shared_memory("r", "/x", 64), key)
+        http_refused(lambda: client.get_system_shared_memory_status(), key)
+        http_refused(lambda: client.register_cuda_shared_memory("r", b"", 0, 64), key)
+        assert client.get_system_shared_memory_status(headers={key: value}) == []
+        client.unload_model(fuzz.MODEL, headers={key: value})  # explicit mode: allowed
+        assert not client.is_model_ready(fuzz.MODEL)
+        client.load_model(fuzz.MODEL, headers={key: value})
+        assert client.is_model_ready(fuzz.MODEL)
+        # the same unload without the header over gRPC: refused there too
+        grpc_client = grpcclient.InferenceServerClient(served.address)
+        assert refused(lambda: grpc_client.unload_model(fuzz.MODEL)) == "StatusCode.UNAVAILABLE"
+        assert client.is_model_ready(fuzz.MODEL)
+        assert "restricted model-repository 403" in served.log_text()
+
+
+def test_bad_security_flags_stop_the_server(
+    certs: Certificates, repo: Path, tmp_path: Path
+) -> None:
+    tls = ["--grpc-use-ssl", f"--grpc-server-cert={certs.server_cert}"]
+    tls += [f"--grpc-server-key={certs.server_key}"]
     for flags, message in (
         (["--grpc-use-ssl"], "needs --grpc-server-cert"),
         (["--grpc-restricted-protocol=inference"], "expected <categories>:<key>=<value>"),
         (["--grpc-restricted-protocol=infer:k=v"], "unknown categories ['infer']"),
+        (["--http-restricted-api=infer:k=v"], "--http-restricted-api: unknown categories"),
+        # a side door: gRPC secured, HTTP open where gRPC is not
+        (
+            ["--grpc-restricted-protocol=model-repository,inference:k=v"],
+            "gRPC restricts inference, model-repository but HTTP would not: add --allow-http "
+            "false, or --http-restricted-api inference,model-repository:<key>=<value>",
+        ),
+        (
+            [
+                "--grpc-restricted-protocol=model-repository,inference:k=v",
+                "--http-restricted-api=inference:k=v",
+            ],
+            "--http-restricted-api model-repository:<key>=<value>",
+        ),
+        (
+            [*tls, "--http-address=0.0.0.0"],
+            "gRPC is served over TLS but HTTP would be plaintext on 0.0.0.0: add --allow-http "
+            "false, or --http-address 127.0.0.1 behind a TLS-terminating proxy",
+        ),
     ):
         with argonic_serve(repo, tmp_path / "log", *flags) as served:
-            assert served.process.wait(60) != 0
+            assert served.process.wait(60) == 2
             assert message in served.log_text()
+            assert len(served.log_text().strip().splitlines()) == 1
+
+
+def test_secured_grpc_with_http_off_or_behind_a_proxy(
+    certs: Certificates, repo: Path, tmp_path: Path
+) -> None:
+    """The two ways out the refusal names start: HTTP off (nothing listens on its port), or
+    HTTP on loopback beside TLS gRPC (a TLS-terminating proxy in front reaches it)."""
+    flags = ["--grpc-restricted-protocol=model-repository:k=v", "--allow-http=false"]
+    with argonic_serve(repo, tmp_path / "off.log", *flags) as served:
+        wait_serving(served)
+        assert "HTTP on (off)" in served.log_text()
+    tls = ["--grpc-use-ssl", f"--grpc-server-cert={certs.server_cert}"]
+    tls += [f"--grpc-server-key={certs.server_key}", "--http-address=127.0.0.1"]
+    with argonic_serve(repo, tmp_path / "proxy.log", *tls) as served:
+        wait_serving(served, grpc.ssl_channel_credentials(certs.ca.read_bytes()))
+        assert httpclient.InferenceServerClient(served.http_address).is_server_live()
 
 
 def test_model_control_flags(repo: Path, tmp_path: Path) -> None:

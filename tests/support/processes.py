@@ -29,6 +29,7 @@ class Served:
     address: str
     process: subprocess.Popen
     log: Path
+    http_address: str | None = None  # None: the flags switched HTTP off
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
@@ -63,10 +64,14 @@ def wait_serving(
 
 @contextlib.contextmanager
 def argonic_serve(repository: Path, log: Path, *flags: str) -> Iterator[Served]:
-    """Start `argonic serve` on a free port of 127.0.0.1 (not waited for); kill it on exit."""
-    port = free_port()
+    """Start `argonic serve` on free ports of 127.0.0.1 (gRPC, and HTTP unless the flags set
+    it or switch it off; not waited for); kill it on exit."""
+    port, http = free_port(), None
     command = [sys.executable, "-m", "argonic.cli", "serve", "--model-repository"]
     command += [str(repository), "--host", "127.0.0.1", "--grpc-port", str(port)]
+    if not any(f.startswith(("--http-port", "--allow-http")) for f in flags):
+        http = free_port()
+        command += ["--http-port", str(http)]
     command += ["--metrics-port", "0", *flags]
     with log.open("wb") as out:
         process = subprocess.Popen(
@@ -77,7 +82,7 @@ def argonic_serve(repository: Path, log: Path, *flags: str) -> Iterator[Served]:
             start_new_session=True,
         )
     try:
-        yield Served(f"127.0.0.1:{port}", process, log)
+        yield Served(f"127.0.0.1:{port}", process, log, http and f"127.0.0.1:{http}")
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)

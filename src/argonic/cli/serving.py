@@ -30,6 +30,11 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--host", default="0.0.0.0", help="address to listen on")
     p.add_argument(
+        "--http-address",
+        default=None,
+        help="address the HTTP/REST endpoint listens on (Triton's flag; default: --host)",
+    )
+    p.add_argument(
         "--grpc-port", type=non_negative_int, default=8001, help="gRPC port (0: any free)"
     )
     p.add_argument(
@@ -99,6 +104,15 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
         "model-config, model-repository, statistics, trace, logging; comma-separated) need "
         "the header KEY: VALUE, else UNAVAILABLE (repeatable)",
     )
+    tls.add_argument(
+        "--http-restricted-api",
+        action="append",
+        default=[],
+        metavar="CATEGORIES:KEY=VALUE",
+        help="the same for HTTP/REST: requests of these categories need the header KEY: VALUE, "
+        "else 403 (repeatable). A server whose gRPC is secured refuses to start with an HTTP "
+        "endpoint open where gRPC is not (docs/operations.md)",
+    )
     limits = p.add_argument_group("memory limits")
     limits.add_argument(
         "--grpc-max-message-bytes",
@@ -154,6 +168,10 @@ def _serve(a: argparse.Namespace) -> Summary:
         repository_poll_s=a.repository_poll_secs,
         tls=tls,
         restricted=[parse_restriction(r) for r in a.grpc_restricted_protocol],
+        http_restricted=[
+            parse_restriction(r, "--http-restricted-api") for r in a.http_restricted_api
+        ],
+        http_address=a.http_address,
         max_message_bytes=a.grpc_max_message_bytes,
         max_inflight_bytes=a.max_inflight_bytes,
         http_port=a.http_port if a.allow_http else None,

@@ -29,7 +29,13 @@ from argonic.server.limits import (
 from argonic.server.metrics import MetricsExporter, start_metrics_server
 from argonic.server.poller import RepositoryPoller
 from argonic.server.repository import ModelRepository
-from argonic.server.security import RestrictedProtocols, Restriction, TlsConfig
+from argonic.server.security import (
+    RestrictedProtocols,
+    Restriction,
+    RestrictionTable,
+    TlsConfig,
+    check_http_exposure,
+)
 from argonic.server.servicer import SERVICE_FULL_NAME, InferenceServicer, add_to_server
 
 log = logging.getLogger("argonic.server")
@@ -54,6 +60,8 @@ class InferenceServer:
         max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT_BYTES,
         http_port: int | None = None,
         allow_grpc: bool = True,
+        http_address: str | None = None,
+        http_restricted: Sequence[Restriction] = (),
     ) -> None:
         self.model_repository = Path(model_repository)
         self.model_control_mode = model_control_mode
@@ -68,6 +76,14 @@ class InferenceServer:
         self.models = models
         self.drain_timeout_s = drain_timeout_s
         self.http_port = http_port  # None: no HTTP/REST endpoint
+        self.http_address = http_address or host
+        check_http_exposure(
+            tls if allow_grpc else None,
+            restricted if allow_grpc else (),
+            self.http_address if http_port is not None else None,
+            http_restricted,
+        )
+        self.http_restricted = RestrictionTable(http_restricted, "--http-restricted-api")
         self.allow_grpc = allow_grpc
         self._http = None
         self._health: health.ServerHealth | None = None
@@ -117,7 +133,9 @@ class InferenceServer:
             else:
                 self.grpc_port = None
             if self.http_port is not None:
-                self._http, self.http_port = await start_http(dp, self.host, self.http_port)
+                self._http, self.http_port = await start_http(
+                    dp, self.http_address, self.http_port, self.http_restricted, self.errors
+                )
             if self.metrics_port is not None:
                 exporter = MetricsExporter(self._model_stats)
                 self._metrics = start_metrics_server(exporter.render, self.host, self.metrics_port)
@@ -138,7 +156,7 @@ class InferenceServer:
             "gRPC%s on %s, HTTP on %s, metrics on %s",
             " (TLS, mutual)" if self.tls and self.tls.mutual else " (TLS)" if self.tls else "",
             f"{self.host}:{self.grpc_port}" if self.grpc_port is not None else "(off)",
-            f"http://{self.host}:{self.http_port}" if self._http else "(off)",
+            f"http://{self.http_address}:{self.http_port}" if self._http else "(off)",
             f"http://{self.host}:{self.metrics_port}/metrics" if self._metrics else "(off)",
         )
 
@@ -256,7 +274,7 @@ class ServerHandle:
     @property
     def http_url(self) -> str:
         """host:port of the HTTP/REST endpoint, as tritonclient.http wants it."""
-        return f"{self.server.host}:{self.server.http_port}"
+        return f"{self.server.http_address}:{self.server.http_port}"
 
     @property
     def metrics_url(self) -> str:

@@ -20,7 +20,9 @@ from aiohttp import web
 from argonic import __version__
 from argonic.server import codec, rest
 from argonic.server.dataplane import DataPlane
+from argonic.server.errorlog import ErrorLog
 from argonic.server.errors import InvalidArgument, ServerError
+from argonic.server.security import RestrictionTable
 from argonic.server.servicer import EXTENSIONS
 
 log = logging.getLogger("argonic.server")
@@ -38,6 +40,7 @@ _HTTP_STATUS = {
     grpc.StatusCode.FAILED_PRECONDITION: 400,
 }
 Handler = Callable[[Any, web.Request], Awaitable[web.StreamResponse]]
+Route = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def error_response(message: str, status: int) -> web.Response:
@@ -201,42 +204,76 @@ async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResp
         return error_response(exc.reason, exc.status)
 
 
-def build_app(dataplane: DataPlane) -> web.Application:
-    """The aiohttp application with every KServe v2 / Triton route."""
+def _guarded(
+    handler: Route, category: str, table: RestrictionTable | None, errors: ErrorLog
+) -> Route:
+    """``handler`` behind ``--http-restricted-api``: a request of a restricted category
+    without its header gets Triton's 403 before anything reads its body."""
+    if table is None or category not in table.by_category:
+        return handler
+
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        missing = table.missing_header(category, request.headers.items())
+        if missing is not None:
+            errors.record(f"restricted {category} 403", f"{request.path} without '{missing}'")
+            return error_response(f"This API is restricted, expecting header '{missing}'", 403)
+        return await handler(request)
+
+    return guarded
+
+
+def build_app(
+    dataplane: DataPlane,
+    restricted: RestrictionTable | None = None,
+    errors: ErrorLog | None = None,
+) -> web.Application:
+    """The aiohttp application with every KServe v2 / Triton route, each in its protocol
+    category (argonic.server.security.CATEGORIES) for ``--http-restricted-api``."""
     r = HttpRoutes(dataplane)
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_json_errors])
     model = "/v2/models/{name}"
-    versioned = [model, model + "/versions/{version}"]
-    routes = [
-        web.get("/v2/health/live", r.live),
-        web.get("/v2/health/ready", r.ready),
-        web.get("/v2", r.server_metadata),
-        web.get("/v2/models/stats", r.statistics),
-        web.post("/v2/repository/index", r.repository_index),
-        web.post("/v2/repository/models/{name}/load", r.load),
-        web.post("/v2/repository/models/{name}/unload", r.unload),
-        web.get("/v2/systemsharedmemory/status", r.shm_status),
-        web.get("/v2/systemsharedmemory/region/{region}/status", r.shm_status),
-        web.post("/v2/systemsharedmemory/region/{region}/register", r.shm_register),
-        web.post("/v2/systemsharedmemory/region/{region}/unregister", r.shm_unregister),
-        web.post("/v2/systemsharedmemory/unregister", r.shm_unregister),
-        web.route("*", "/v2/cudasharedmemory/{tail:.*}", r.cuda_shm),
+    shm = "/v2/systemsharedmemory"
+    routes: list[tuple[str, str, Route, str]] = [
+        ("GET", "/v2/health/live", r.live, "health"),
+        ("GET", "/v2/health/ready", r.ready, "health"),
+        ("GET", "/v2", r.server_metadata, "metadata"),
+        ("GET", "/v2/models/stats", r.statistics, "statistics"),
+        ("POST", "/v2/repository/index", r.repository_index, "model-repository"),
+        ("POST", "/v2/repository/models/{name}/load", r.load, "model-repository"),
+        ("POST", "/v2/repository/models/{name}/unload", r.unload, "model-repository"),
+        ("GET", shm + "/status", r.shm_status, "shared-memory"),
+        ("GET", shm + "/region/{region}/status", r.shm_status, "shared-memory"),
+        ("POST", shm + "/region/{region}/register", r.shm_register, "shared-memory"),
+        ("POST", shm + "/region/{region}/unregister", r.shm_unregister, "shared-memory"),
+        ("POST", shm + "/unregister", r.shm_unregister, "shared-memory"),
+        ("*", "/v2/cudasharedmemory/{tail:.*}", r.cuda_shm, "shared-memory"),
     ]
-    for base in versioned:
+    for base in (model, model + "/versions/{version}"):
         routes += [
-            web.get(base, r.model_metadata),
-            web.get(base + "/ready", r.model_ready),
-            web.get(base + "/config", r.model_config),
-            web.post(base + "/infer", r.infer),
-            web.get(base + "/stats", r.statistics),
+            ("GET", base, r.model_metadata, "metadata"),
+            ("GET", base + "/ready", r.model_ready, "health"),
+            ("GET", base + "/config", r.model_config, "model-config"),
+            ("POST", base + "/infer", r.infer, "inference"),
+            ("GET", base + "/stats", r.statistics, "statistics"),
         ]
-    app.add_routes(routes)
+    errors = errors or ErrorLog()
+    app.add_routes(
+        web.route(method, path, _guarded(handler, category, restricted, errors))
+        for method, path, handler, category in routes
+    )
     return app
 
 
-async def start_http(dataplane: DataPlane, host: str, port: int) -> tuple[web.AppRunner, int]:
+async def start_http(
+    dataplane: DataPlane,
+    host: str,
+    port: int,
+    restricted: RestrictionTable | None = None,
+    errors: ErrorLog | None = None,
+) -> tuple[web.AppRunner, int]:
     """Listen on host:port (0: any free port) on the running loop; the runner and the port."""
-    runner = web.AppRunner(build_app(dataplane), access_log=None, handle_signals=False)
+    app = build_app(dataplane, restricted, errors)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_port=False)
     await site.start()

@@ -1,11 +1,17 @@
-"""Security of the gRPC endpoint with Triton's flags: TLS credentials and restricted protocols.
+"""Security of both endpoints with Triton's flags: TLS, restricted protocols and APIs.
 
 - TLS (``--grpc-use-ssl``, ``--grpc-server-cert``, ``--grpc-server-key``, ``--grpc-root-cert``,
   ``--grpc-use-ssl-mutual``): grpc's own ``ssl_server_credentials``; with mutual TLS a client
-  must present a certificate signed by the root certificate.
+  must present a certificate signed by the root certificate. HTTP is not served over TLS,
+  as in Triton, which leaves HTTPS to a proxy in front (nginx, Envoy).
 - Restricted protocols (``--grpc-restricted-protocol=<categories>:<key>=<value>``): a server
   interceptor refuses a call of a restricted category that lacks the header ``<key>: <value>``
   with Triton's answer, UNAVAILABLE "This protocol is restricted, expecting header '<key>'".
+- Restricted APIs on HTTP (``--http-restricted-api=<categories>:<key>=<value>``, the same
+  categories): 403 with Triton's body, "This API is restricted, expecting header '<key>'"
+  (argonic.server.http checks it before a handler reads the body).
+- No side door (``check_http_exposure``): a server whose gRPC endpoint is secured does not
+  start with an HTTP endpoint that is open where gRPC is not.
 """
 
 from __future__ import annotations
@@ -80,22 +86,78 @@ class Restriction:
     value: str
 
 
-def parse_restriction(text: str) -> Restriction:
-    """``health,inference:<key>=<value>`` (Triton's --grpc-restricted-protocol syntax)."""
+def parse_restriction(text: str, flag: str = "--grpc-restricted-protocol") -> Restriction:
+    """``health,inference:<key>=<value>`` (Triton's syntax of ``flag``)."""
     categories, sep, header = text.partition(":")
     key, eq, value = header.partition("=")
     names = frozenset(c.strip() for c in categories.split(",") if c.strip())
     if not sep or not eq or not key.strip() or not names:
-        raise SecurityError(
-            f"--grpc-restricted-protocol {text!r}: expected <categories>:<key>=<value>"
-        )
+        raise SecurityError(f"{flag} {text!r}: expected <categories>:<key>=<value>")
     unknown = sorted(names - set(CATEGORIES))
     if unknown:
         raise SecurityError(
-            f"--grpc-restricted-protocol: unknown categories {unknown} "
-            f"(known: {', '.join(CATEGORIES)})"
+            f"{flag}: unknown categories {unknown} (known: {', '.join(CATEGORIES)})"
         )
     return Restriction(names, key.strip().lower(), value)
+
+
+class RestrictionTable:
+    """The restricted categories of one endpoint and the header each needs."""
+
+    def __init__(self, restrictions: Iterable[Restriction], flag: str) -> None:
+        self.by_category: dict[str, Restriction] = {}
+        for r in restrictions:
+            for category in r.categories:
+                if category in self.by_category:
+                    raise SecurityError(f"{flag}: category '{category}' is restricted twice")
+                self.by_category[category] = r
+
+    def missing_header(
+        self, category: str | None, headers: Iterable[tuple[str, str | bytes]]
+    ) -> str | None:
+        """None if a call of ``category`` with ``headers`` may go on, else the header key
+        it lacks (names compared case-insensitively, values in constant time)."""
+        rule = self.by_category.get(category) if category else None
+        if rule is None:
+            return None
+        for key, value in headers:
+            if (
+                key.lower() == rule.key
+                and isinstance(value, str)
+                and hmac.compare_digest(value.encode(), rule.value.encode())
+            ):
+                return None
+        return rule.key
+
+
+_LOOPBACK = ("127.", "::1", "localhost")
+
+
+def check_http_exposure(
+    tls: TlsConfig | None,
+    grpc_restricted: Iterable[Restriction],
+    http_address: str | None,
+    http_restricted: Iterable[Restriction],
+) -> None:
+    """SecurityError (one line naming the flags to add) when gRPC is secured and the HTTP
+    endpoint (``http_address``; None: off) would be open where gRPC is not: with TLS, HTTP
+    must be off or listen on loopback only (HTTPS belongs to a proxy in front); with
+    restricted protocols, HTTP must restrict at least the same categories."""
+    if http_address is None:
+        return
+    grpc_categories = {c for r in grpc_restricted for c in r.categories}
+    http_categories = {c for r in http_restricted for c in r.categories}
+    if tls is not None and not http_address.startswith(_LOOPBACK):
+        raise SecurityError(
+            f"gRPC is served over TLS but HTTP would be plaintext on {http_address}: add "
+            "--allow-http false, or --http-address 127.0.0.1 behind a TLS-terminating proxy"
+        )
+    open_on_http = sorted(grpc_categories - http_categories)
+    if open_on_http:
+        raise SecurityError(
+            f"gRPC restricts {', '.join(open_on_http)} but HTTP would not: add --allow-http "
+            f"false, or --http-restricted-api {','.join(open_on_http)}:<key>=<value>"
+        )
 
 
 def _method_categories() -> dict[str, str]:
@@ -121,31 +183,18 @@ class RestrictedProtocols(grpc.aio.ServerInterceptor):
     """Refuses calls of restricted categories without the right header (Triton's status)."""
 
     def __init__(self, restrictions: Iterable[Restriction], errors: ErrorLog | None = None):
-        self.by_category: dict[str, Restriction] = {}
-        for r in restrictions:
-            for category in r.categories:
-                if category in self.by_category:
-                    raise SecurityError(
-                        f"--grpc-restricted-protocol: category '{category}' is restricted twice"
-                    )
-                self.by_category[category] = r
+        self.table = RestrictionTable(restrictions, "--grpc-restricted-protocol")
         self.errors = errors or ErrorLog()
 
     def allowed(self, method: str, metadata: Iterable[tuple[str, str | bytes]]) -> str | None:
         """None if the call may go on, else the header it lacks."""
         category = category_of(method)
-        rule = self.by_category.get(category) if category else None
-        if rule is None:
-            return None
-        for key, value in metadata:
-            if (
-                key == rule.key
-                and isinstance(value, str)
-                and hmac.compare_digest(value.encode(), rule.value.encode())
-            ):
-                return None
-        self.errors.record(f"restricted {category} UNAVAILABLE", f"{method} without '{rule.key}'")
-        return rule.key
+        missing = self.table.missing_header(category, metadata)
+        if missing is not None:
+            self.errors.record(
+                f"restricted {category} UNAVAILABLE", f"{method} without '{missing}'"
+            )
+        return missing
 
     async def intercept_service(
         self,
