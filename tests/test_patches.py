@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from support.fuzz import plane_tensors
 
 from argonic.detector.event import Event, Hits, PlaneFrame
 from argonic.detector.geometry import get_detector
@@ -120,3 +121,42 @@ def test_sampled_patches_are_drawn_hits_of_every_event(mini_events):
         for row in part.reshape(50, -1):
             assert (flat == row).all(axis=1).any()
     assert len({row.tobytes() for row in x[:50]}) > 40  # different hits, not one repeated
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"plane_shape": np.array([0, 200], np.int32)}, "plane_shape must be 2 positive sizes"),
+        ({"plane_shape": np.array([-64, 200], np.int32)}, "plane_shape must be 2 positive sizes"),
+        ({"plane_shape": np.array([64], np.int32)}, "plane_shape must be 2 positive sizes"),
+        ({"plane_shape": np.array([1 << 21, 8], np.int32)}, "plane_shape must be 2 positive"),
+        ({"plane_shape": np.array([1 << 15, 1 << 14], np.int32)}, "is too large"),
+        ({"pixel_delta": np.array([130, 1, 0, 1], np.int32)}, "must increase strictly"),
+        ({"pixel_delta": np.array([12_800, 1, 1, 1], np.int32)}, "lie inside plane_shape"),
+        ({"pixel_value": np.array([1, np.nan, 3, 0.5], np.float32)}, "NaN or inf"),
+        ({"hit_tick": np.array([30.0, np.inf], np.float32)}, "hit_tick contains NaN, inf"),
+        ({"hit_tick": np.array([30.0, 1e12], np.float32)}, "absurd values"),
+        ({"hit_tick": np.array([30.0], np.float32)}, "hit_wire has 2 values but hit_tick 1"),
+    ],
+)
+def test_absurd_plane_requests_are_refused_by_name(changes, message) -> None:
+    """Shapes and ticks no detector has are refused before an image is allocated."""
+    from argonic.patches import PlaneRequestError, decode_plane
+
+    decode_plane(plane_tensors())  # the unchanged request decodes
+    with pytest.raises(PlaneRequestError, match=message):
+        decode_plane(plane_tensors(**changes))
+
+
+def test_plane_hits_far_outside_the_plane_get_empty_patches() -> None:
+    """A hit on a wire or at a tick outside the plane is legal (a patch at an edge is
+    partly outside): its patch holds only zeros, it does not index out of the image."""
+    from argonic.patches import decode_plane, plane_patch_chunks
+
+    image, wire, tick = decode_plane(
+        plane_tensors(
+            hit_wire=np.array([-500, 5000], np.int32), hit_tick=np.array([-9e5, 9e5], np.float32)
+        )
+    )
+    patches = np.concatenate([p.copy() for _, _, p in plane_patch_chunks(image, wire, tick, 16)])
+    assert patches.shape == (2, 48, 48, 1) and not patches.any()

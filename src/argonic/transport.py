@@ -36,7 +36,10 @@ def _zstd_decompress() -> Callable[[bytes, int], bytes]:
     import zstandard
 
     def decompress(data: bytes, size: int) -> bytes:
-        return zstandard.ZstdDecompressor().decompress(data, max_output_size=size)
+        # read at most one byte past the declared size: decompress() would trust the content
+        # size written in the frame's header, and a small frame can claim gigabytes
+        with zstandard.ZstdDecompressor().stream_reader(data) as reader:
+            return reader.read(size + 1)
 
     return decompress
 
@@ -50,7 +53,12 @@ def _lz4_compress() -> Callable[[bytes], bytes]:
 def _lz4_decompress() -> Callable[[bytes, int], bytes]:
     import lz4.frame
 
-    return lambda data, size: lz4.frame.decompress(data)
+    def decompress(data: bytes, size: int) -> bytes:
+        # at most one byte past the declared size: a frame that expands further (a bomb,
+        # or a lying content size) is found without inflating it
+        return lz4.frame.LZ4FrameDecompressor().decompress(data, max_length=size + 1)
+
+    return decompress
 
 
 _CODECS = {"zstd": (_zstd_compress, _zstd_decompress), "lz4": (_lz4_compress, _lz4_decompress)}

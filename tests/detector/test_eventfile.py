@@ -7,7 +7,7 @@ from support.events import random_hits
 
 from argonic import ArgonicError
 from argonic.detector.event import Event, PlaneFrame
-from argonic.detector.eventfile import EventFile, EventFileWriter
+from argonic.detector.eventfile import FORMAT_VERSION, EventFile, EventFileWriter
 
 
 def make_event(rng, event_id, n_hits=50):
@@ -74,6 +74,25 @@ def test_bad_files_give_clear_errors(tmp_path):
         EventFile(truncated)[0]
     with EventFile(good) as f, pytest.raises(ArgonicError, match="event index 5 out of range"):
         f[5]
+
+
+@pytest.mark.parametrize("version", [0, FORMAT_VERSION + 1])
+def test_other_format_versions_are_refused_by_name(tmp_path, version, capsys):
+    """A file of another format version is refused with both versions named, by the
+    library and by a command (one line, exit 2), before any event is read."""
+    path = tmp_path / "other.h5"
+    with EventFileWriter(path, "mini", seed=1, run=1) as w:
+        w.write(make_event(np.random.default_rng(0), 0)[0])
+    with h5py.File(path, "r+") as f:
+        f.attrs["format_version"] = version
+    message = f"event file format version {version}, expected {FORMAT_VERSION}"
+    with pytest.raises(ArgonicError, match=message):
+        EventFile(path)
+    from argonic.cli import main
+
+    assert main(["evaluate", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
 
 
 def test_files_without_michel_ids_read_one_id_per_michel_hit(tmp_path):

@@ -100,19 +100,63 @@ def test_corrupt_compressed_request_is_refused_and_the_server_keeps_serving(
         grpc.insecure_channel(server.url) as channel,
     ):
         remote.connect()
-        request = service_pb2.ModelInferRequest(model_name="emtrkmichelid")
-        request.inputs.add(name="main_input", datatype="FP32", shape=[2, 48, 48, 1])
-        request.raw_input_contents.append(b"\x28\xb5\x2f\xfd garbage")
-        request.parameters[transport.PARAMETER].string_param = "zstd"
-        infer = channel.unary_unary(
-            "/inference.GRPCInferenceService/ModelInfer",
-            request_serializer=service_pb2.ModelInferRequest.SerializeToString,
-            response_deserializer=service_pb2.ModelInferResponse.FromString,
-        )
         with pytest.raises(grpc.RpcError) as info:
-            infer(request)
+            _raw_infer(channel, [2, 48, 48, 1], b"\x28\xb5\x2f\xfd garbage", "zstd")
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "zstd" in info.value.details() and "main_input" in info.value.details()
+        np.testing.assert_array_equal(remote.predict(patches[:10]), baseline[0][:10])
+
+
+def _raw_infer(channel: grpc.Channel, shape: list[int], data: bytes, compression: str) -> None:
+    """A ModelInfer of one compressed main_input tensor, as raw bytes a client could send."""
+    request = service_pb2.ModelInferRequest(model_name="emtrkmichelid")
+    request.inputs.add(name="main_input", datatype="FP32", shape=shape)
+    request.raw_input_contents.append(data)
+    request.parameters[transport.PARAMETER].string_param = compression
+    channel.unary_unary(
+        "/inference.GRPCInferenceService/ModelInfer",
+        request_serializer=service_pb2.ModelInferRequest.SerializeToString,
+        response_deserializer=service_pb2.ModelInferResponse.FromString,
+    )(request)
+
+
+def _bomb(name: str, size: int) -> bytes:
+    """A frame of ``size`` zero bytes that compresses to a few hundred bytes or kB."""
+    if name == "zstd":
+        import zstandard
+
+        return zstandard.ZstdCompressor().compress(bytes(size))
+    import lz4.frame
+
+    return lz4.frame.compress(bytes(size), store_size=True)
+
+
+@pytest.mark.parametrize("name", ["zstd", "lz4"])
+def test_decompression_is_bounded_by_the_declared_size(server, patches, baseline, name):
+    """A tensor may expand only to what its shape declares, and at most MAX_DECOMPRESSED:
+    a 64 MB bomb declared as 2 patches, and a shape declaring more than the limit, are
+    refused INVALID_ARGUMENT (the bomb without being inflated: at most one byte past the
+    declared size is read); the server keeps serving."""
+    from argonic.server.codec import MAX_DECOMPRESSED
+
+    declared = 2 * 48 * 48 * 4
+    with pytest.raises(transport.CompressionError, match=f"{declared + 1} bytes, expected"):
+        transport.decompress(name, _bomb(name, 64 << 20), declared)
+    rows = MAX_DECOMPRESSED // (48 * 48 * 4) + 1
+    cases = (
+        (server, [2, 48, 48, 1], "INVALID_ARGUMENT", f"to {declared + 1} bytes, expected"),
+        (server, [rows, 48, 48, 1], "RESOURCE_EXHAUSTED", "--max-inflight-bytes"),
+    )
+    with running_server(
+        shipped_repository(), metrics_port=None, models=["emtrkmichelid"], max_inflight_bytes=0
+    ) as uncapped:  # no in-flight cap: the codec's own limit answers
+        cases += ((uncapped, [rows, 48, 48, 1], "INVALID_ARGUMENT", "a compressed tensor may"),)
+        for target, shape, code, message in cases:
+            with grpc.insecure_channel(target.url) as channel, pytest.raises(grpc.RpcError) as info:
+                _raw_infer(channel, shape, _bomb(name, 64 << 20), name)
+            assert info.value.code() == getattr(grpc.StatusCode, code), info.value.details()
+            assert message in info.value.details()
+    with _remote(server) as remote:
         np.testing.assert_array_equal(remote.predict(patches[:10]), baseline[0][:10])
 
 

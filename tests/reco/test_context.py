@@ -126,7 +126,17 @@ def test_evaluate_reports_the_stage_and_the_network_alone(mini_events, tmp_path)
     assert "network" not in off
     for key, value in on["network"].items():  # the network's own figures, as with the stage off
         assert value == pytest.approx(off[key], nan_ok=True), key
-    assert on["track_em_accuracy"] != off["track_em_accuracy"]
+    # against the truth labels the stage does not make the physics worse than the network
+    # alone (on these events it makes it better: track-vs-em 0.938 -> 0.971)
+    for figure in (
+        "accuracy_3class",
+        "track_em_accuracy",
+        "auc_track_em",
+        "auc_michel",
+        "michel_efficiency_at_purity_0.8",
+    ):
+        assert on[figure] >= off[figure], figure
+    assert on["track_em_accuracy"] > off["track_em_accuracy"] + 0.01
     assert (tmp_path / "roc.png").read_bytes()[:4] == b"\x89PNG"
 
 

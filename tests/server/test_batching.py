@@ -32,7 +32,7 @@ from support.servers import (
 )
 from tritonclient.utils import InferenceServerException
 
-from argonic.server import running_server
+from argonic.server import register_backend, running_server
 
 QUEUE = "dynamic_batching {{ default_queue_policy {{ {} }} }}"
 
@@ -407,3 +407,52 @@ def test_cli_serve_logs_models_and_exits_0_on_sigterm(tmp_path: Path) -> None:
         "loaded model 'identity' version 1" in text and "loaded model 'identity' version 2" in text
     )
     assert '"requests_succeeded": 1' in out and '"drained": true' in out
+
+
+class ShortBackend:
+    """An identity backend that loses the last row of every execution (a broken model)."""
+
+    def __init__(self, config, model_file: Path, instance) -> None:
+        pass
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"output": np.array(inputs["main_input"][:-1])}
+
+    def close(self) -> None:
+        pass
+
+
+register_backend("argonic_test_short", ShortBackend)
+
+
+def test_a_backend_returning_the_wrong_number_of_rows_fails_cleanly(tmp_path: Path) -> None:
+    """Every request of the execution gets INTERNAL naming the output and both sizes (no
+    row is handed to the wrong request), and the server goes on serving other models."""
+    add_model(
+        tmp_path,
+        "short",
+        IDENTITY_CONFIG,
+        platform="argonic_test_short",
+        extra="dynamic_batching { }",
+        versions={1: lambda d: (d.mkdir(parents=True), (d / "model").write_bytes(b"-"))},
+    )
+    add_model(
+        tmp_path,
+        "identity",
+        IDENTITY_CONFIG,
+        versions={1: lambda d: identity_onnx(d / "model.onnx")},
+    )
+    x = np.random.default_rng(5).random((3, 48, 48, 1), dtype=np.float32)
+    with running_server(tmp_path, metrics_port=None) as handle:
+        client = grpcclient.InferenceServerClient(handle.url)
+        with pytest.raises(InferenceServerException) as info:
+            client.infer("short", [infer_input(x)])
+        assert info.value.status() == "StatusCode.INTERNAL"
+        assert info.value.message() == (
+            "model output 'output' has shape [2, 48, 48, 1], expected batch size 3"
+        )
+        np.testing.assert_array_equal(
+            client.infer("identity", [infer_input(x)]).as_numpy("output"), x
+        )
+        stats = client.get_inference_statistics("short").model_stats[0].inference_stats
+        assert stats.fail.count == 1 and stats.success.count == 0

@@ -1,4 +1,8 @@
-"""execution_batch_size "auto": the server measures its backend and picks the fastest size."""
+"""execution_batch_size "auto": the server measures its backend and picks the fastest size.
+
+The choice itself is tested on a simulated clock that the backends advance by their designed
+time per execution, so the outcome cannot depend on the machine's load; the server's use of
+it runs for real, on a backend whose optimum stands 5x clear of the rest."""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import tritonclient.grpc as grpcclient
 from support.servers import IDENTITY_CONFIG, add_model
 
@@ -48,11 +53,31 @@ def make_repo(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def test_calibration_finds_the_designed_optimum(tmp_path):
+class SimulatedClock:
+    """A clock that only the backend moves: each execution takes its designed seconds."""
+
+    def __init__(self, seconds) -> None:
+        self.now, self.seconds = 0.0, seconds
+
+    def __call__(self) -> float:
+        return self.now
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.now += self.seconds(len(inputs["main_input"]))
+        return {"output": inputs["main_input"]}
+
+
+def calibrated(tmp_path: Path, seconds) -> tuple[int, dict[int, float]]:
     config = load_config(make_repo(tmp_path) / "cliff")
-    size, rates = fastest_execution_batch_size(config, CacheCliffBackend(config, Path(), None))
+    clock = SimulatedClock(seconds)
+    return fastest_execution_batch_size(config, clock, clock=clock)
+
+
+def test_calibration_finds_the_designed_optimum(tmp_path):
+    size, rates = calibrated(tmp_path, CacheCliffBackend.seconds)
     assert size == 256
     assert set(rates) == {64, 256, 1024, 2048}
+    assert rates[256] == pytest.approx(256 / CacheCliffBackend.seconds(256))
 
 
 def test_server_splits_a_large_request_at_the_calibrated_size(tmp_path):
@@ -78,6 +103,12 @@ class PlateauBackend(CacheCliffBackend):
 def test_calibration_keeps_the_smallest_size_on_a_plateau(tmp_path):
     """Within 3% of the fastest the smallest size wins: it pipelines concurrent requests
     (a merged execution answers them together and the instance then waits for clients)."""
-    config = load_config(make_repo(tmp_path) / "cliff")
-    size, rates = fastest_execution_batch_size(config, PlateauBackend(config, Path(), None))
+    size, rates = calibrated(tmp_path, PlateauBackend.seconds)
     assert size == 256, rates
+    assert rates[1024] == pytest.approx(rates[256] / 0.985)  # the plateau's designed 1.5%
+
+
+def test_calibration_takes_a_larger_size_beyond_the_tolerance(tmp_path):
+    """5% faster from 1024 rows is beyond the 3% tolerance: 1024 wins, not 256."""
+    size, rates = calibrated(tmp_path, lambda rows: 0.0002 * rows * (0.95 if rows > 256 else 1.0))
+    assert size == 1024, rates

@@ -68,6 +68,51 @@ def test_mutated_messages_get_documented_statuses(channel, before, rpc, seed, mu
     assert answer.code in fuzz.DOCUMENTED, (rpc, mutations, answer)
 
 
+@pytest.fixture(scope="module")
+def explicit_channel(tmp_path_factory: pytest.TempPathFactory):
+    """A server in explicit model-control mode: load and unload get past the gate."""
+    repo = fuzz.make_repository(tmp_path_factory.mktemp("fuzzcontrol"))
+    fuzz.add_victim(repo)
+    with (
+        running_server(repo, model_control_mode="explicit") as handle,
+        grpc.insecure_channel(handle.url) as ch,
+    ):
+        yield ch
+
+
+def test_control_seeds_pass_the_gate(explicit_channel) -> None:
+    """The seeds reach the data plane: the victim is loaded and unloaded, the config
+    override and the trace settings get their own answers, not the gate's."""
+    for rpc, data, code in (
+        ("RepositoryModelUnload", fuzz.CONTROL_SEEDS["RepositoryModelUnload"][0], "OK"),
+        ("RepositoryModelLoad", fuzz.CONTROL_SEEDS["RepositoryModelLoad"][0], "OK"),
+        ("RepositoryModelLoad", fuzz.CONTROL_SEEDS["RepositoryModelLoad"][1], "INVALID_ARGUMENT"),
+        ("TraceSetting", fuzz.CONTROL_SEEDS["TraceSetting"][0], "UNIMPLEMENTED"),
+    ):
+        answer = fuzz.send(explicit_channel, rpc, data)
+        assert answer.code == getattr(grpc.StatusCode, code), (rpc, answer)
+    assert (
+        "load parameters ['config'] are not supported"
+        in fuzz.send(
+            explicit_channel, "RepositoryModelLoad", fuzz.CONTROL_SEEDS["RepositoryModelLoad"][1]
+        ).details
+    )
+
+
+@settings(
+    max_examples=120,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(rpc=st.sampled_from(tuple(fuzz.CONTROL_SEEDS)), seed=st.integers(0, 1), mutations=MUTATIONS)
+def test_mutated_control_messages_past_the_gate(explicit_channel, rpc, seed, mutations) -> None:
+    seeds = fuzz.CONTROL_SEEDS[rpc]
+    answer = fuzz.send(explicit_channel, rpc, fuzz.mutate(seeds[seed % len(seeds)], mutations))
+    assert answer.code in fuzz.DOCUMENTED, (rpc, mutations, answer)
+    assert answer.code != grpc.StatusCode.UNAVAILABLE or "not allowed" not in answer.details
+
+
 def test_no_internal_errors_and_no_traceback_per_request(server, channel, before, caplog) -> None:
     caplog.set_level(logging.INFO, logger="argonic.server")
     bad = fuzz.infer_request().SerializeToString()[:-7]  # truncated raw_input_contents
@@ -88,3 +133,43 @@ def test_scores_unchanged_after_fuzzing(channel, before) -> None:
 def test_repository_in_fuzz_repo(tmp_path: Path) -> None:
     repo = fuzz.make_repository(tmp_path)
     assert sorted(p.name for p in repo.iterdir()) == [fuzz.MODEL, fuzz.PLANE_MODEL]
+
+
+def test_model_infer_carries_exactly_one_message(channel, before) -> None:
+    """ModelInfer is unary in the protocol: a call with no message or with two (possible
+    on the wire, as the server reads it as a stream) is refused INVALID_ARGUMENT."""
+    call = channel.stream_unary(
+        "/inference.GRPCInferenceService/ModelInfer",
+        request_serializer=lambda b: b,
+        response_deserializer=lambda b: b,
+    )
+    one = fuzz.infer_request().SerializeToString()
+    for messages in ([], [one, one]):
+        with pytest.raises(grpc.RpcError) as info:
+            call(iter(messages), timeout=20)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert info.value.details() == "a ModelInfer call carries exactly one request message"
+    np.testing.assert_array_equal(fuzz.scores(channel), before)
+
+
+def test_absurd_plane_requests_are_refused_by_the_server(server, channel, before) -> None:
+    """The plane model refuses a plane no detector has and ticks no event has, by name."""
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException, np_to_triton_dtype
+
+    client = grpcclient.InferenceServerClient(server.url)
+    for change, message in (
+        ({"plane_shape": np.array([1 << 15, 1 << 14], np.int32)}, "is too large"),
+        ({"plane_shape": np.array([0, 200], np.int32)}, "2 positive sizes"),
+        ({"hit_tick": np.array([30.0, 3e9], np.float32)}, "absurd values"),
+    ):
+        inputs = []
+        for name, value in fuzz.plane_tensors(**change).items():
+            tensor = grpcclient.InferInput(name, list(value.shape), np_to_triton_dtype(value.dtype))
+            tensor.set_data_from_numpy(value)
+            inputs.append(tensor)
+        with pytest.raises(InferenceServerException) as info:
+            client.infer(fuzz.PLANE_MODEL, inputs)
+        assert info.value.status() == "StatusCode.INVALID_ARGUMENT"
+        assert message in info.value.message()
+    np.testing.assert_array_equal(fuzz.scores(channel), before)

@@ -83,6 +83,9 @@ def test_poll_mode_follows_the_repository(tmp_path: Path) -> None:
 
 
 def test_poll_mode_unloads_after_in_flight_requests_finish(tmp_path: Path) -> None:
+    """As Triton: once the model leaves the repository it is UNLOADING (not ready, new
+    requests refused cleanly) while a request it holds runs on, and that request gets its
+    answer; then, gone from the repository, it leaves the index."""
     gate_model(tmp_path, "held")
     x = marked(2, 0.5)
     with running_server(
@@ -94,12 +97,22 @@ def test_poll_mode_unloads_after_in_flight_requests_finish(tmp_path: Path) -> No
         thread.start()
         wait_for(lambda: server.server.dataplane.models["held"][1].stats.pending == 0)
         shutil.rmtree(tmp_path / "held")
+
+        def state() -> str | None:
+            index = client.get_model_repository_index().models
+            return next((m.state for m in index if m.name == "held"), None)
+
+        wait_for(lambda: state() == "UNLOADING")
         time.sleep(1.0)  # several polls: the unload waits for the held request
-        assert thread.is_alive()
+        assert state() == "UNLOADING" and thread.is_alive()
+        assert not client.is_model_ready("held")
+        with pytest.raises(InferenceServerException) as refused:
+            infer(client, "held", x)
+        assert refused.value.status() in ("StatusCode.NOT_FOUND", "StatusCode.UNAVAILABLE")
         GATES["held"].set()
         thread.join(30)
         np.testing.assert_array_equal(result["r"].as_numpy("output"), x)
-        wait_for(lambda: not client.is_model_ready("held"))
+        wait_for(lambda: state() is None)
 
 
 def test_explicit_mode_allows_control(tmp_path: Path) -> None:

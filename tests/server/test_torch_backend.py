@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch  # noqa: F401 - the test extra: a broken install fails here, never skips
 from support.models import head_weights, reference_heads, torchscript_heads
 from support.servers import CNN_LIKE_CONFIG
 
@@ -14,7 +15,6 @@ from argonic.server import cpu
 from argonic.server.config import InstanceSpec, bool_parameter, parse_config
 from argonic.server.errors import HostUnsupported, InvalidArgument
 
-pytest.importorskip("torch")
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit.script
 
 from argonic.server.torch_backend import TorchScriptBackend, graph_batch_sizes  # noqa: E402
@@ -112,7 +112,6 @@ def test_bool_parameter() -> None:
 
 def test_device_steps_keep_tensors_on_the_device(model_file: Path) -> None:
     """to_device -> forward -> to_host equals run (the plane model's path)."""
-    import torch
 
     backend = TorchScriptBackend(config(), model_file, InstanceSpec("cpu"))
     x = np.random.default_rng(3).random((5, 48, 48, 1), dtype=np.float32)

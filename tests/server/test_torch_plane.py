@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch  # the test extra: a broken install fails here, never skips
 import tritonclient.grpc as grpcclient
 from support.models import head_weights, reference_heads, torchscript_heads
 from support.servers import CNN_LIKE_CONFIG, add_model
@@ -32,7 +33,6 @@ from argonic.repository import shipped_repository
 from argonic.server.app import running_server
 from argonic.server.config import InstanceSpec, parse_config
 
-torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit.script
 
 from argonic.server.torch_backend import TorchScriptBackend  # noqa: E402

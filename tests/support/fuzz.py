@@ -66,6 +66,18 @@ def infer_request(n: int = 3, seed: int = 0) -> pb.ModelInferRequest:
     return msg
 
 
+def plane_tensors(**changes: np.ndarray) -> dict[str, np.ndarray]:
+    """Valid plane-mode tensors of a 64 x 200 plane with two hits, with ``changes``."""
+    tensors = {
+        "plane_shape": np.array([64, 200], np.int32),
+        "pixel_delta": np.array([130, 1, 199, 1], np.int32),
+        "pixel_value": np.array([1.0, 2.5, 3.0, 0.5], np.float32),
+        "hit_wire": np.array([1, 2], np.int32),
+        "hit_tick": np.array([30.0, 31.0], np.float32),
+    }
+    return {**tensors, **changes}
+
+
 def _seeds() -> dict[str, list[bytes]]:
     typed = pb.ModelInferRequest(model_name=MODEL, model_version="1")
     tensor = typed.inputs.add(name="main_input", datatype="FP32", shape=[1, 48, 48, 1])
@@ -76,13 +88,8 @@ def _seeds() -> dict[str, list[bytes]]:
     fp16.inputs.add(name="main_input", datatype="FP16", shape=[2, 48, 48, 1])
     fp16.raw_input_contents.append(patches(2, 6).astype(np.float16).tobytes())
     plane = pb.ModelInferRequest(model_name=PLANE_MODEL)
-    for name, dtype, values in (
-        ("plane_shape", "INT32", np.array([64, 200], np.int32)),
-        ("pixel_delta", "INT32", np.array([130, 1, 199, 1], np.int32)),
-        ("pixel_value", "FP32", np.array([1.0, 2.5, 3.0, 0.5], np.float32)),
-        ("hit_wire", "INT32", np.array([1, 2], np.int32)),
-        ("hit_tick", "FP32", np.array([30.0, 31.0], np.float32)),
-    ):
+    for name, values in plane_tensors().items():
+        dtype = "INT32" if values.dtype == np.int32 else "FP32"
         plane.inputs.add(name=name, datatype=dtype, shape=list(values.shape))
         plane.raw_input_contents.append(values.tobytes())
     infer = [m.SerializeToString() for m in (infer_request(3), typed, fp16, plane)]
@@ -112,6 +119,36 @@ def _seeds() -> dict[str, list[bytes]]:
 
 SEEDS = _seeds()
 RPCS = tuple(SEEDS)
+
+# model control past the gate (a server in explicit mode): loads and unloads of a model of
+# their own, a load with Triton's config override (refused cleanly), and trace settings
+VICTIM = "fuzz_victim"
+
+
+def add_victim(root: Path) -> None:
+    """A second tiny network in the repository, for the control RPCs to load and unload."""
+    add_model(root, VICTIM, CNN_LIKE_CONFIG, versions={1: lambda d: tiny_onnx(d / "model.onnx")})
+
+
+def _control_seeds() -> dict[str, list[bytes]]:
+    override = pb.RepositoryModelLoadRequest(model_name=VICTIM)
+    override.parameters["config"].string_param = '{"max_batch_size": 8}'
+    trace = pb.TraceSettingRequest(model_name=VICTIM)
+    trace.settings["trace_rate"].value.append("1000")
+    trace.settings["trace_level"].value.extend(["TIMESTAMPS", "TENSORS"])
+    return {
+        "RepositoryModelLoad": [
+            pb.RepositoryModelLoadRequest(model_name=VICTIM).SerializeToString(),
+            override.SerializeToString(),
+        ],
+        "RepositoryModelUnload": [
+            pb.RepositoryModelUnloadRequest(model_name=VICTIM).SerializeToString()
+        ],
+        "TraceSetting": [trace.SerializeToString()],
+    }
+
+
+CONTROL_SEEDS = _control_seeds()
 
 
 def mutate(data: bytes, mutations: Sequence[Mutation]) -> bytes:

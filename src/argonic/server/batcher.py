@@ -323,6 +323,9 @@ class DynamicBatcher:
                 self._deliver(job, stop - start, (input_ns, infer_ns, output_ns))
         finally:
             instance.busy -= 1
+            # off the running set before the scheduler wakes: the task's done callback runs
+            # later, and a closing scheduler that still saw it would wait forever
+            self._running.discard(asyncio.current_task())
             self._changed.set()
 
     @staticmethod

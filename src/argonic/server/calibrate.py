@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import gc
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -47,10 +48,13 @@ def random_inputs(
 
 
 def fastest_execution_batch_size(
-    config: mc.ModelConfig, backend: Backend, candidates: tuple[int, ...] = CANDIDATES
+    config: mc.ModelConfig,
+    backend: Backend,
+    candidates: tuple[int, ...] = CANDIDATES,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> tuple[int, dict[int, float]]:
     """(the smallest candidate within TOLERANCE of the fastest, rows/s of each candidate)
-    for a batched model."""
+    for a batched model, timed by ``clock`` (seconds)."""
     sizes = sorted({min(c, config.max_batch_size) for c in candidates})
     rng = np.random.default_rng(0)
     inputs = {rows: random_inputs(config, rows, rng) for rows in sizes}
@@ -59,11 +63,11 @@ def fastest_execution_batch_size(
     rates = dict.fromkeys(sizes, 0.0)
     for _ in range(ROUNDS):  # interleaved rounds: each size sees the same quiet moments
         for rows in sizes:
-            runs, t0 = 0, time.perf_counter()
-            while runs < 1 or time.perf_counter() - t0 < WINDOW_S:
+            runs, t0 = 0, clock()
+            while runs < 1 or clock() - t0 < WINDOW_S:
                 backend.run(inputs[rows])
                 runs += 1
-            rates[rows] = max(rates[rows], rows * runs / (time.perf_counter() - t0))
+            rates[rows] = max(rates[rows], rows * runs / (clock() - t0))
     fastest = max(rates.values())
     return min(r for r, rate in rates.items() if rate >= (1 - TOLERANCE) * fastest), rates
 

@@ -64,6 +64,7 @@ class DataPlane:
         self.failures: dict[str, str] = {}  # model in the repository -> why its last load failed
         self.startup_failures: set[str] = set()
         self.unloaded: set[str] = set()
+        self.unloading: set[str] = set()  # unloaded, their in-flight requests still running
         self.draining = False
         self._in_flight = 0
         self._idle = asyncio.Event()
@@ -145,9 +146,11 @@ class DataPlane:
     def index(self, ready_only: bool = False) -> list[IndexEntry]:
         """RepositoryIndex: every model in the repository with its state."""
         entries = []
-        for name in sorted(set(self.repository.names()) | set(self.models)):
+        for name in sorted(set(self.repository.names()) | set(self.models) | self.unloading):
             if self.models.get(name):
                 entries += [IndexEntry(name, str(v), "READY") for v in sorted(self.models[name])]
+            elif name in self.unloading and not ready_only:  # Triton's state while it drains
+                entries.append(IndexEntry(name, "", "UNLOADING", "in-flight requests finishing"))
             elif not ready_only:
                 reason = self.failures.get(name, "unloaded" if name in self.unloaded else "")
                 entries.append(IndexEntry(name, "", "UNAVAILABLE", reason))
@@ -231,7 +234,11 @@ class DataPlane:
             old = self.models.pop(name, {})
             self.unloaded.add(name)
             self.failures.pop(name, None)
-        await self._close(old.values())
+            self.unloading.add(name)
+        try:
+            await self._close(old.values())
+        finally:
+            self.unloading.discard(name)
         log.info("unloaded model '%s'", name)
 
     async def load_all(self, names: list[str] | None = None) -> None:
