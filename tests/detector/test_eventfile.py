@@ -85,7 +85,7 @@ def test_other_format_versions_are_refused_by_name(tmp_path, version, capsys):
         w.write(make_event(np.random.default_rng(0), 0)[0])
     with h5py.File(path, "r+") as f:
         f.attrs["format_version"] = version
-    message = f"event file format version {version}, expected {FORMAT_VERSION}"
+    message = f"event file format version {version}, expected 1 or {FORMAT_VERSION}"
     with pytest.raises(ArgonicError, match=message):
         EventFile(path)
     from argonic.cli import main

@@ -27,6 +27,14 @@ def _simulate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=non_negative_int, default=1, help="random seed")
     p.add_argument("--run", type=non_negative_int, default=1, help="run number stored in the file")
     p.add_argument(
+        "--response",
+        choices=("raw", "ideal"),
+        default=None,
+        help="raw: raw waveforms (field and electronics response, noise, ADC), which reco's "
+        "signal processing deconvolves; ideal: the deconvolved frame written directly (fast: "
+        "tests, the scaling study). Default: raw for protodune-sp, ideal for mini",
+    )
+    p.add_argument(
         "-o", "--output", type=output_file, default="events.h5", help="output HDF5 event file"
     )
 
@@ -41,6 +49,7 @@ def _simulate(a: argparse.Namespace) -> Summary:
         seed=a.seed,
         run=a.run,
         show_progress=not a.json,
+        response=a.response,
     )
 
 

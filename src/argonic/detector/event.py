@@ -27,7 +27,12 @@ class PlaneFrame:
     @classmethod
     def from_dense(cls, tpc: int, plane: int, signal: np.ndarray) -> PlaneFrame:
         """Keep the non-zero pixels of a dense [n_wires, n_ticks] signal."""
-        wire, tick = np.nonzero(signal)
+        return cls.from_pixels(tpc, plane, signal, np.flatnonzero(signal))
+
+    @classmethod
+    def from_pixels(cls, tpc: int, plane: int, signal: np.ndarray, index: np.ndarray) -> PlaneFrame:
+        """Keep the pixels ``index`` (flat: wire * n_ticks + tick) of a dense signal."""
+        wire, tick = np.divmod(index, signal.shape[1])
         return cls(
             tpc,
             plane,
@@ -35,7 +40,7 @@ class PlaneFrame:
             signal.shape[1],
             wire.astype(np.int32),
             tick.astype(np.int32),
-            signal[wire, tick].astype(np.float32),
+            signal.ravel()[index].astype(np.float32),
         )
 
     def dense(self) -> np.ndarray:
@@ -43,6 +48,15 @@ class PlaneFrame:
         out = np.zeros((self.n_wires, self.n_ticks), np.float32)
         out[self.wire, self.tick] = self.value
         return out
+
+
+@dataclass
+class RawFrame:
+    """Raw waveforms of one (TPC, plane): ADC counts [n_wires, n_ticks], baseline included."""
+
+    tpc: int
+    plane: int  # 0 U, 1 V, 2 W
+    adc: np.ndarray  # int16
 
 
 @dataclass
@@ -112,3 +126,4 @@ class Event:
     frames: list[PlaneFrame]
     hits: Hits
     detector_name: str = ""  # set by the simulation and the event file
+    raw: list[RawFrame] = field(default_factory=list)  # raw waveforms, where simulated

@@ -1,6 +1,7 @@
 """The HDF5 event file: plane signals (sparse), hits with truth labels, run/event ids.
 
-Layout (format "argonic-events", version 1; documented in docs/event-file.md):
+Layout (format "argonic-events", version 2; documented in docs/event-file.md; version 1
+files, without ``raw/``, are read too):
 
     /                      attrs: format, format_version, detector, seed, run, n_events, argonic_version
     /events/NNNNNN/        attrs: run, subrun, event
@@ -10,6 +11,8 @@ Layout (format "argonic-events", version 1; documented in docs/event-file.md):
             index                          uint32 [K]: wire * n_ticks + tick of each non-zero pixel
             value                          float32 [K]: deconvolved charge in ke-/tick
         hits/              one dataset per column of argonic.detector.event.Hits
+        raw/               where the raw waveforms were simulated: one int16 dataset
+            <tpc>_<plane>  [n_wires, n_ticks] of ADC counts per (TPC, plane) (gzip, shuffle)
 """
 
 from __future__ import annotations
@@ -24,12 +27,14 @@ import numpy as np
 
 from argonic import ArgonicError, __version__
 from argonic._util import atomic_output
-from argonic.detector.event import Event, Hits, PlaneFrame
+from argonic.detector.event import Event, Hits, PlaneFrame, RawFrame
 from argonic.detector.geometry import Detector, get_detector
 
 FORMAT = "argonic-events"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READ_VERSIONS = (1, 2)
 _COMPRESS = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
+_COMPRESS_RAW = {"compression": "gzip", "compression_opts": 1, "shuffle": True}
 
 
 class EventFileWriter:
@@ -89,6 +94,11 @@ class EventFileWriter:
         hg = g.create_group("hits")
         for name, col in event.hits.columns().items():
             hg.create_dataset(name, data=col, **(_COMPRESS if len(col) else {}))
+        if event.raw:
+            rg = g.create_group("raw")
+            for r in event.raw:
+                chunks = (min(64, r.adc.shape[0]), r.adc.shape[1])
+                rg.create_dataset(f"{r.tpc}_{r.plane}", data=r.adc, chunks=chunks, **_COMPRESS_RAW)
         self.n_events += 1
 
     def __exit__(
@@ -124,10 +134,11 @@ class EventFile:
                 f"{self.path}: not an argonic event file (no format={FORMAT!r} attribute)"
             )
         version = int(self._h5.attrs.get("format_version", -1))
-        if version != FORMAT_VERSION:
+        if version not in READ_VERSIONS:
             self._h5.close()
             raise ArgonicError(
-                f"{self.path}: event file format version {version}, expected {FORMAT_VERSION}"
+                f"{self.path}: event file format version {version}, expected "
+                f"{' or '.join(map(str, READ_VERSIONS))} (this argonic reads those)"
             )
         self.detector_name = str(self._h5.attrs["detector"])
         self.detector: Detector = get_detector(self.detector_name)
@@ -174,9 +185,19 @@ class EventFile:
             )
         hg = g["hits"]  # michel_id is absent from files of earlier versions: filled from michel
         hits = Hits(**{name: hg[name][:] for name in Hits.DTYPES if name in hg})
+        raw = (
+            [
+                RawFrame(*(int(v) for v in name.split("_")), data[:])
+                for name, data in sorted(
+                    g["raw"].items(), key=lambda kv: tuple(map(int, kv[0].split("_")))
+                )
+            ]
+            if "raw" in g
+            else []
+        )
         a = g.attrs
         return Event(
-            int(a["run"]), int(a["subrun"]), int(a["event"]), frames, hits, self.detector_name
+            int(a["run"]), int(a["subrun"]), int(a["event"]), frames, hits, self.detector_name, raw
         )
 
     def close(self) -> None:

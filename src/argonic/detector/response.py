@@ -29,6 +29,7 @@ negative on the wire that collects it, as in Wire-Cell's field-response files).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -248,3 +249,111 @@ def electronics_response(
     fine = np.linspace(0, 10, 20001)
     peak = np.max(np.real(np.exp(np.multiply.outer(fine, poles)) @ residues))
     return gain_mv_per_fc * shape / peak
+
+
+# --- the response on the readout grid --------------------------------------------------------
+
+BASELINE_ADC = {"U": 2350.0, "V": 2350.0, "W": 900.0}  # 1003.4 mV / 507.7 mV above 0.2 V
+ADC_MAX = 4095
+BEFORE_ARRIVAL_US = 25.0  # the kernel starts this long before the electron reaches W
+AFTER_ARRIVAL_US = 25.0
+
+
+@functools.cache
+def field_response() -> FieldResponse:
+    """The ProtoDUNE-SP field response (computed once per process, ~4 s)."""
+    return WirePlanes().response()
+
+
+@functools.cache
+def readout_kernel(plane: str, tick_us: float = 0.5) -> np.ndarray:
+    """ADC counts on wires -10..10 around the electrons' wire, per tick, for 1,000 electrons
+    arriving at the collection plane at tick 0 (uniformly within the tick): field response
+    x cold electronics x post-gain x ADC scale, [21, n] with column ``kernel_zero(tick_us)``
+    at the arrival. Row k is the signal on wire (electrons' wire + k - 10)."""
+    field = field_response()
+    fine = field.average(plane)  # [offset, t] electrons/us per electron, PERIOD_US bins
+    # the arrival: when the collection current peaks (impact-averaged)
+    arrival = int(np.argmin(field.average("W")[WIRE_OFFSETS]))
+    elec = electronics_response(np.arange(0, 30, PERIOD_US)) * ELECTRON_FC * 1000.0  # mV per ke-
+    volts = np.array([np.convolve(row, elec) * PERIOD_US for row in fine])  # tails kept
+    adc = -volts * ADC_PER_MV * POSTGAIN  # electrons are negative charge: collection positive
+    step = int(round(tick_us / PERIOD_US))
+    start, stop = (
+        arrival - int(BEFORE_ARRIVAL_US / PERIOD_US),
+        arrival + int(AFTER_ARRIVAL_US / PERIOD_US),
+    )
+    window = np.pad(adc, ((0, 0), (max(0, -start), max(0, stop - adc.shape[1]))))[
+        :, max(start, 0) :
+    ]
+    # an arrival uniform within the tick: average over the tick's sub-bins, then sample
+    box = np.ones(step) / step
+    smoothed = np.array([np.convolve(row, box)[: stop - start] for row in window])
+    return np.ascontiguousarray(smoothed[:, ::step])
+
+
+def kernel_zero(tick_us: float = 0.5) -> int:
+    """Column of ``readout_kernel`` at the electrons' arrival tick."""
+    return int(round(BEFORE_ARRIVAL_US / tick_us))
+
+
+def padded_shape(n_wires: int, n_ticks: int, wrapped: bool) -> tuple[int, int]:
+    """The FFT grid of a plane: ticks padded by the kernel's length (no wrap-around in time),
+    wires by the kernel's reach unless the plane's channels wrap (then circular, as they are)."""
+    reach = 0 if wrapped else WIRE_OFFSETS
+    length = kernel_zero() * 2 + 8
+    return n_wires + 2 * reach, n_ticks + length
+
+
+@functools.cache
+def kernel_spectrum(plane: str, n_wires: int, n_ticks: int, wrapped: bool) -> np.ndarray:
+    """The 2D real FFT of ``readout_kernel(plane)`` placed on ``padded_shape``'s grid so that
+    multiplying a charge grid's spectrum by it convolves (wire offsets centred on 0, the
+    arrival tick at 0)."""
+    from scipy import fft
+
+    rows, cols = padded_shape(n_wires, n_ticks, wrapped)
+    kernel = readout_kernel(plane)
+    grid = np.zeros((rows, cols), np.float64)
+    offsets = np.arange(-WIRE_OFFSETS, WIRE_OFFSETS + 1) % rows
+    ticks = (np.arange(kernel.shape[1]) - kernel_zero()) % cols
+    grid[np.ix_(offsets, ticks)] = kernel
+    return fft.rfft2(grid)
+
+
+def on_grid(frame: np.ndarray, wrapped: bool) -> np.ndarray:
+    """``frame`` [n_wires, n_ticks] placed on its padded FFT grid (zeros around)."""
+    rows, cols = padded_shape(*frame.shape, wrapped)
+    grid = np.zeros((rows, cols), np.float64)
+    reach = (rows - frame.shape[0]) // 2
+    grid[reach : reach + frame.shape[0], : frame.shape[1]] = frame
+    return grid
+
+
+def off_grid(grid: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The plane's own [n_wires, n_ticks] part of a padded grid."""
+    reach = (grid.shape[0] - shape[0]) // 2
+    return grid[reach : reach + shape[0], : shape[1]]
+
+
+def raw_waveforms(
+    charge: np.ndarray,
+    plane: str,
+    wrapped: bool,
+    rng: np.random.Generator | None,
+    noise_adc: float = 2.5,
+) -> np.ndarray:
+    """ADC counts (int16, [n_wires, n_ticks]) of a plane whose wires receive ``charge``
+    (ke- per wire and arrival tick): the readout kernel's 2D convolution (FFT), white noise
+    of ``noise_adc`` RMS (none if ``rng`` is None), the plane's baseline, 12-bit clipping."""
+    from scipy import fft
+
+    spectrum = kernel_spectrum(plane, *charge.shape, wrapped)
+    grid = fft.rfft2(on_grid(charge, wrapped), workers=-1) * spectrum
+    signal = off_grid(
+        fft.irfft2(grid, s=padded_shape(*charge.shape, wrapped), workers=-1), charge.shape
+    )
+    adc = signal + BASELINE_ADC[plane]
+    if rng is not None:
+        adc = adc + rng.standard_normal(adc.shape, dtype=np.float32) * noise_adc
+    return np.clip(np.rint(adc), 0, ADC_MAX).astype(np.int16)

@@ -30,7 +30,7 @@ its cost; noise-only ROIs whose peak exceeds the hit threshold give the spurious
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,8 +38,9 @@ from scipy.ndimage import gaussian_filter1d
 from scipy.special import ndtr
 
 from argonic.detector import physics
-from argonic.detector.event import Event, Hits, PlaneFrame
+from argonic.detector.event import Event, Hits, PlaneFrame, RawFrame
 from argonic.detector.geometry import TPC, Detector, Plane
+from argonic.detector.response import raw_waveforms
 
 # --- detector response constants -----------------------------------------------------------
 DIFFUSION_L_CM2_US = 4.0e-6  # 4.0 cm2/s: sigma_L = 1.3 mm after 3.6 m (2.25 ms)
@@ -282,14 +283,23 @@ def simulate_readout(
     deposits: dict[str, np.ndarray] | None = None,
     noise: bool = True,
     on_plane: Callable[[], None] | None = None,
+    response: str = "ideal",
 ) -> tuple[Event, list[PlaneTruth | None]]:
-    """One readout of ``detector``: the frames of every (TPC, plane) with signal, and their truth.
+    """One readout of ``detector``, and the truth of each of its frames.
+
+    ``response`` "ideal": the deconvolved frames of every (TPC, plane) with signal, written
+    directly (steps 3-4 of the module doc). "raw": the raw waveforms of every (TPC, plane):
+    the drifted charge convolved with the field and electronics response
+    (argonic.detector.response), white noise of NOISE_ADC, baselines, 12-bit ADC; the event
+    has ``raw`` frames and no deconvolved ones (signal processing belongs to reco).
 
     The event has no hits: hit finding and labelling belong to reco (``argonic.reco.events``).
 
     ``deposits`` (pos, t, q, cat, michel[, michel_id]) replaces the particle generation, for
     tests. ``on_plane`` is called after each (TPC, plane) is read out (progress).
     """
+    if response not in ("ideal", "raw"):
+        raise ValueError(f"response must be 'ideal' or 'raw', not {response!r}")
     dep = (
         deposits
         if deposits is not None
@@ -297,39 +307,63 @@ def simulate_readout(
             detector, rng, cosmics=cosmics, beam=beam, radiologicals=radiologicals
         )
     )
+    if response == "raw":
+        return _raw_readout(detector, rng, (run, subrun, event), dep, noise, on_plane)
     bank = noise_bank(rng) if noise else None
     frames: list[PlaneFrame] = []
     truths: list[PlaneTruth | None] = []
+    for tpc, plane, signal, truth in _plane_charges(detector, dep):
+        rows = np.flatnonzero(signal.any(axis=1))
+        if len(rows) > signal.shape[0] // 2:  # in place: ndimage filters line by line
+            gaussian_filter1d(
+                signal, FILTER_SIGMA_TICKS, axis=1, output=signal, mode="constant", truncate=4.0
+            )
+        elif len(rows):
+            signal[rows] = gaussian_filter1d(
+                signal[rows], FILTER_SIGMA_TICKS, axis=1, mode="constant", truncate=4.0
+            )
+        wire, tick, value = digitise(signal, rng, bank)
+        if on_plane is not None:
+            on_plane()
+        if len(value):
+            frames.append(
+                PlaneFrame(
+                    tpc.index, plane.index, plane.n_wires, detector.n_ticks, wire, tick, value
+                )
+            )
+            truths.append(truth)
+    return Event(run, subrun, event, frames, Hits.concat([]), detector.name), truths
+
+
+def _raw_readout(
+    detector: Detector,
+    rng: np.random.Generator,
+    ids: tuple[int, int, int],
+    dep: dict[str, np.ndarray],
+    noise: bool,
+    on_plane: Callable[[], None] | None,
+) -> tuple[Event, list[PlaneTruth | None]]:
+    """simulate_readout's "raw" response: every (TPC, plane)'s raw waveforms and truth."""
+    raws: list[RawFrame] = []
+    truths: list[PlaneTruth | None] = []
+    for tpc, plane, charge, truth in _plane_charges(detector, dep):
+        adc = raw_waveforms(charge, plane.name, plane.wrapped, rng if noise else None, NOISE_ADC)
+        raws.append(RawFrame(tpc.index, plane.index, adc))
+        truths.append(truth)
+        if on_plane is not None:
+            on_plane()
+    event = Event(*ids, [], Hits.concat([]), detector.name, raws)
+    return event, truths
+
+
+def _plane_charges(
+    detector: Detector, dep: dict[str, np.ndarray]
+) -> Iterator[tuple[TPC, Plane, np.ndarray, PlaneTruth | None]]:
+    """(TPC, plane, drifted charge [n_wires, n_ticks] ke-, truth or None) of every plane."""
     for tpc in detector.tpcs:
         d = drift(detector, tpc, dep)
         for plane in detector.planes:
             if len(d["q"]):
-                signal, truth = plane_charge(detector, tpc, plane, d)
-                rows = np.flatnonzero(signal.any(axis=1))
-                if len(rows) > signal.shape[0] // 2:  # in place: ndimage filters line by line
-                    gaussian_filter1d(
-                        signal,
-                        FILTER_SIGMA_TICKS,
-                        axis=1,
-                        output=signal,
-                        mode="constant",
-                        truncate=4.0,
-                    )
-                elif len(rows):
-                    signal[rows] = gaussian_filter1d(
-                        signal[rows], FILTER_SIGMA_TICKS, axis=1, mode="constant", truncate=4.0
-                    )
+                yield tpc, plane, *plane_charge(detector, tpc, plane, d)
             else:
-                signal = np.zeros((plane.n_wires, detector.n_ticks), np.float32)
-                truth = None
-            wire, tick, value = digitise(signal, rng, bank)
-            if on_plane is not None:
-                on_plane()
-            frame = PlaneFrame(
-                tpc.index, plane.index, plane.n_wires, detector.n_ticks, wire, tick, value
-            )
-            if len(frame.value) == 0:
-                continue
-            frames.append(frame)
-            truths.append(truth)
-    return Event(run, subrun, event, frames, Hits.concat([]), detector.name), truths
+                yield tpc, plane, np.zeros((plane.n_wires, detector.n_ticks), np.float32), None

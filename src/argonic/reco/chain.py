@@ -1,7 +1,9 @@
 """The reconstruction chain up to EmTrackMichelId, with per-module wall and CPU time (the paper's Table 2).
 
-Modules, per event: ``read`` (event input), ``hitfinding`` (Gaussian hit finder on the
-deconvolved frames), ``emtrackmichelid`` (patches + inference through the configured
+Modules, per event: ``read`` (event input), for events with raw waveforms ``noisefilter``
+and ``deconvolution`` (argonic.reco.sigproc: the deconvolved frames from the raw ones, as a
+production job makes them; the frames stored beside them are not used), ``hitfinding``
+(Gaussian hit finder on the deconvolved frames), ``emtrackmichelid`` (patches + inference through the configured
 ModelInterface) and, where ``[reco] michel_context`` is on, ``michelcontext`` (each hit's
 scores refined by its neighbours', argonic.reco.context). ``RecoWriter`` stores every hit
 with its [track, em, none, michel] scores (and the network's own, ``network_scores``).
@@ -24,9 +26,11 @@ import numpy as np
 from argonic import ArgonicError
 from argonic.detector.event import LABEL_NAMES, Hits, PlaneFrame
 from argonic.detector.eventfile import EventFile
+from argonic.detector.response import field_response
 from argonic.reco.context import MichelContext
 from argonic.reco.hits import find_hits
 from argonic.reco.module import EmTrackMichelId
+from argonic.reco.sigproc import deconvolve_frames, filter_frames
 
 
 @dataclass
@@ -78,6 +82,12 @@ def reco_event(
     with result.timed("read"):
         event = events[index]
     result.ids = (event.run, event.subrun, event.event)
+    if event.raw:
+        field_response()  # once per process, at job start in production: not an event's cost
+        with result.timed("noisefilter"):
+            filtered = filter_frames(event.raw)
+        with result.timed("deconvolution"):
+            event.frames = deconvolve_frames(filtered, events.detector)
     with result.timed("hitfinding"):
         result.hits = reconstruct_hits(event.frames, event.hits)
     with result.timed("emtrackmichelid"):

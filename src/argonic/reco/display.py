@@ -45,6 +45,20 @@ def _draw_labels(ax: Any, hits: Hits, labels: np.ndarray, michel: np.ndarray | N
     ax.legend(loc="upper right", markerscale=4, fontsize=8)
 
 
+def _image(ax: Any, data: np.ndarray, cmap: str, vmin: float, vmax: float) -> Any:
+    """``data`` [wire, tick] drawn wire across, tick up."""
+    return ax.imshow(
+        data.T,
+        origin="lower",
+        aspect="auto",
+        cmap=cmap,
+        vmin=vmin,
+        vmax=vmax,
+        interpolation="nearest",
+        extent=(-0.5, data.shape[0] - 0.5, -0.5, data.shape[1] - 0.5),
+    )
+
+
 def draw_event(
     events_file: str | os.PathLike[str],
     output: str | os.PathLike[str],
@@ -94,36 +108,51 @@ def draw_event(
     sel = on_plane & (hits_all.tpc == tpc)
     hits = hits_all.select(sel)
 
-    panels = 3 if predicted is not None else 1
+    # an event with raw waveforms: the raw ADC beside the deconvolved frame
+    raw = None
+    if predicted is None:
+        raw = next((r for r in ev.raw if r.tpc == tpc and r.plane == p.index), None)
+    panels = 3 if predicted is not None else 2 if raw is not None else 1
     fig, axes = plt.subplots(
-        1, panels, figsize=(10 if panels == 1 else 21, 7), dpi=110, sharex=True, sharey=True
+        1,
+        panels,
+        figsize=(10 if panels == 1 else 10.5 * panels, 7),
+        dpi=110,
+        sharex=True,
+        sharey=True,
     )
     axes = np.atleast_1d(axes)
     vmax = max(float(np.percentile(image[image > 0], 99)) if np.any(image > 0) else 1.0, 1.0)
+    cmap = "viridis" if not show_hits else "Greys"
     for ax in axes:
-        im = ax.imshow(
-            image.T,
-            origin="lower",
-            aspect="auto",
-            cmap="viridis" if not show_hits else "Greys",
-            vmin=0,
-            vmax=vmax,
-            interpolation="nearest",
-            extent=(-0.5, image.shape[0] - 0.5, -0.5, image.shape[1] - 0.5),
-        )
+        im = _image(ax, image, cmap, 0, vmax)
         ax.set_xlabel(f"{p.name} wire")
     axes[0].set_ylabel("tick (0.5 us)")
-    fig.colorbar(im, ax=axes[-1] if panels == 1 else axes[0], label="charge [ke-/tick]")
+    charge_axis = axes[-1] if panels <= 2 else axes[0]
+    fig.colorbar(im, ax=charge_axis, label="charge [ke-/tick]")
+    if raw is not None:
+        adc = raw.adc.astype(np.float32)
+        adc -= np.median(adc, axis=1, keepdims=True)
+        lim = max(float(np.percentile(np.abs(adc), 99.9)), 1.0)
+        axes[0].images[0].remove()
+        fig.colorbar(
+            _image(axes[0], adc, "RdBu_r", -lim, lim), ax=axes[1], label="raw [ADC - baseline]"
+        )
+        axes[0].set_title("raw waveforms")
+        axes = axes[::-1]  # the hits go on the deconvolved frame
     summary: dict[str, Any] = {
         "output": str(output),
         "event": event,
         "tpc": tpc,
         "plane": p.name,
         "hits": len(hits),
+        "raw_panel": raw is not None,
     }
     if show_hits and len(hits):
         _draw_labels(axes[0], hits, hits.label, hits.michel)
-    axes[0].set_title("truth" if panels > 1 else "")
+    axes[0].set_title(
+        "truth" if predicted is not None else "deconvolved" if raw is not None else ""
+    )
     if predicted is not None:
         scores = predicted.scores[sel]
         classes = predicted.predicted[sel]

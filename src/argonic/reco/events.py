@@ -20,13 +20,23 @@ from argonic.detector.eventfile import EventFileWriter
 from argonic.detector.geometry import Detector, get_detector
 from argonic.detector.simulate import simulate_readout
 from argonic.reco.hits import find_hits, label_hits
+from argonic.reco.sigproc import process
 
 
 def simulate_event(
     detector: Detector, rng: np.random.Generator, run: int, subrun: int, event: int, **options: Any
 ) -> Event:
-    """One readout (``simulate_readout``'s options) with the labelled hits of every frame."""
+    """One readout (``simulate_readout``'s options) with the labelled hits of every frame.
+
+    Raw readouts go through the reco chain's signal processing first: the event keeps its
+    raw waveforms, the deconvolved frames that processing gives (for the tools that cut
+    patches from a file: training, evaluation, display; reco recomputes them from the raw
+    waveforms) and the hits found on them, labelled from the truth."""
     readout, truths = simulate_readout(detector, rng, run, subrun, event, **options)
+    if readout.raw:
+        truth_of = {(r.tpc, r.plane): t for r, t in zip(readout.raw, truths, strict=True)}
+        readout.frames = process(readout.raw, detector)
+        truths = [truth_of[(f.tpc, f.plane)] for f in readout.frames]
     readout.hits = Hits.concat(
         [
             label_hits(find_hits(frame), truth)
@@ -43,12 +53,17 @@ def simulate_file(
     seed: int,
     run: int = 1,
     show_progress: bool = True,
+    response: str | None = None,
 ) -> dict[str, Any]:
     """Simulate ``n_events`` events of ``detector`` into an HDF5 event file; return a summary.
 
-    Event i uses ``np.random.default_rng([seed, i])``: the same seed gives the same file.
+    ``response``: "raw" (raw waveforms, then reco's signal processing) or "ideal" (the
+    deconvolved frame written directly); None: "raw" for ProtoDUNE-SP, "ideal" for the
+    small test detector. Event i uses ``np.random.default_rng([seed, i])``: the same seed
+    gives the same file.
     """
     det = get_detector(detector)
+    response = response or ("raw" if det.name == "protodune-sp" else "ideal")
     if n_events < 1:
         raise ArgonicError(f"number of events must be >= 1, got {n_events}")
     n_hits: list[int] = []
@@ -63,7 +78,7 @@ def simulate_file(
         for i in range(n_events):
             planes_bar.update(0)
             rng = np.random.default_rng([seed, i])
-            ev = simulate_event(det, rng, run, 0, i, on_plane=planes_bar.advance)
+            ev = simulate_event(det, rng, run, 0, i, on_plane=planes_bar.advance, response=response)
             n_hits.append(len(ev.hits))
             writer.write(ev)
             events_bar.advance()
@@ -71,6 +86,7 @@ def simulate_file(
     return {
         "output": str(output),
         "detector": det.name,
+        "response": response,
         "events": n_events,
         "seed": seed,
         "hits_per_event": n_hits,
