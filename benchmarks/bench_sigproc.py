@@ -13,11 +13,14 @@ plane:
   (half the 16-84 percentile range, relative to the median), for pulses up to 20 ticks long
   and for longer ("prolonged": tracks near the drift direction);
 - noise hits: hits with no true charge near them (label NONE), as a share of all hits;
+- with ``--coherent-noise ADC`` (noise shared by each board's 16 channels): the RMS of the
+  signal-free channels after the baseline alone and after the coherent-noise removal;
 - CPU: noise filtering + deconvolution, the raw simulation (drifted charge to ADC), and one
   forward and one inverse 2D real FFT of every plane's padded grid with scipy.fft (what
   each of them must do at least), all in this process.
 
     python benchmarks/bench_sigproc.py --events 2 --seed 7000
+    python benchmarks/bench_sigproc.py --events 1 --seed 7000 --coherent-noise 5
 """
 
 from __future__ import annotations
@@ -33,9 +36,9 @@ from scipy import fft
 from argonic.detector import simulate as sim
 from argonic.detector.event import NONE
 from argonic.detector.geometry import get_detector
-from argonic.detector.response import field_response, on_grid
+from argonic.detector.response import Noise, field_response, on_grid
 from argonic.reco.hits import find_hits, label_hits
-from argonic.reco.sigproc import deconvolve_frames, filter_frames
+from argonic.reco.sigproc import deconvolve_frames, filter_frames, filter_noise
 
 
 def pulses(truth: sim.PlaneTruth) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -81,6 +84,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--events", type=int, default=2)
     p.add_argument("--seed", type=int, default=7000)
+    p.add_argument("--coherent-noise", type=float, default=0.0, help="ADC RMS per board")
     p.add_argument(
         "-o", "--output", type=Path, default=Path(__file__).parent / "results" / "sigproc.json"
     )
@@ -89,20 +93,36 @@ def main() -> None:
     field_response()  # once per process, not an event's cost
     planes: dict[str, dict] = {name: {"hits": 0, "noise_hits": 0, "figures": []} for name in "UVW"}
     cpu = {"simulation_raw": 0.0, "noisefilter": 0.0, "deconvolution": 0.0, "fft_pair": 0.0}
+    coherent: dict[str, dict[str, list[float]]] = {}
     for i in range(a.events):
         rng = np.random.default_rng([a.seed, i])
         dep = sim.generate_deposits(det, rng)
         c0 = time.process_time()
-        event, truths = sim.simulate_readout(det, rng, 1, 0, i, deposits=dep, response="raw")
+        noise = Noise(rms_adc=sim.NOISE_ADC, coherent_adc=a.coherent_noise)
+        event, truths = sim.simulate_readout(
+            det, rng, 1, 0, i, deposits=dep, response="raw", raw_noise=noise
+        )
         cpu["simulation_raw"] += time.process_time() - c0
         truth_of = {(r.tpc, r.plane): t for r, t in zip(event.raw, truths, strict=True)}
         c0 = time.process_time()
-        filtered = filter_frames(event.raw)
+        filtered = filter_frames(event.raw, coherent=bool(a.coherent_noise))
         c1 = time.process_time()
         frames = deconvolve_frames(filtered, det)
         c2 = time.process_time()
         cpu["noisefilter"] += c1 - c0
         cpu["deconvolution"] += c2 - c1
+        if a.coherent_noise:
+            for raw, cleaned, bad in filtered:
+                truth = truth_of[(raw.tpc, raw.plane)]
+                quiet = ~bad
+                if truth is not None:
+                    quiet[np.unique(truth.wire)] = False
+                if not quiet.any():
+                    continue
+                name = det.planes[raw.plane].name
+                rms = coherent.setdefault(name, {"baseline_only": [], "coherent_removed": []})
+                rms["baseline_only"].append(filter_noise(raw.adc, coherent=False)[0][quiet].std())
+                rms["coherent_removed"].append(cleaned[quiet].std())
         for raw in event.raw:  # the FFTs any such processing needs: one each way per plane
             grid = on_grid(raw.adc.astype(np.float64), det.planes[raw.plane].wrapped)
             c0 = time.process_time()
@@ -116,7 +136,17 @@ def main() -> None:
             figures = plane_figures(hits, truth_of[(frame.tpc, frame.plane)])
             if figures:
                 planes[name]["figures"].append(figures)
-    result = {"events": a.events, "seed": a.seed, "cpu_s_per_event": {}, "planes": {}}
+    result = {
+        "events": a.events,
+        "seed": a.seed,
+        "coherent_noise_adc": a.coherent_noise,
+        "cpu_s_per_event": {},
+        "planes": {},
+    }
+    if coherent:
+        result["signal_free_rms_adc"] = {
+            name: {k: float(np.mean(v)) for k, v in rms.items()} for name, rms in coherent.items()
+        }
     for k, v in cpu.items():
         result["cpu_s_per_event"][k] = v / a.events
     fft_s = cpu["fft_pair"]

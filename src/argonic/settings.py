@@ -216,6 +216,18 @@ class RecoSettings(_Table):
     context_weights: str = Field(
         "", description="weights file of that stage; empty: the shipped one"
     )
+    coherent_noise: bool = Field(
+        False,
+        description="noise filtering of raw waveforms also removes each front-end board's "
+        "coherent noise (the median of its 16 channels at each tick, outside their signal), "
+        "as ProtoDUNE-SP's noise filter does; for events simulated with `--coherent-noise` "
+        "(it costs the induction planes a few percent of their charge)",
+    )
+    keep_frames: bool = Field(
+        False,
+        description="store each event's deconvolved frames (regions of interest, the layout "
+        "of the event file's frames/) in the reco output, beside the hits and scores",
+    )
 
 
 _FILE_DATA: ContextVar[dict[str, Any] | None] = ContextVar("argonic_settings_file", default=None)

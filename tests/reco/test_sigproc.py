@@ -14,7 +14,7 @@ from scipy.ndimage import gaussian_filter1d
 from argonic.detector import simulate as sim
 from argonic.detector.eventfile import EventFile
 from argonic.detector.geometry import get_detector
-from argonic.detector.response import BASELINE_ADC, raw_waveforms
+from argonic.detector.response import BASELINE_ADC, Noise, raw_waveforms
 from argonic.reco.events import simulate_file
 from argonic.reco.sigproc import filter_noise
 from argonic.reco.sigproc.deconvolution import deconvolve
@@ -58,24 +58,39 @@ def test_induction_charge_mostly_comes_back_where_the_signal_is(charges) -> None
 
 
 def test_coherent_noise_is_removed_and_bad_channels_masked(charges) -> None:
-    """Noise shared by each board's 16 channels (5 ADC RMS, 2x the white noise) on top of the
-    white noise: removing it per group brings the signal-free channels' RMS back to the
-    white noise's; a dead and a noisy channel are masked."""
-    rng = np.random.default_rng(5)
+    """Simulated noise shared by each board's 16 channels (5 ADC RMS, 2x the white noise),
+    a dead and a noisy channel: removing the coherent part per group brings the
+    signal-free channels' RMS back to the white noise's; both bad channels are masked."""
     q = charges["W"]
-    raw = raw_waveforms(q, "W", True, rng).astype(np.float32)
-    common = rng.standard_normal((q.shape[0] // 16 + 1, q.shape[1])).astype(np.float32) * 5.0
-    raw += np.repeat(common, 16, axis=0)[: q.shape[0]]
-    raw[7] = BASELINE_ADC["W"]  # dead
-    raw[9] += rng.standard_normal(q.shape[1]) * 30  # noisy
+    noise = Noise(rms_adc=2.5, coherent_adc=5.0, dead=1, noisy=1)
+    raw = raw_waveforms(q, "W", True, np.random.default_rng(5), noise)
+    flat = raw.std(axis=1) == 0
+    assert flat.sum() == 1  # the dead channel reads its baseline only
     quiet = ~(q > 0).any(axis=1)
-    quiet[[7, 9]] = False
-    plain, _ = filter_noise(np.rint(raw).astype(np.int16))
-    cleaned, bad = filter_noise(np.rint(raw).astype(np.int16), coherent=True)
-    assert plain[quiet].std() > 2.0 * cleaned[quiet].std()
+    plain, _ = filter_noise(raw)
+    cleaned, bad = filter_noise(raw, coherent=True)
+    quiet &= ~bad
+    assert plain[quiet].std() == pytest.approx(np.hypot(2.5, 5.0), rel=0.1)
     assert cleaned[quiet].std() == pytest.approx(2.5, rel=0.15)
-    assert bad[7] and bad[9] and bad.sum() == 2
-    assert not cleaned[[7, 9]].any()
+    assert bad.sum() == 2 and bad[flat].all()
+    assert not cleaned[bad].any()
+
+
+def test_noise_models_have_their_spectra() -> None:
+    rng = np.random.default_rng(2)
+    white = Noise().waveforms(rng, (64, 4000))[0]
+    shaped = Noise(spectrum="shaped").waveforms(rng, (64, 4000))[0]
+    coherent = Noise(rms_adc=1.0, coherent_adc=3.0).waveforms(rng, (64, 4000))[0]
+    for w in (white, shaped):
+        assert w.std() == pytest.approx(2.5, rel=0.02)
+
+    def lag1(w):
+        return np.corrcoef(w[:, :-1].ravel(), w[:, 1:].ravel())[0, 1]
+
+    assert abs(lag1(white)) < 0.02 and lag1(shaped) > 0.8  # the shaper's 2.2 us memory
+    same_board = np.corrcoef(coherent[0], coherent[15])[0, 1]
+    other_board = np.corrcoef(coherent[0], coherent[16])[0, 1]
+    assert same_board == pytest.approx(0.9, abs=0.03) and abs(other_board) < 0.05
 
 
 def test_raw_events_go_through_the_chain(tmp_path: Path) -> None:
@@ -111,3 +126,54 @@ def test_show_draws_raw_waveforms_beside_the_deconvolved_frame(tmp_path: Path) -
     simulate_file(ideal, "mini", 1, seed=11, show_progress=False)
     assert not draw_event(ideal, tmp_path / "ideal.png", plane="U")["raw_panel"]
     assert (tmp_path / "raw.png").stat().st_size > (tmp_path / "ideal.png").stat().st_size
+
+
+def test_reco_keeps_the_deconvolved_frames_when_asked(tmp_path: Path) -> None:
+    """[reco] keep_frames: the reco file holds each event's deconvolved frames, the same as
+    the signal processing of its raw waveforms gives."""
+    import h5py
+
+    from argonic.reco.runner import run_reco
+    from argonic.settings import load_settings
+
+    path = tmp_path / "raw.h5"
+    simulate_file(path, "mini", 1, seed=11, show_progress=False, response="raw")
+    settings = load_settings(overrides=["reco.keep_frames=true", "reco.michel_context=false"])
+    run_reco(path, tmp_path / "reco.h5", settings, show_progress=False)
+    with h5py.File(tmp_path / "reco.h5") as out, EventFile(path) as f:
+        frames = out["events/000000/frames"]
+        stored = f[0].frames
+        assert list(frames["plane"][:]) == [fr.plane for fr in stored]
+        np.testing.assert_array_equal(
+            frames["value"][:], np.concatenate([fr.value for fr in stored])
+        )
+    run_reco(path, tmp_path / "plain.h5", load_settings(), show_progress=False)
+    with h5py.File(tmp_path / "plain.h5") as out:
+        assert "frames" not in out["events/000000"]
+
+
+def test_raw_frames_that_do_not_match_the_channel_map_are_refused(tmp_path: Path, capsys) -> None:
+    """A raw frame with the wrong number of wires (another detector's channel map) or for a
+    plane the detector lacks: one line naming the frame, exit 2 from a command, no output."""
+    import h5py
+
+    from argonic.cli import main
+
+    path = tmp_path / "raw.h5"
+    simulate_file(path, "mini", 1, seed=11, show_progress=False, response="raw")
+    for bad_name, shape, message in (
+        ("0_2", (199, 1500), "has 199 wires x 1500 ticks, but mini reads 200 x 1500"),
+        ("0_7", (200, 1500), "names no (TPC, plane) of mini"),
+    ):
+        broken = tmp_path / f"broken_{bad_name}.h5"
+        broken.write_bytes(path.read_bytes())
+        with h5py.File(broken, "r+") as f:
+            raw = f["events/000000/raw"]
+            if bad_name in raw:
+                del raw[bad_name]
+            raw[bad_name] = np.zeros(shape, np.int16)
+        out = tmp_path / "reco.h5"
+        assert main(["reco", str(broken), "-o", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1
+        assert not out.exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
+from argonic import ArgonicError
 from argonic.cli.options import (
     DETECTORS,
     PLANES,
@@ -34,14 +35,43 @@ def _simulate_args(p: argparse.ArgumentParser) -> None:
         "signal processing deconvolves; ideal: the deconvolved frame written directly (fast: "
         "tests, the scaling study). Default: raw for protodune-sp, ideal for mini",
     )
+    noise = p.add_argument_group("noise of the raw waveforms")
+    noise.add_argument(
+        "--noise-spectrum",
+        choices=("white", "shaped"),
+        default="white",
+        help="white (the paper's simulation) or shaped by the cold electronics",
+    )
+    noise.add_argument(
+        "--noise-adc", type=float, default=2.5, help="noise RMS per channel, ADC counts"
+    )
+    noise.add_argument(
+        "--coherent-noise",
+        type=float,
+        default=0.0,
+        metavar="ADC",
+        help="RMS of noise shared by each front-end board's 16 channels (0: none)",
+    )
+    noise.add_argument(
+        "--dead-channels", type=non_negative_int, default=0, help="dead channels per plane"
+    )
+    noise.add_argument(
+        "--noisy-channels", type=non_negative_int, default=0, help="noisy channels per plane (5x)"
+    )
     p.add_argument(
         "-o", "--output", type=output_file, default="events.h5", help="output HDF5 event file"
     )
 
 
 def _simulate(a: argparse.Namespace) -> Summary:
+    from argonic.detector.response import Noise
     from argonic.reco.events import simulate_file
 
+    if a.noise_adc < 0 or a.coherent_noise < 0:
+        raise ArgonicError("--noise-adc and --coherent-noise must be >= 0")
+    noise = Noise(
+        a.noise_adc, a.noise_spectrum, a.coherent_noise, 16, a.dead_channels, a.noisy_channels
+    )
     return simulate_file(
         a.output,
         detector=a.detector,
@@ -50,6 +80,7 @@ def _simulate(a: argparse.Namespace) -> Summary:
         run=a.run,
         show_progress=not a.json,
         response=a.response,
+        noise=noise,
     )
 
 

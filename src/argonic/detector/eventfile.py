@@ -37,6 +37,27 @@ _COMPRESS = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
 _COMPRESS_RAW = {"compression": "gzip", "compression_opts": 1, "shuffle": True}
 
 
+def write_frames(fr: h5py.Group, frames: list[PlaneFrame]) -> None:
+    """The sparse deconvolved frames into ``fr`` (the layout above, also the reco file's)."""
+    fr["tpc"] = np.array([f.tpc for f in frames], np.int16)
+    fr["plane"] = np.array([f.plane for f in frames], np.int8)
+    fr["n_wires"] = np.array([f.n_wires for f in frames], np.int32)
+    fr["n_ticks"] = np.array([f.n_ticks for f in frames], np.int32)
+    fr["offset"] = np.concatenate([[0], np.cumsum([len(f.value) for f in frames])]).astype(np.int64)
+    index = [
+        f.wire.astype(np.uint32) * np.uint32(f.n_ticks) + f.tick.astype(np.uint32) for f in frames
+    ]
+    fr.create_dataset(
+        "index", data=np.concatenate(index) if index else np.zeros(0, np.uint32), **_COMPRESS
+    )
+    values = [f.value for f in frames]
+    fr.create_dataset(
+        "value",
+        data=np.concatenate(values).astype(np.float32) if values else np.zeros(0, np.float32),
+        **_COMPRESS,
+    )
+
+
 class EventFileWriter:
     """Write events one by one; the file appears under its name only when closed without error."""
 
@@ -68,29 +89,7 @@ class EventFileWriter:
         assert self._h5 is not None, "use EventFileWriter as a context manager"
         g = self._h5["events"].create_group(f"{self.n_events:06d}")
         g.attrs.update({"run": event.run, "subrun": event.subrun, "event": event.event})
-        fr = g.create_group("frames")
-        frames = event.frames
-        fr["tpc"] = np.array([f.tpc for f in frames], np.int16)
-        fr["plane"] = np.array([f.plane for f in frames], np.int8)
-        fr["n_wires"] = np.array([f.n_wires for f in frames], np.int32)
-        fr["n_ticks"] = np.array([f.n_ticks for f in frames], np.int32)
-        fr["offset"] = np.concatenate([[0], np.cumsum([len(f.value) for f in frames])]).astype(
-            np.int64
-        )
-        index = [
-            f.wire.astype(np.uint32) * np.uint32(f.n_ticks) + f.tick.astype(np.uint32)
-            for f in frames
-        ]
-        fr.create_dataset(
-            "index", data=np.concatenate(index) if index else np.zeros(0, np.uint32), **_COMPRESS
-        )
-        fr.create_dataset(
-            "value",
-            data=np.concatenate([f.value for f in frames]).astype(np.float32)
-            if frames
-            else np.zeros(0, np.float32),
-            **_COMPRESS,
-        )
+        write_frames(g.create_group("frames"), event.frames)
         hg = g.create_group("hits")
         for name, col in event.hits.columns().items():
             hg.create_dataset(name, data=col, **(_COMPRESS if len(col) else {}))
@@ -185,20 +184,30 @@ class EventFile:
             )
         hg = g["hits"]  # michel_id is absent from files of earlier versions: filled from michel
         hits = Hits(**{name: hg[name][:] for name in Hits.DTYPES if name in hg})
-        raw = (
-            [
-                RawFrame(*(int(v) for v in name.split("_")), data[:])
-                for name, data in sorted(
-                    g["raw"].items(), key=lambda kv: tuple(map(int, kv[0].split("_")))
-                )
-            ]
-            if "raw" in g
-            else []
-        )
+        raw = [self._raw_frame(name, data) for name, data in g["raw"].items()] if "raw" in g else []
+        raw.sort(key=lambda r: (r.tpc, r.plane))
         a = g.attrs
         return Event(
             int(a["run"]), int(a["subrun"]), int(a["event"]), frames, hits, self.detector_name, raw
         )
+
+    def _raw_frame(self, name: str, data: h5py.Dataset) -> RawFrame:
+        """One raw frame, checked against the detector's channel map (wires x ticks)."""
+        try:
+            tpc, plane = (int(v) for v in name.split("_"))
+            expected = (self.detector.planes[plane].n_wires, self.detector.n_ticks)
+            self.detector.tpcs[tpc]
+        except (ValueError, IndexError):
+            raise ArgonicError(
+                f"{self.path}: raw frame {name!r} names no (TPC, plane) of {self.detector_name}"
+            ) from None
+        if data.shape != expected:
+            raise ArgonicError(
+                f"{self.path}: raw frame of TPC {tpc} plane {plane} has {data.shape[0]} wires x "
+                f"{data.shape[1]} ticks, but {self.detector_name} reads {expected[0]} x "
+                f"{expected[1]}: the file does not match the detector's channel map"
+            )
+        return RawFrame(tpc, plane, data[:])
 
     def close(self) -> None:
         self._h5.close()

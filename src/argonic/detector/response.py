@@ -336,24 +336,64 @@ def off_grid(grid: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return grid[reach : reach + shape[0], : shape[1]]
 
 
+@dataclass(frozen=True)
+class Noise:
+    """The raw waveforms' noise: white (the paper's simulation) or shaped by the cold
+    electronics (the spectrum of a real channel's dominant noise), of ``rms_adc`` per
+    channel; ``coherent_adc``: noise shared by each front-end board's ``board`` channels
+    (same spectrum); ``dead`` channels read their baseline only, ``noisy`` ones 5x the noise."""
+
+    rms_adc: float = 2.5
+    spectrum: str = "white"  # or "shaped"
+    coherent_adc: float = 0.0
+    board: int = 16
+    dead: int = 0
+    noisy: int = 0
+
+    def waveforms(
+        self, rng: np.random.Generator, shape: tuple[int, int]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(noise [n_wires, n_ticks] in ADC float32, the dead channels' indices)."""
+        n_w, n_t = shape
+        out = self._series(rng, n_w, n_t) * self.rms_adc
+        if self.coherent_adc:
+            common = self._series(rng, -(-n_w // self.board), n_t) * self.coherent_adc
+            out += np.repeat(common, self.board, axis=0)[:n_w]
+        bad = rng.choice(n_w, min(self.dead + self.noisy, n_w), replace=False)
+        out[bad[self.dead :]] *= 5.0
+        return out, bad[: self.dead]
+
+    def _series(self, rng: np.random.Generator, n: int, n_t: int) -> np.ndarray:
+        white = rng.standard_normal((n, n_t), dtype=np.float32)
+        if self.spectrum == "white":
+            return white
+        if self.spectrum != "shaped":
+            raise ValueError(f"noise spectrum must be 'white' or 'shaped', not {self.spectrum!r}")
+        from scipy import fft
+
+        shaper = np.abs(fft.rfft(electronics_response(np.arange(n_t) * 0.5)))
+        shaper /= np.sqrt(np.mean(np.concatenate([shaper, shaper[1:-1]]) ** 2))  # unit RMS
+        return fft.irfft(fft.rfft(white, axis=1) * shaper, n=n_t, axis=1).astype(np.float32)
+
+
 def raw_waveforms(
     charge: np.ndarray,
     plane: str,
     wrapped: bool,
     rng: np.random.Generator | None,
-    noise_adc: float = 2.5,
+    noise: Noise | None = None,
 ) -> np.ndarray:
     """ADC counts (int16, [n_wires, n_ticks]) of a plane whose wires receive ``charge``
-    (ke- per wire and arrival tick): the readout kernel's 2D convolution (FFT), white noise
-    of ``noise_adc`` RMS (none if ``rng`` is None), the plane's baseline, 12-bit clipping."""
+    (ke- per wire and arrival tick): the readout kernel's 2D convolution (FFT), ``noise``
+    (none if ``rng`` is None), the plane's baseline, 12-bit clipping."""
     from scipy import fft
 
     spectrum = kernel_spectrum(plane, *charge.shape, wrapped)
     grid = fft.rfft2(on_grid(charge, wrapped), workers=-1) * spectrum
-    signal = off_grid(
-        fft.irfft2(grid, s=padded_shape(*charge.shape, wrapped), workers=-1), charge.shape
-    )
-    adc = signal + BASELINE_ADC[plane]
+    shape = padded_shape(*charge.shape, wrapped)
+    adc = off_grid(fft.irfft2(grid, s=shape, workers=-1), charge.shape) + BASELINE_ADC[plane]
     if rng is not None:
-        adc = adc + rng.standard_normal(adc.shape, dtype=np.float32) * noise_adc
+        added, dead = (noise or Noise()).waveforms(rng, charge.shape)
+        adc += added
+        adc[dead] = BASELINE_ADC[plane]  # a dead channel reads neither signal nor noise
     return np.clip(np.rint(adc), 0, ADC_MAX).astype(np.int16)

@@ -40,7 +40,7 @@ from scipy.special import ndtr
 from argonic.detector import physics
 from argonic.detector.event import Event, Hits, PlaneFrame, RawFrame
 from argonic.detector.geometry import TPC, Detector, Plane
-from argonic.detector.response import raw_waveforms
+from argonic.detector.response import Noise, raw_waveforms
 
 # --- detector response constants -----------------------------------------------------------
 DIFFUSION_L_CM2_US = 4.0e-6  # 4.0 cm2/s: sigma_L = 1.3 mm after 3.6 m (2.25 ms)
@@ -284,14 +284,16 @@ def simulate_readout(
     noise: bool = True,
     on_plane: Callable[[], None] | None = None,
     response: str = "ideal",
+    raw_noise: Noise | None = None,
 ) -> tuple[Event, list[PlaneTruth | None]]:
     """One readout of ``detector``, and the truth of each of its frames.
 
     ``response`` "ideal": the deconvolved frames of every (TPC, plane) with signal, written
     directly (steps 3-4 of the module doc). "raw": the raw waveforms of every (TPC, plane):
     the drifted charge convolved with the field and electronics response
-    (argonic.detector.response), white noise of NOISE_ADC, baselines, 12-bit ADC; the event
-    has ``raw`` frames and no deconvolved ones (signal processing belongs to reco).
+    (argonic.detector.response), ``raw_noise`` (default: white, NOISE_ADC RMS), baselines,
+    12-bit ADC; the event has ``raw`` frames and no deconvolved ones (signal processing
+    belongs to reco).
 
     The event has no hits: hit finding and labelling belong to reco (``argonic.reco.events``).
 
@@ -308,7 +310,10 @@ def simulate_readout(
         )
     )
     if response == "raw":
-        return _raw_readout(detector, rng, (run, subrun, event), dep, noise, on_plane)
+        model = raw_noise or Noise(rms_adc=NOISE_ADC)
+        return _raw_readout(
+            detector, rng, (run, subrun, event), dep, model if noise else None, on_plane
+        )
     bank = noise_bank(rng) if noise else None
     frames: list[PlaneFrame] = []
     truths: list[PlaneTruth | None] = []
@@ -340,14 +345,14 @@ def _raw_readout(
     rng: np.random.Generator,
     ids: tuple[int, int, int],
     dep: dict[str, np.ndarray],
-    noise: bool,
+    noise: Noise | None,
     on_plane: Callable[[], None] | None,
 ) -> tuple[Event, list[PlaneTruth | None]]:
     """simulate_readout's "raw" response: every (TPC, plane)'s raw waveforms and truth."""
     raws: list[RawFrame] = []
     truths: list[PlaneTruth | None] = []
     for tpc, plane, charge, truth in _plane_charges(detector, dep):
-        adc = raw_waveforms(charge, plane.name, plane.wrapped, rng if noise else None, NOISE_ADC)
+        adc = raw_waveforms(charge, plane.name, plane.wrapped, rng if noise else None, noise)
         raws.append(RawFrame(tpc.index, plane.index, adc))
         truths.append(truth)
         if on_plane is not None:

@@ -25,12 +25,13 @@ import numpy as np
 
 from argonic import ArgonicError
 from argonic.detector.event import LABEL_NAMES, Hits, PlaneFrame
-from argonic.detector.eventfile import EventFile
+from argonic.detector.eventfile import EventFile, write_frames
 from argonic.detector.response import field_response
 from argonic.reco.context import MichelContext
 from argonic.reco.hits import find_hits
 from argonic.reco.module import EmTrackMichelId
 from argonic.reco.sigproc import deconvolve_frames, filter_frames
+from argonic.settings import RecoSettings
 
 
 @dataclass
@@ -46,6 +47,7 @@ class EventResult:
     cpu: dict[str, float] = field(default_factory=dict)
     patches_s: float = 0.0
     inference_s: float = 0.0
+    frames: list[PlaneFrame] | None = None  # the deconvolved frames, where [reco] keep_frames
 
     @contextmanager
     def timed(self, module: str) -> Iterator[None]:
@@ -73,10 +75,17 @@ def reconstruct_hits(frames: list[PlaneFrame], stored: Hits) -> Hits:
 
 
 def reco_event(
-    events: EventFile, index: int, module: EmTrackMichelId, context: MichelContext | None = None
+    events: EventFile,
+    index: int,
+    module: EmTrackMichelId,
+    context: MichelContext | None = None,
+    options: RecoSettings | None = None,
 ) -> EventResult:
-    """Run the chain's modules on event ``index`` of ``events``: read, hit finding,
-    EmTrackMichelId, then MichelContext where given."""
+    """Run the chain's modules on event ``index`` of ``events``: read, signal processing
+    where the event has raw waveforms, hit finding, EmTrackMichelId, then MichelContext
+    where given; ``options``: the ``[reco]`` settings of the signal processing and of
+    what the result keeps (default: the defaults)."""
+    options = options or RecoSettings()
     result = EventResult(index, (0, 0, 0), Hits(), np.zeros((0, 4), np.float32))
     p0, i0 = module.seconds_patches, module.seconds_inference
     with result.timed("read"):
@@ -85,7 +94,7 @@ def reco_event(
     if event.raw:
         field_response()  # once per process, at job start in production: not an event's cost
         with result.timed("noisefilter"):
-            filtered = filter_frames(event.raw)
+            filtered = filter_frames(event.raw, coherent=options.coherent_noise)
         with result.timed("deconvolution"):
             event.frames = deconvolve_frames(filtered, events.detector)
     with result.timed("hitfinding"):
@@ -96,6 +105,8 @@ def reco_event(
         with result.timed("michelcontext"):
             result.network_scores = result.scores
             result.scores = context.apply(result.hits, result.scores, events.detector)
+    if options.keep_frames:
+        result.frames = event.frames
     result.patches_s = module.seconds_patches - p0
     result.inference_s = module.seconds_inference - i0
     return result
@@ -124,6 +135,8 @@ class RecoWriter:
         if r.network_scores is not None:
             g["network_scores"] = r.network_scores
         g["predicted"] = predicted
+        if r.frames is not None:
+            write_frames(g.create_group("frames"), r.frames)
         self.n_events += 1
         self.n_hits += len(r.hits)
         self.classes += np.bincount(predicted, minlength=3)

@@ -18,6 +18,7 @@ from argonic._util import Bars
 from argonic.detector.event import Event, Hits
 from argonic.detector.eventfile import EventFileWriter
 from argonic.detector.geometry import Detector, get_detector
+from argonic.detector.response import Noise
 from argonic.detector.simulate import simulate_readout
 from argonic.reco.hits import find_hits, label_hits
 from argonic.reco.sigproc import process
@@ -35,7 +36,9 @@ def simulate_event(
     readout, truths = simulate_readout(detector, rng, run, subrun, event, **options)
     if readout.raw:
         truth_of = {(r.tpc, r.plane): t for r, t in zip(readout.raw, truths, strict=True)}
-        readout.frames = process(readout.raw, detector)
+        noise = options.get("raw_noise")
+        coherent = bool(noise is not None and noise.coherent_adc)  # as reco is told to
+        readout.frames = process(readout.raw, detector, coherent)
         truths = [truth_of[(f.tpc, f.plane)] for f in readout.frames]
     readout.hits = Hits.concat(
         [
@@ -54,12 +57,13 @@ def simulate_file(
     run: int = 1,
     show_progress: bool = True,
     response: str | None = None,
+    noise: Noise | None = None,
 ) -> dict[str, Any]:
     """Simulate ``n_events`` events of ``detector`` into an HDF5 event file; return a summary.
 
     ``response``: "raw" (raw waveforms, then reco's signal processing) or "ideal" (the
     deconvolved frame written directly); None: "raw" for ProtoDUNE-SP, "ideal" for the
-    small test detector. Event i uses ``np.random.default_rng([seed, i])``: the same seed
+    small test detector; ``noise``: the raw waveforms' noise (default: white, 2.5 ADC). Event i uses ``np.random.default_rng([seed, i])``: the same seed
     gives the same file.
     """
     det = get_detector(detector)
@@ -78,7 +82,9 @@ def simulate_file(
         for i in range(n_events):
             planes_bar.update(0)
             rng = np.random.default_rng([seed, i])
-            ev = simulate_event(det, rng, run, 0, i, on_plane=planes_bar.advance, response=response)
+            ev = simulate_event(
+                det, rng, run, 0, i, on_plane=planes_bar.advance, response=response, raw_noise=noise
+            )
             n_hits.append(len(ev.hits))
             writer.write(ev)
             events_bar.advance()

@@ -34,14 +34,14 @@ _WORKER_STATE: dict[tuple[str, str], tuple[EventFile, EmTrackMichelId, MichelCon
 def reco_task(events_file: str, index: int, settings_json: str) -> EventResult:
     """Run on a worker: one event through the chain, reusing the worker's file handle and interface."""
     key = (events_file, settings_json)
+    settings = Settings.model_validate_json(settings_json)
     if key not in _WORKER_STATE:
         events = EventFile(events_file)
-        settings = Settings.model_validate_json(settings_json)
         interface = make_interface(settings.inference)
         context = MichelContext.from_settings(settings.reco)
         _WORKER_STATE[key] = (events, EmTrackMichelId(interface, events.detector), context)
     events, module, context = _WORKER_STATE[key]
-    return reco_event(events, index, module, context)
+    return reco_event(events, index, module, context, settings.reco)
 
 
 def run_dask(
@@ -103,7 +103,7 @@ def run_local(
             module.on_patches = patches_bar.update
             for i in range(len(events)):
                 patches_bar.update(0)
-                writer.write(reco_event(events, i, module, context))
+                writer.write(reco_event(events, i, module, context, settings.reco))
                 events_bar.advance()
         return interface.stats() if hasattr(interface, "stats") else {}
 

@@ -14,9 +14,12 @@ from argonic.reco.sigproc.noise import filter_noise
 __all__ = ["deconvolve_frames", "deconvolve_plane", "filter_frames", "filter_noise", "process"]
 
 
-def filter_frames(raws: list[RawFrame]) -> list[tuple[RawFrame, np.ndarray, np.ndarray]]:
-    """Each raw frame with its noise-filtered waveforms and bad-channel mask."""
-    return [(r, *filter_noise(r.adc)) for r in raws]
+def filter_frames(
+    raws: list[RawFrame], coherent: bool = False
+) -> list[tuple[RawFrame, np.ndarray, np.ndarray]]:
+    """Each raw frame with its noise-filtered waveforms (coherent noise removed per board
+    if ``coherent``) and bad-channel mask."""
+    return [(r, *filter_noise(r.adc, coherent)) for r in raws]
 
 
 def deconvolve_frames(
@@ -33,6 +36,6 @@ def deconvolve_frames(
     return frames
 
 
-def process(raws: list[RawFrame], detector: Detector) -> list[PlaneFrame]:
+def process(raws: list[RawFrame], detector: Detector, coherent: bool = False) -> list[PlaneFrame]:
     """Noise filtering then deconvolution of every raw frame."""
-    return deconvolve_frames(filter_frames(raws), detector)
+    return deconvolve_frames(filter_frames(raws, coherent), detector)
