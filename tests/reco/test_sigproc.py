@@ -177,3 +177,25 @@ def test_raw_frames_that_do_not_match_the_channel_map_are_refused(tmp_path: Path
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1
         assert not out.exists()
+
+
+def test_an_event_without_the_stage_reco_needs_is_refused(tmp_path: Path, capsys) -> None:
+    """Hits but neither raw waveforms nor frames: one line, exit 2, no output file."""
+    import h5py
+
+    from argonic.cli import main
+
+    path = tmp_path / "raw.h5"
+    simulate_file(path, "mini", 1, seed=11, show_progress=False, response="raw")
+    with h5py.File(path, "r+") as f:
+        del f["events/000000/raw"]
+        frames = f["events/000000/frames"]
+        for name in list(frames):
+            data = frames[name][:]
+            del frames[name]
+            frames[name] = data[:1] if name == "offset" else data[:0]
+    out = tmp_path / "reco.h5"
+    assert main(["reco", str(path), "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "neither raw waveforms nor deconvolved frames" in err and len(err.splitlines()) == 1
+    assert not out.exists()

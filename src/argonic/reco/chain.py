@@ -91,6 +91,11 @@ def reco_event(
     with result.timed("read"):
         event = events[index]
     result.ids = (event.run, event.subrun, event.event)
+    if not event.raw and not event.frames and len(event.hits):
+        raise ArgonicError(
+            f"{events.path}: event {index} has {len(event.hits)} hits but neither raw waveforms "
+            "nor deconvolved frames: the chain has nothing to start from"
+        )
     if event.raw:
         field_response()  # once per process, at job start in production: not an event's cost
         with result.timed("noisefilter"):
