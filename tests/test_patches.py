@@ -10,7 +10,7 @@ from argonic.patches import event_patches
 
 
 def reference_patch(dense: np.ndarray, calib_c: float, wire: int, peak_tick: float) -> np.ndarray:
-    """One patch, pixel by pixel, straight from the rules in REFERENCE.md section 4."""
+    """One patch, pixel by pixel, straight from the rules in docs/reference.md, section 4."""
     n_wires, n_ticks = dense.shape
     centre_bin = int(peak_tick // 6)
     patch = np.zeros((48, 48), np.float64)

@@ -1,6 +1,6 @@
 """PointIdAlg patches: the 48x48 inputs of EmTrackMichelId, built as production builds them.
 
-Per (TPC, plane) image, from the deconvolved signal in ke-/tick (REFERENCE.md section 4):
+Per (TPC, plane) image, from the deconvolved signal in ke-/tick (docs/reference.md, section 4):
 1. the drift axis is downsampled by the mean of windows of 6 ticks;
 2. multiplied by the per-plane gain 1.2e-3 / c_p;
 3. clipped to [-10, 30] and mapped linearly to [-5, 15] (i.e. 0.5 x value);

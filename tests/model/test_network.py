@@ -1,4 +1,4 @@
-"""The EmTrackMichelId network against the production definition (REFERENCE.md section 4)."""
+"""The EmTrackMichelId network against the production definition (docs/reference.md, section 4)."""
 
 import numpy as np
 import pytest

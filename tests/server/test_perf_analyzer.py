@@ -1,5 +1,5 @@
 """NVIDIA's perf_analyzer against argonic serve: HTTP and gRPC, tensors over the wire and in
-system shared memory. Needs the binary (REFERENCE.md section 3): ARGONIC_PERF_ANALYZER
+system shared memory. Needs the binary (docs/reference.md, section 3): ARGONIC_PERF_ANALYZER
 or perf_analyzer on PATH, with libcudart on LD_LIBRARY_PATH; skipped otherwise."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from support.servers import IDENTITY_CONFIG, add_model
 from argonic.server import running_server
 
 BINARY = os.environ.get("ARGONIC_PERF_ANALYZER") or shutil.which("perf_analyzer")
-pytestmark = pytest.mark.skipif(not BINARY, reason="needs perf_analyzer (REFERENCE.md section 3)")
+pytestmark = pytest.mark.skipif(not BINARY, reason="needs perf_analyzer (docs/reference.md, section 3)")
 
 
 @pytest.fixture(scope="module")

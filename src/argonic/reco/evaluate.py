@@ -1,6 +1,6 @@
 """Per-hit evaluation of the network on held-out events, through any ModelInterface.
 
-Metrics (REFERENCE.md section 4): the track/em/none confusion matrix (argmax of the
+Metrics (docs/reference.md, section 4): the track/em/none confusion matrix (argmax of the
 softmax head); track-vs-em accuracy on hits whose true label is track or em, with
 track / (track + em) > 0.5 meaning track (the shipped decision rule); Michel efficiency
 and purity at a cut on the michel score (0.6 in production), at the best cut (largest
