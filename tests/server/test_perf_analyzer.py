@@ -16,7 +16,9 @@ from support.servers import IDENTITY_CONFIG, add_model
 from argonic.server import running_server
 
 BINARY = os.environ.get("ARGONIC_PERF_ANALYZER") or shutil.which("perf_analyzer")
-pytestmark = pytest.mark.skipif(not BINARY, reason="needs perf_analyzer (docs/reference.md, section 3)")
+pytestmark = pytest.mark.skipif(
+    not BINARY, reason="needs perf_analyzer (docs/reference.md, section 3)"
+)
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ import h5py
 import numpy as np
 
 from argonic import ArgonicError
-from argonic.detector.event import LABEL_NAMES, Hits, PlaneFrame
+from argonic.detector.event import LABEL_NAMES, NONE, Hits, PlaneFrame
 from argonic.detector.eventfile import EventFile, write_frames
 from argonic.detector.response import field_response
 from argonic.reco.context import MichelContext
@@ -60,17 +60,36 @@ class EventResult:
 
 
 def reconstruct_hits(frames: list[PlaneFrame], stored: Hits) -> Hits:
-    """Run the hit finder on every frame; carry the stored truth labels over when the hits agree."""
+    """Run the hit finder on every frame; each hit takes the truth of the stored hit on the
+    same (TPC, plane, wire) within half a tick of its peak (NONE where there is none).
+
+    Hit by hit, not all or nothing: frames recomputed from raw waveforms on another CPU
+    (other FFT kernels) can move a peak by a rounding error or a hit across a threshold,
+    and the other hits must keep their truth."""
     hits = Hits.concat([find_hits(f) for f in frames])
-    same = (
-        len(hits) == len(stored)
-        and np.array_equal(hits.tpc, stored.tpc)
-        and np.array_equal(hits.plane, stored.plane)
-        and np.array_equal(hits.wire, stored.wire)
-        and np.array_equal(hits.peak_tick, stored.peak_tick)
-    )
-    if same:
-        hits.label, hits.michel = stored.label, stored.michel
+    if not len(hits) or not len(stored):
+        return hits
+
+    def keys(h: Hits) -> np.ndarray:  # (TPC, plane, wire) then the peak in 1/100 tick
+        channel = (h.tpc.astype(np.int64) * 8 + h.plane) * 100_000 + h.wire
+        return channel * 10_000_000 + np.rint(h.peak_tick * 100).astype(np.int64)
+
+    mine, theirs = keys(hits), keys(stored)
+    order = np.argsort(theirs, kind="stable")
+    sorted_keys = theirs[order]
+    pos = np.searchsorted(sorted_keys, mine)
+    best = np.full(len(hits), -1)
+    gap = np.full(len(hits), 51)  # half a tick, in 1/100 tick, plus one
+    for candidate in (pos - 1, pos):  # the stored neighbours on either side
+        ok = (candidate >= 0) & (candidate < len(order))
+        c = np.clip(candidate, 0, len(order) - 1)
+        d = np.abs(sorted_keys[c] - mine)  # > 10^7 when the channel differs
+        better = ok & (d < gap)
+        best[better], gap[better] = order[c[better]], d[better]
+    found = best >= 0
+    hits.label = np.where(found, stored.label[best], NONE).astype(np.uint8)
+    hits.michel = found & stored.michel[best]
+    hits.michel_id = np.where(found, stored.michel_id[best], 0).astype(np.int32)
     return hits
 
 
