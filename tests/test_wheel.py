@@ -38,6 +38,7 @@ def test_wheel_carries_the_model_and_an_installed_copy_finds_it(tmp_path):
     }
     assert {n.removeprefix(prefix) for n in names if n.startswith(prefix)} == shipped
     assert "argonic/reco/michel_context.npz" in names  # the MichelContext stage's weights
+    assert "argonic/detector/field_response.npz" in names  # read at start-up, not solved
 
     # a fresh environment: the wheel installed into it, the dependencies borrowed from ours
     venv = tmp_path / "venv"

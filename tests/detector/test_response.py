@@ -88,3 +88,13 @@ def test_electronics_response_gives_the_calibrated_area_per_electron() -> None:
     assert adc_tick_per_ke == pytest.approx(36.65, rel=0.003)
     assert adc_tick_per_ke * r.POSTGAIN == pytest.approx(41.649, rel=0.003)
     assert r.electronics_response(t, shaping_us=1.0).argmax() < mv.argmax()  # faster shaping
+
+
+def test_the_shipped_field_response_is_this_computation(field) -> None:
+    """simulate and reco read the shipped copy instead of solving again at start-up: it must
+    be what the solver gives today (regenerate: python -m argonic.detector.response)."""
+    shipped = r.FieldResponse.load(r.SHIPPED_FIELD)
+    np.testing.assert_allclose(shipped.times_us, field.times_us)
+    for name in ("U", "V", "W"):
+        np.testing.assert_allclose(shipped.impacts_mm[name], field.impacts_mm[name])
+        np.testing.assert_allclose(shipped.currents[name], field.currents[name], atol=1e-6)

@@ -32,6 +32,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 
 import numpy as np
 
@@ -132,6 +133,24 @@ class FieldResponse:
     times_us: np.ndarray
     impacts_mm: dict[str, np.ndarray]
     currents: dict[str, np.ndarray]
+
+    def save(self, path: Path) -> None:
+        """As a compressed npz (times, and per plane its impacts and currents)."""
+        arrays = {"times_us": self.times_us}
+        for name in self.currents:
+            arrays[f"{name}_impacts_mm"] = self.impacts_mm[name]
+            arrays[f"{name}_currents"] = self.currents[name]
+        np.savez_compressed(path, **arrays)
+
+    @classmethod
+    def load(cls, path: Path) -> FieldResponse:
+        with np.load(path) as f:
+            planes = [k.removesuffix("_currents") for k in f.files if k.endswith("_currents")]
+            return cls(
+                f["times_us"],
+                {p: f[f"{p}_impacts_mm"] for p in planes},
+                {p: f[f"{p}_currents"] for p in planes},
+            )
 
     def average(self, plane: str) -> np.ndarray:
         """[wire offset, time] averaged over a whole pitch of impact positions (the impacts
@@ -259,9 +278,16 @@ BEFORE_ARRIVAL_US = 25.0  # the kernel starts this long before the electron reac
 AFTER_ARRIVAL_US = 25.0
 
 
+SHIPPED_FIELD = Path(__file__).with_name("field_response.npz")
+
+
 @functools.cache
 def field_response() -> FieldResponse:
-    """The ProtoDUNE-SP field response (computed once per process, ~4 s)."""
+    """The ProtoDUNE-SP field response: the copy shipped with argonic (written by
+    ``python -m argonic.detector.response``; a test checks it against a fresh computation),
+    else computed here (~4 s of CPU, which every simulate and reco process would pay)."""
+    if SHIPPED_FIELD.is_file():
+        return FieldResponse.load(SHIPPED_FIELD)
     return WirePlanes().response()
 
 
@@ -397,3 +423,7 @@ def raw_waveforms(
         adc += added
         adc[dead] = BASELINE_ADC[plane]  # a dead channel reads neither signal nor noise
     return np.clip(np.rint(adc), 0, ADC_MAX).astype(np.int16)
+
+
+if __name__ == "__main__":  # regenerate the shipped field response
+    WirePlanes().response().save(SHIPPED_FIELD)
