@@ -59,11 +59,19 @@ class _Table(BaseModel):
 class LocalSettings(_Table):
     """``[inference.local]``: in-process inference."""
 
-    backend: Literal["onnxruntime", "torch"] = Field(
-        "onnxruntime", description="`onnxruntime` (about 3x faster on CPU) or `torch`"
+    backend: Literal["onnxruntime", "torch", "repository"] = Field(
+        "onnxruntime",
+        description="`onnxruntime` (about 3x faster on CPU), `torch`, or `repository`: a model "
+        "of a model repository by name, run by the backend `argonic serve` loads for it "
+        "(ONNX Runtime, OpenVINO, TorchScript)",
     )
     model: str = Field(
-        "", description="the ONNX file (torch also reads checkpoints); empty: the shipped model"
+        "",
+        description="the ONNX file (torch also reads checkpoints), or with `repository` the "
+        "model's name; empty: the shipped model",
+    )
+    repository: str = Field(
+        "", description="with backend `repository`: the repository folder; empty: the shipped one"
     )
     threads: int = Field(0, ge=0, description="intra-op threads; 0: the runtime's default")
     execution_batch_size: int = Field(

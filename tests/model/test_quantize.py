@@ -91,9 +91,15 @@ def test_int8_dense_layer_is_the_quantised_product(mini_events: Path) -> None:
     probe.graph.output.append(onnx.helper.make_tensor_value_info(gemm_out, 1, None))
     session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
     got = session.run([gemm_out], {"main_input": x[:300]})[0]
-    q = np.clip(np.rint(act / a_scale), 0, 255).astype(np.int64)
+    ratio = act / a_scale
+    q = np.clip(np.rint(ratio), 0, 255).astype(np.int64)
     want = (q @ w_int8.astype(np.int64)).astype(np.float32) * out_scale + bias
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+    # an activation within float rounding of a half step may round either way in ONNX
+    # Runtime (it divides in its own order): one step of that activation is the only slack
+    tie = (np.abs(ratio - np.floor(ratio) - 0.5) < 1e-5).astype(np.float32)
+    slack = (tie @ np.abs(w_int8).astype(np.float32)) * out_scale
+    assert tie.mean() < 0.01  # ties are rare: the check stays exact almost everywhere
+    assert np.all(np.abs(got - want) <= 1e-4 + 1e-5 * np.abs(want) + slack)
     scores = _scores(
         ort.InferenceSession(int8.SerializeToString(), providers=["CPUExecutionProvider"]), x
     )

@@ -383,3 +383,16 @@ def test_init_starts_from_given_weights():
     network, _ = train_network(synthetic_set(64, 7), config, show_progress=False, init=onnx_path())
     for name, value in start.state_dict().items():
         torch.testing.assert_close(network.state_dict()[name], value, rtol=0, atol=1e-6)
+
+
+def test_a_cap_draws_uniformly_and_folds_into_the_keep_probabilities():
+    data = synthetic_set(400, 3)
+    data.keep = np.full(len(data), 0.5, np.float32)
+    capped = data.capped(100, np.random.default_rng(0))
+    assert len(capped) == 100 and np.all(capped.keep == np.float32(0.125))
+    # the natural-mix weight of the whole set is kept: 400 patches of weight 2 = 100 of 8
+    assert capped.weight.sum() == pytest.approx(data.weight.sum())
+    rows = [np.flatnonzero((data.patches == p).all(axis=(1, 2, 3)))[0] for p in capped.patches]
+    assert rows == sorted(set(rows))  # distinct patches of the set, in their order
+    assert data.capped(None, np.random.default_rng(0)) is data
+    assert data.capped(400, np.random.default_rng(0)) is data

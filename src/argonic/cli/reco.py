@@ -173,12 +173,39 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--batch-size", type=positive_int, default=None, help="patches per inference call"
     )
+    p.add_argument(
+        "--models",
+        nargs="+",
+        default=None,
+        metavar="MODEL",
+        help="compare these models of the model repository on the same hits, side by side "
+        "(each run in-process by the backend argonic serve loads for it)",
+    )
+    add_aliased(
+        p,
+        "--model-repository",
+        "--repository",
+        dest="repository",
+        default=None,
+        help="with --models: the model repository (default: the shipped one)",
+    )
 
 
 def _evaluate(a: argparse.Namespace) -> Summary:
-    from argonic.reco.evaluate import evaluate_file
+    from argonic.reco.evaluate import compare_models, evaluate_file
 
     settings = reco_settings(a)
+    if a.models:
+        return compare_models(
+            a.events_file,
+            a.models,
+            a.repository,
+            first_event=a.first_event,
+            n_events=a.events,
+            michel_cut=a.michel_cut,
+            show_progress=not a.json,
+            reco_config=settings.reco,
+        )
     return evaluate_file(
         a.events_file,
         settings.inference,

@@ -68,7 +68,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
         "--max-patches",
         type=positive_int,
         default=None,
-        help="cap on training patches (4.6 kB each in memory)",
+        help="cap on training patches (4.6 kB each in memory): a uniform draw, also from a "
+        "loaded --dataset-cache",
     )
     p.add_argument(
         "--validation-file",
@@ -112,6 +113,13 @@ def _train_args(p: argparse.ArgumentParser) -> None:
         help="model repository to export into (default: the shipped one, models/)",
     )
     p.add_argument("--no-export", action="store_true", help="do not export the trained network")
+    p.add_argument(
+        "--qat",
+        action="store_true",
+        help="quantization-aware fine-tuning of the --init network (input patch in 8 bits "
+        "too), exported as the OpenVINO int8 model emtrkmichelid_openvino and its plane twin "
+        "(needs the openvino extra)",
+    )
 
 
 def _train(a: argparse.Namespace) -> Summary:
@@ -149,6 +157,7 @@ def _train(a: argparse.Namespace) -> Summary:
         dataset_cache=a.dataset_cache,
         repository=repository,
         show_progress=not a.json,
+        qat=a.qat,
     )
 
 

@@ -19,6 +19,7 @@ from argonic.inference.base import (
     ModelInterface,
     validate_patches,
 )
+from argonic.repository import MODEL_NAME
 from argonic.settings import InferenceSettings, validation_message
 
 __all__ = [
@@ -44,7 +45,7 @@ def inference_settings(config: InferenceSettings | Mapping[str, Any]) -> Inferen
 
 def _make_local(settings: InferenceSettings) -> ModelInterface:
     """In-process inference with the ``[inference.local]`` backend."""
-    from argonic.inference.local import OnnxRuntimeInterface, TorchInterface
+    from argonic.inference.local import OnnxRuntimeInterface, RepositoryInterface, TorchInterface
 
     local = settings.local
     common: dict[str, Any] = {
@@ -53,6 +54,13 @@ def _make_local(settings: InferenceSettings) -> ModelInterface:
         "execution_batch_size": local.execution_batch_size,
         "threads": local.threads or None,
     }
+    if local.backend == "repository":
+        return RepositoryInterface(
+            local.model or MODEL_NAME,
+            local.repository or None,
+            settings.batch_size,
+            local.execution_batch_size,
+        )
     if local.backend == "torch":
         return TorchInterface(**common, device=local.device)
     return OnnxRuntimeInterface(

@@ -1,4 +1,5 @@
-"""Local (in-process) ModelInterface implementations: ONNX Runtime and PyTorch.
+"""Local (in-process) ModelInterface implementations: ONNX Runtime, PyTorch, and any model
+of a model repository run by argonic serve's own backend for its platform.
 
 Both run each caller batch in execution chunks of ``execution_batch_size`` patches: the
 fastest size for the hardware (CPU: ~256, the 44x44x48 feature map of larger batches
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from argonic.inference.base import N_SCORES, InterfaceError, ModelInterface
-from argonic.repository import INPUT_NAME, OUTPUT_NAMES, onnx_path, verify_checksum
+from argonic.repository import INPUT_NAME, MODEL_NAME, OUTPUT_NAMES, onnx_path, verify_checksum
 from argonic.server.cpu import check_int8_model
 from argonic.server.errors import HostUnsupported
 from argonic.settings import EXECUTION_BATCH_SIZE, GRAPH_OPTIMIZATION
@@ -163,3 +164,57 @@ class TorchInterface(_ChunkedInterface):
     def close(self) -> None:
         self._graph = None
         super().close()
+
+
+class RepositoryInterface(_ChunkedInterface):
+    """A model of a Triton-layout repository, by name, run in-process by the backend that
+    ``argonic serve`` would load for it (ONNX Runtime, OpenVINO, the TorchScript bf16 twin):
+    local scores are the served model's, checksums checked as the server checks them.
+
+    A plane model (``parameters network``) runs its network on the patches. repository:
+    the folder (default: the shipped one). Threads are the model config's, as served.
+    """
+
+    def __init__(
+        self,
+        model: str = MODEL_NAME,
+        repository: str | os.PathLike[str] | None = None,
+        batch_size: int = 256,
+        execution_batch_size: int = EXECUTION_BATCH_SIZE,
+    ) -> None:
+        from argonic.repository import shipped_repository
+        from argonic.server.errors import ServerError
+        from argonic.server.repository import ModelRepository
+
+        super().__init__(batch_size, execution_batch_size)
+        try:
+            models = ModelRepository(repository or shipped_repository())
+            network = next(
+                (m for m in [model, *models.network_chain(model)] if not _is_plane(models, m)),
+                model,
+            )
+            _, loaded = models.load(network)
+        except (ServerError, HostUnsupported) as exc:
+            raise InterfaceError(f"cannot run repository model {model!r}: {exc}") from exc
+        latest = loaded[-1]
+        self._backend = latest.backends[0]
+        for other in (b for files in loaded for b in files.backends if b is not self._backend):
+            other.close()
+        self.model_name, self.sha256, self.model_path = network, latest.sha256, latest.model_file
+
+    def _execute(self, chunk: np.ndarray) -> np.ndarray:
+        out = self._backend.run({INPUT_NAME: np.ascontiguousarray(chunk, np.float32)})
+        return np.concatenate([out[OUTPUT_NAMES[0]], out[OUTPUT_NAMES[1]]], axis=1)
+
+    def close(self) -> None:
+        if self._backend is not None:
+            self._backend.close()
+            self._backend = None
+        super().close()
+
+
+def _is_plane(models: object, name: str) -> bool:
+    """Whether a repository model takes planes (its inputs are the plane-mode tensors)."""
+    from argonic.patches import PLANE_INPUTS
+
+    return any(i.name in PLANE_INPUTS for i in models.config(name).input)  # type: ignore[attr-defined]

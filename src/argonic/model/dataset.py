@@ -76,6 +76,15 @@ class PatchSet:
         release_free_memory()  # glibc would keep the parts' pages: ~2x the set's size in RSS
         return cls(*(out[k] for k in keys))
 
+    def capped(self, max_patches: int | None, rng: np.random.Generator) -> PatchSet:
+        """At most ``max_patches`` of these, a uniform draw folded into the keep
+        probabilities (None or enough: unchanged)."""
+        if max_patches is None or len(self) <= max_patches:
+            return self
+        data = self.select(np.sort(rng.permutation(len(self))[:max_patches]))
+        data.keep = (data.keep * (max_patches / len(self))).astype(np.float32)
+        return data
+
     def counts(self) -> dict[str, int]:
         return {
             "track": int(np.sum(self.label == TRACK)),
@@ -168,12 +177,7 @@ def build_patch_set(
             patches = event_patches(event, f.detector, hits).astype(dtype)
             parts.append(PatchSet(patches, hits.label, hits.michel, p[sel]))
     rng = rngs[-1] if rngs else np.random.default_rng(seed)
-    data = PatchSet.concat(parts)
-    if max_patches is not None and len(data) > max_patches:
-        frac = max_patches / len(data)
-        data = data.select(np.sort(rng.permutation(len(data))[:max_patches]))
-        data.keep = (data.keep * frac).astype(np.float32)
-    return data
+    return PatchSet.concat(parts).capped(max_patches, rng)
 
 
 def flip_batch(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:

@@ -152,6 +152,7 @@ def train_network(
     show_progress: bool = True,
     stop_after_steps: int | None = None,
     init: str | os.PathLike[str] | None = None,
+    network: nn.Module | None = None,
 ) -> tuple[EmTrackMichelNet, dict[str, Any]]:
     """Train on ``data``; resume from ``checkpoint`` if it exists, and keep it up to date.
 
@@ -159,6 +160,8 @@ def train_network(
     split a run into pieces that fit a wall-time budget; the next call goes on.
     ``init``: start from these weights (a model.onnx or a checkpoint) instead of the
     random initialisation (fine-tuning); ignored when resuming from ``checkpoint``.
+    ``network``: train this module instead of a new network (it has ``logits``, and
+    ``em_trk_none`` / ``michel`` output layers: the quantization-aware graph).
 
     Batches (and flips) are drawn from generators seeded by (seed, epoch[, step]), and the
     learning rate is a function of the step, so a resumed run equals an uninterrupted one.
@@ -173,7 +176,10 @@ def train_network(
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
-    network = build_network(config.seed, config.dropout)
+    if network is None:
+        network = build_network(config.seed, config.dropout)
+    elif init is not None:
+        raise ArgonicError("train_network: give either a network or init weights, not both")
     if init is not None:
         from argonic.model.export import load_network
 
@@ -332,6 +338,7 @@ def train_file(
     repository: str | os.PathLike[str] | None = None,
     show_progress: bool = True,
     init: str | os.PathLike[str] | None = None,
+    qat: bool = False,
 ) -> dict[str, Any]:
     """Train on an event file (or several: their events are pooled) and export the best epoch.
 
@@ -340,7 +347,9 @@ def train_file(
     sampled with ``validation_fraction`` (all Michel and none hits), figures weighted to the
     natural mix. dataset_cache: an HDF5 file holding the training set; read if it exists,
     else written after building (resumed runs skip the patch building). repository:
-    export the trained network there (None: no export).
+    export the trained network there (None: no export). ``qat``: quantization-aware
+    fine-tuning of the ``init`` network (argonic.model.qat), exported as the OpenVINO int8
+    model ``emtrkmichelid_openvino`` and its plane twin.
     """
     from argonic.detector.eventfile import EventFile
 
@@ -363,7 +372,10 @@ def train_file(
     sources.append((files[-1], train_events))
     t0 = time.perf_counter()
     if dataset_cache is not None and Path(dataset_cache).exists():
-        data = PatchSet.load(dataset_cache)
+        # a cache built without a cap can train a shorter run (QAT): the same uniform cut
+        data = PatchSet.load(dataset_cache).capped(
+            max_patches, np.random.default_rng([config.seed, 8])
+        )
     else:
         data = build_patch_set(
             sources,
@@ -394,7 +406,18 @@ def train_file(
         else None
     )
     seconds_data = time.perf_counter() - t0
-    network, summary = train_network(data, config, checkpoint, validation, show_progress, init=init)
+    model = None
+    if qat:
+        model = _quantization_aware(data, config, init)
+    network, summary = train_network(
+        data,
+        config,
+        checkpoint,
+        validation,
+        show_progress,
+        init=None if qat else init,
+        network=model,
+    )
     summary = {
         "events_file": [str(path) for path in files] if len(files) > 1 else str(files[0]),
         "train_events": [[0, size] for size in sizes[:-1]]
@@ -409,8 +432,33 @@ def train_file(
         "config": {k: v for k, v in asdict(config).items() if k != "history"},
         "init": None if init is None else str(init),
     }
-    if repository is not None:
+    if repository is not None and qat:
+        from argonic.model.qat import export_openvino
+
+        source = init if str(init).endswith(".onnx") else None
+        summary["export"] = export_openvino(network, repository, source)
+    elif repository is not None:
         from argonic.model.export import export_repository
 
         summary["export"] = export_repository(network, repository)
     return summary
+
+
+QAT_CALIBRATION_PATCHES = 2048
+
+
+def _quantization_aware(
+    data: PatchSet, config: TrainConfig, init: str | os.PathLike[str] | None
+) -> nn.Module:
+    """The ``init`` network with fake quantisers calibrated on patches drawn (seeded) from
+    the training set."""
+    from argonic.model.export import load_network
+    from argonic.model.qat import quantization_aware
+
+    if init is None:
+        raise ArgonicError("quantization-aware training fine-tunes a trained network: give init")
+    if config.bfloat16:
+        raise ArgonicError("quantization-aware training runs in fp32: leave bfloat16 off")
+    pick = np.random.default_rng([config.seed, 7]).permutation(len(data))
+    calibration = data.patches[np.sort(pick[:QAT_CALIBRATION_PATCHES])]
+    return quantization_aware(load_network(init), calibration)

@@ -13,9 +13,11 @@ where ``[reco] michel_context`` is on (the default), the network's own beside th
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -252,6 +254,92 @@ def _describe(settings: InferenceSettings) -> dict[str, Any]:
     return out
 
 
+@dataclass
+class _Scored:
+    """Every hit of the evaluated events: truth, and per interface the network's scores and
+    the chain's (after MichelContext where on; else the same array)."""
+
+    label: np.ndarray
+    michel: np.ndarray
+    plane: np.ndarray
+    electron: np.ndarray
+    network: list[np.ndarray]
+    chain: list[np.ndarray]
+    events: tuple[int, int]
+
+
+def _score_events(
+    events_file: str | os.PathLike[str],
+    configs: list[InferenceSettings],
+    context: MichelContext | None,
+    first_event: int,
+    n_events: int | None,
+    show_progress: bool,
+) -> _Scored:
+    """Score the events [first_event, first_event + n_events) with every interface of
+    ``configs`` (each event read once)."""
+    truth: dict[str, list[np.ndarray]] = {"label": [], "michel": [], "plane": [], "electron": []}
+    network: list[list[np.ndarray]] = [[] for _ in configs]
+    chain: list[list[np.ndarray]] = [[] for _ in configs]
+    with EventFile(events_file) as f, contextlib.ExitStack() as stack:
+        stop = len(f) if n_events is None else first_event + n_events
+        if not 0 <= first_event < stop <= len(f):
+            raise ArgonicError(
+                f"events [{first_event}, {stop}) not in {events_file} ({len(f)} events)"
+            )
+        modules = [
+            EmTrackMichelId(stack.enter_context(make_interface(c)), f.detector) for c in configs
+        ]
+        for i in progress(range(first_event, stop), stop - first_event, "evaluate", show_progress):
+            event = f[i]
+            hits = event.hits
+            for k, module in enumerate(modules):
+                network[k].append(module.produce(event, hits))
+                chain[k].append(
+                    network[k][-1]
+                    if context is None
+                    else context.apply(hits, network[k][-1], f.detector)
+                )
+            truth["label"].append(hits.label)
+            truth["michel"].append(hits.michel)
+            truth["plane"].append(hits.plane)
+            # unique over the sample: (event, Michel electron); 0 stays "no Michel electron"
+            mid = hits.michel_id.astype(np.int64)
+            truth["electron"].append(np.where(mid > 0, (i + 1) * (1 << 32) + mid, 0))
+    return _Scored(
+        **{k: np.concatenate(v) for k, v in truth.items()},
+        network=[np.concatenate(n) for n in network],
+        chain=[np.concatenate(c) for c in chain],
+        events=(first_event, stop),
+    )
+
+
+def _figures(
+    scored: _Scored, k: int, context: MichelContext | None, michel_cut: float
+) -> tuple[dict[str, Any], dict[str, tuple]]:
+    """(figures of interface ``k``'s chain output, with the network's own under "network"
+    where the MichelContext stage is on; ROC curves of both)."""
+    truth = (scored.label, scored.michel)
+    metrics, curves = summarise(
+        *truth,
+        scored.chain[k],
+        michel_cut,
+        plane=scored.plane,
+        michel_electron=scored.electron,
+    )
+    stage: dict[str, Any] = {"michel_context": None if context is None else context.sha256}
+    if context is not None:
+        network_metrics, network_curves = summarise(
+            *truth, scored.network[k], michel_cut, michel_electron=scored.electron
+        )
+        stage["network"] = {k: v for k, v in network_metrics.items() if k in NETWORK_FIGURES}
+        curves = {
+            **{f"{name}, with context": c for name, c in curves.items()},
+            **{f"{name}, network alone": c for name, c in network_curves.items()},
+        }
+    return {**stage, **metrics}, curves
+
+
 def evaluate_file(
     events_file: str | os.PathLike[str],
     interface_config: InferenceSettings | Mapping[str, Any] | None = None,
@@ -271,55 +359,89 @@ def evaluate_file(
     """
     config = inference_settings(interface_config or {})
     context = MichelContext.from_settings(reco_config or RecoSettings())
-    labels, michels, scores, network, planes, electrons = [], [], [], [], [], []
     t0 = time.perf_counter()
-    with EventFile(events_file) as f, make_interface(config) as interface:
-        stop = len(f) if n_events is None else first_event + n_events
-        if not 0 <= first_event < stop <= len(f):
-            raise ArgonicError(
-                f"events [{first_event}, {stop}) not in {events_file} ({len(f)} events)"
-            )
-        module = EmTrackMichelId(interface, f.detector)
-        for i in progress(range(first_event, stop), stop - first_event, "evaluate", show_progress):
-            event = f[i]
-            network.append(module.produce(event, event.hits))
-            scores.append(
-                network[-1]
-                if context is None
-                else context.apply(event.hits, network[-1], f.detector)
-            )
-            labels.append(event.hits.label)
-            michels.append(event.hits.michel)
-            planes.append(event.hits.plane)
-            # unique over the sample: (event, Michel electron); 0 stays "no Michel electron"
-            mid = event.hits.michel_id.astype(np.int64)
-            electrons.append(np.where(mid > 0, (i + 1) * (1 << 32) + mid, 0))
-    truth = (np.concatenate(labels), np.concatenate(michels))
-    metrics, curves = summarise(
-        *truth,
-        np.concatenate(scores),
-        michel_cut,
-        plane=np.concatenate(planes),
-        michel_electron=np.concatenate(electrons),
-    )
-    stage: dict[str, Any] = {"michel_context": None if context is None else context.sha256}
-    if context is not None:
-        network_metrics, network_curves = summarise(
-            *truth, np.concatenate(network), michel_cut, michel_electron=np.concatenate(electrons)
-        )
-        stage["network"] = {k: v for k, v in network_metrics.items() if k in NETWORK_FIGURES}
-        curves = {
-            **{f"{name}, with context": c for name, c in curves.items()},
-            **{f"{name}, network alone": c for name, c in network_curves.items()},
-        }
+    scored = _score_events(events_file, [config], context, first_event, n_events, show_progress)
+    figures, curves = _figures(scored, 0, context, michel_cut)
     if roc_png is not None:
         plot_roc(curves, roc_png)
     return {
         "events_file": str(events_file),
-        "events": [first_event, stop],
+        "events": list(scored.events),
         "interface": _describe(config),
-        **stage,
-        **metrics,
+        **figures,
         "roc_png": None if roc_png is None else str(roc_png),
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+# the figures compare_models sets side by side
+COMPARED = (
+    "track_em_accuracy",
+    "auc_track_em",
+    "michel_efficiency",
+    "michel_purity",
+    "michel_efficiency_at_purity_0.8",
+    "auc_michel",
+    "accuracy_3class",
+)
+
+
+def compare_models(
+    events_file: str | os.PathLike[str],
+    models: list[str],
+    repository: str | os.PathLike[str] | None = None,
+    first_event: int = 0,
+    n_events: int | None = None,
+    michel_cut: float = MICHEL_CUT,
+    show_progress: bool = True,
+    reco_config: RecoSettings | None = None,
+) -> dict[str, Any]:
+    """The figures of several models of one repository on the same held-out hits, side by
+    side: each model run in-process by the backend ``argonic serve`` loads for it, followed
+    by the same MichelContext stage; ``same_class`` is the fraction of hits whose class
+    (argmax of the three scores) each model shares with the first, chain and network."""
+    if len(models) < 2 or len(set(models)) != len(models):
+        raise ArgonicError(f"compare two or more different models, got {models}")
+    configs = [
+        inference_settings(
+            {
+                "interface": "local",
+                "local": {
+                    "backend": "repository",
+                    "model": name,
+                    "repository": str(repository or ""),
+                },
+            }
+        )
+        for name in models
+    ]
+    context = MichelContext.from_settings(reco_config or RecoSettings())
+    t0 = time.perf_counter()
+    scored = _score_events(events_file, configs, context, first_event, n_events, show_progress)
+    figures = {name: _figures(scored, k, context, michel_cut)[0] for k, name in enumerate(models)}
+    planes = {
+        f"{figure}_{plane}": {n: f["per_plane"][plane][figure] for n, f in figures.items()}
+        for plane in PLANE_NAMES
+        for figure in ("track_em_accuracy", "michel_efficiency_at_purity_0.8")
+        if all(plane in f["per_plane"] for f in figures.values())
+    }
+
+    def same(scores: list[np.ndarray]) -> dict[str, float]:
+        first = scores[0][:, :3].argmax(1)
+        return {
+            n: float(np.mean(s[:, :3].argmax(1) == first))
+            for n, s in zip(models, scores, strict=True)
+        }
+
+    return {
+        "events_file": str(events_file),
+        "events": list(scored.events),
+        "hits": len(scored.label),
+        "models": models,
+        **{figure: {n: f[figure] for n, f in figures.items()} for figure in COMPARED},
+        **planes,
+        "same_class": same(scored.chain),
+        "same_class_network": same(scored.network),
+        "figures": [{"model": n, **f} for n, f in figures.items()],  # all of them: --json
         "seconds": time.perf_counter() - t0,
     }

@@ -54,6 +54,7 @@ DEFAULT_FILENAMES = {
     "onnxruntime": "model.onnx",
     "pytorch_libtorch": "model.pt",
     "pytorch": "model.pt",
+    "openvino": "model.xml",
 }
 
 
@@ -98,13 +99,17 @@ def load_config(model_dir: Path) -> mc.ModelConfig:
 
 
 def _guess_platform(model_dir: Path, filename: str) -> str:
-    for platform, default in (("onnxruntime_onnx", "model.onnx"), ("pytorch_libtorch", "model.pt")):
+    for platform, default in (
+        ("onnxruntime_onnx", "model.onnx"),
+        ("pytorch_libtorch", "model.pt"),
+        ("openvino", "model.xml"),
+    ):
         wanted = filename or default
         if wanted.endswith(Path(default).suffix) and any(model_dir.glob(f"*/{wanted}")):
             return platform
     raise InvalidArgument(
         f"model '{model_dir.name}': no platform or backend in config.pbtxt "
-        "and no model.onnx / model.pt to guess it from"
+        "and no model.onnx / model.pt / model.xml to guess it from"
     )
 
 

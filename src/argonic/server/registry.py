@@ -1,7 +1,7 @@
 """The backend registry: which class loads a model, by its config's platform/backend string.
 
 Built-in backends are the table ``BUILTIN`` (Triton's names for ONNX Runtime and
-TorchScript, plus argonic's plane model); :func:`register_backend` adds others (tests and
+TorchScript, OpenVINO, plus argonic's plane model); :func:`register_backend` adds others (tests and
 plug-ins), :func:`create_backend` loads one instance of a model with the backend its config
 names.
 """
@@ -16,6 +16,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from argonic.server.backends import Backend, OnnxRuntimeBackend
 from argonic.server.config import InstanceSpec, parameter, platform_of
 from argonic.server.errors import InvalidArgument
+from argonic.server.openvino_backend import OpenVinoBackend
 from argonic.server.plane import PlaneBackend
 from argonic.server.torch_backend import TorchScriptBackend
 
@@ -42,6 +43,7 @@ BUILTIN: dict[str, BackendFactory] = {
     "onnxruntime": OnnxRuntimeBackend,
     "pytorch_libtorch": TorchScriptBackend,
     "pytorch": TorchScriptBackend,
+    "openvino": OpenVinoBackend,
     "argonic_plane": _plane,
     "python": _python,
 }

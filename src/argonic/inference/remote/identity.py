@@ -28,6 +28,7 @@ from argonic.inference.remote.channel import ServedModel, Server
 from argonic.inference.remote.config import CallOptions
 from argonic.inference.remote.errors import ModelMismatchError, NotReady, describe
 from argonic.patches import PLANE_DATATYPES
+from argonic.server.config import DEFAULT_FILENAMES, platform_of
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,9 @@ class ModelSignature:
             config = text_format.Parse(config_path.read_text(), mc.ModelConfig())
             config.name = config.name or model_name
             signature = cls.from_config(config)
-            filename = config.default_model_filename or "model.onnx"
+            filename = config.default_model_filename or DEFAULT_FILENAMES.get(
+                platform_of(config), "model.onnx"
+            )
         else:
             signature, filename = cls.default(model_name), "model.onnx"
         if sha256 is None:
