@@ -38,8 +38,8 @@ from argonic.detector.eventfile import EventFile
 from argonic.inference.remote import RemoteInterface
 from argonic.patches import cut_patches, decode_plane, encode_plane, plane_image
 from argonic.reco.chain import reconstruct_hits
-from argonic.reco.events import simulate_file
 from argonic.reco.module import EmTrackMichelId
+from argonic.reco.simulation import simulate_file
 from argonic.study.netem import NetemProxy
 
 CONFIGS = {

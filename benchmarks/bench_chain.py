@@ -19,8 +19,8 @@ from pathlib import Path
 from argonic.detector.eventfile import EventFile
 from argonic.patches import plane_patches
 from argonic.reco.chain import format_table
-from argonic.reco.events import simulate_file
-from argonic.reco.runner import run_reco
+from argonic.reco.executors import run_reco
+from argonic.reco.simulation import simulate_file
 from argonic.settings import load_settings
 
 

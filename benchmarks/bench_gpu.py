@@ -140,7 +140,7 @@ def build_repository(root: Path, variants: list[dict[str, Any]], cuda: bool) -> 
 def simulated_plane(detector_name: str, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(image, hit wires, hit peak ticks) of the plane with the most hits of a simulated event."""
     from argonic.detector.geometry import get_detector
-    from argonic.reco.events import simulate_event
+    from argonic.reco.simulation import simulate_event
 
     detector = get_detector(detector_name)
     event = simulate_event(detector, np.random.default_rng(seed), 1, 0, 0)

@@ -47,7 +47,7 @@ from argonic.detector.eventfile import EventFile
 from argonic.model.quantize import _equalised, quantise_dense
 from argonic.patches import sampled_patches
 from argonic.repository import shipped_repository
-from argonic.server import cpu
+from argonic.server.backends import cpu
 
 FLOP_PER_PATCH = 28.4e6
 BATCHES = (256, 1693)

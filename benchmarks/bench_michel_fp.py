@@ -9,7 +9,7 @@ for one. A Michel hit far from the muon's end has no track in its 48x48 patch (~
 
     python benchmarks/bench_michel_fp.py --events val.h5 [--model model.onnx] [--cut 0.6] [--context]
 
-``--context``: the scores after the MichelContext stage (argonic.reco.context), the chain's
+``--context``: the scores after the MichelContext stage (argonic.reco.michel_context), the chain's
 output, instead of the network's own.
 """
 
@@ -27,7 +27,7 @@ from scipy.spatial import cKDTree
 from argonic.detector.event import EM, NONE, TRACK
 from argonic.detector.eventfile import EventFile
 from argonic.patches import event_patches
-from argonic.reco.context import MichelContext
+from argonic.reco.michel_context import MichelContext
 from argonic.repository import onnx_path
 
 WIRE_CM, TICK_CM = 0.48, 0.08  # ~wire pitch; 0.5 us x 1.6 mm/us of drift

@@ -25,9 +25,9 @@ from bench_inference import machine
 
 from argonic.detector.eventfile import EventFile
 from argonic.inference import make_interface
-from argonic.inference.fallback import LocalServer
-from argonic.reco.events import simulate_file
+from argonic.inference.local_server import LocalServer
 from argonic.reco.module import EmTrackMichelId
+from argonic.reco.simulation import simulate_file
 from argonic.repository import MODEL_NAME, shipped_repository
 
 

@@ -3,7 +3,7 @@ in-process and through `argonic serve`, and the fp32 roofline of this CPU.
 
 Accuracy: every hit of the held-out events (``--hits`` draws a subset), scored by the fp32
 network (ONNX Runtime), the int8 twin (ONNX Runtime) and the bf16 twin (the server's
-PyTorch backend code, argonic.server.onnx_torch; on a CPU without native bf16 it runs
+PyTorch backend code, argonic.server.backends.onnx_torch; on a CPU without native bf16 it runs
 emulated, so ``--bf16-hits`` limits it). Figures: share of hits with the same class
 (argmax of the softmax head) and the same track-vs-em decision (track / (track + em) >
 0.5), Michel score differences (max, mean), ROC AUCs against the truth.
@@ -33,9 +33,9 @@ from bench_server import PERF_ANALYZER_PATCHES, Server, event_patches_sample, pe
 from argonic.detector.eventfile import EventFile
 from argonic.patches import event_patches
 from argonic.reco.evaluate import roc_curve, track_score
-from argonic.server import cpu
-from argonic.server.backends import graph_optimization_level
-from argonic.server.config import load_config
+from argonic.repository.model_config import load_config
+from argonic.server.backends import cpu
+from argonic.server.backends.onnxruntime import graph_optimization_level
 
 FLOP_PER_PATCH = 28.4e6
 BATCHES = (256, 1693)
@@ -70,7 +70,7 @@ def ort_runner(model_file: Path):
 def torch_runner(model_file: Path, dtype: str):
     import torch
 
-    from argonic.server.onnx_torch import onnx_module
+    from argonic.server.backends.onnx_torch import onnx_module
 
     module = onnx_module(model_file).to(getattr(torch, dtype))
 

@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 from argonic.inference import make_interface
-from argonic.inference.fallback import LocalServer
+from argonic.inference.local_server import LocalServer
 from argonic.repository import MODEL_NAME, shipped_repository
 
 # (header, result key, width, format) of the printed table

@@ -38,8 +38,8 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from argonic.procs import serve_command
-from argonic.server.backends import graph_optimization_level
-from argonic.server.config import load_config
+from argonic.repository.model_config import load_config
+from argonic.server.backends.onnxruntime import graph_optimization_level
 
 PERF_ANALYZER_PATCHES = 512  # real patches in perf_analyzer's --input-data (~7 MB of JSON)
 

@@ -17,8 +17,8 @@ import time
 import numpy as np
 
 from argonic.detector.geometry import get_detector
-from argonic.reco.events import simulate_event
 from argonic.reco.hits import find_hits
+from argonic.reco.simulation import simulate_event
 
 
 def main() -> None:

@@ -17,7 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-from argonic.study.runner import StudyConfig, format_summary, run_study
+from argonic.settings import StudySettings
+from argonic.study.driver import format_summary, run_study
 
 ROOT = Path(__file__).resolve().parent / "results" / "study"
 
@@ -27,7 +28,7 @@ def _run(name: str, **options) -> dict:
     if out.exists():
         shutil.rmtree(out)
     t0 = time.perf_counter()
-    s = run_study(StudyConfig(output=str(out), **options))
+    s = run_study(StudySettings(output=str(out), **options))
     s["bench_wall_s"] = time.perf_counter() - t0
     for big in ("patches.npy", "events.h5"):
         (out / big).unlink(missing_ok=True)
@@ -145,7 +146,7 @@ def main() -> None:
     ROOT.mkdir(parents=True, exist_ok=True)
     events_file = a.events_file
     if events_file is None:
-        from argonic.reco.events import simulate_file
+        from argonic.reco.simulation import simulate_file
 
         events_file = str(ROOT / "events.h5")
         simulate_file(events_file, detector="mini", n_events=8, seed=1, show_progress=False)

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from argonic.detector.eventfile import EventFile
-from argonic.inference.fallback import LocalServer
 from argonic.inference.local import RepositoryInterface
+from argonic.inference.local_server import LocalServer
 from argonic.inference.remote import RemoteInterface
 from argonic.reco.module import EmTrackMichelId
 from argonic.repository import shipped_repository

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from support.models import tiny_repository
 
-from argonic.reco.events import simulate_file
+from argonic.reco.simulation import simulate_file
 from argonic.server import running_server
 
 SLOW_MODULES = {
@@ -56,7 +56,7 @@ def tiny_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_server(tiny_repo: Path) -> Iterator[str]:
     """host:port of an in-process `argonic serve` on ``tiny_repo``."""
-    with running_server(tiny_repo, metrics_port=None) as handle:
+    with running_server(tiny_repo, allow_metrics=False) as handle:
         yield handle.url
 
 

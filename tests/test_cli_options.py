@@ -46,8 +46,8 @@ def test_help_shows_defaults_and_choices(command, capsys, monkeypatch):
     [
         (["reco", "ev.h5", "--mode", "plane"], "request_mode", "plane", "--mode"),
         (["reco", "ev.h5", "--request-mode", "plane"], "request_mode", "plane", None),
-        (["study", "--servers", "3"], "servers", 3, "--servers"),
-        (["study", "--server-count", "3"], "servers", 3, None),
+        (["study", "--servers", "3"], "study.servers", 3, "--servers"),
+        (["study", "--server-count", "3"], "study.servers", 3, None),
         (["train", "ev.h5", "--repository", "r"], "repository", "r", "--repository"),
         (["train", "ev.h5", "--model-repository", "r"], "repository", "r", None),
     ],

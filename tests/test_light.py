@@ -12,7 +12,7 @@ CHECK = """
 import sys
 from argonic.cli import build_parser, reco_settings
 import argonic.inference.remote, argonic.inference.local, argonic.server
-import argonic.reco.runner, argonic.reco.display, argonic.reco.evaluate, argonic.pipeline
+import argonic.reco.executors, argonic.reco.display, argonic.reco.evaluate, argonic.pipeline
 a = build_parser().parse_args(["reco", "ev.h5", "--interface", "remote", "--server", "h:1"])
 reco_settings(a)
 loaded = sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))

@@ -14,9 +14,9 @@ from typing import Any
 import h5py
 import numpy as np
 
-from argonic.inference.fallback import LocalServer
-from argonic.reco.events import simulate_file
-from argonic.reco.runner import run_reco
+from argonic.inference.local_server import LocalServer
+from argonic.reco.executors import run_reco
+from argonic.reco.simulation import simulate_file
 from argonic.repository import MODEL_NAME, shipped_repository
 from argonic.settings import load_settings
 

@@ -2,7 +2,7 @@
 it is ready, and stopping processes (their stop signal, then SIGKILL) with their children.
 
 One implementation for everything that runs processes: the fallback server
-(argonic.inference.fallback), `argonic cluster` (argonic.cluster), `argonic study` and the
+(argonic.inference.local_server), `argonic cluster` (argonic.cluster), `argonic study` and the
 tests. It is a low module: the standard library and ``ArgonicError`` only. `argonic serve`
 is started as ``python -m argonic.cli serve ...``, never imported.
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tomllib
 from support.cluster import (
     cluster_repository,
     free_port_block,
@@ -125,7 +126,7 @@ def test_cli_cluster_up_status_down(repo, tmp_path):
     cli = [sys.executable, "-m", "argonic.cli", "cluster"]
     common = ["--run-dir", str(run_dir)]
     up = subprocess.run(
-        _cluster_up_cli(repo, base, run_dir, "--gpus", "0,1", "--serve-arg=--drain-timeout=10"),
+        _cluster_up_cli(repo, base, run_dir, "--gpus", "0,1", "--set", "server.drain_timeout_s=10"),
         capture_output=True,
         text=True,
         timeout=120,
@@ -139,10 +140,13 @@ def test_cli_cluster_up_status_down(repo, tmp_path):
         targets = json.loads((run_dir / "prometheus-targets.json").read_text())
         assert [t["targets"] for t in targets] == [[f"{HOST}:{base + 3}"], [f"{HOST}:{base + 4}"]]
         replicas = [p for p in state["processes"] if p["role"] == "replica"]
-        for i, p in enumerate(replicas):  # one GPU per replica; extra serve arguments passed on
+        server_toml = run_dir / "server.toml"
+        with server_toml.open("rb") as f:  # the replicas' [server] table, one file for all
+            assert tomllib.load(f)["server"]["drain_timeout_s"] == 10
+        for i, p in enumerate(replicas):  # one GPU per replica; the settings passed on
             environ = Path(f"/proc/{p['pid']}/environ").read_bytes().split(b"\0")
             assert f"CUDA_VISIBLE_DEVICES={i}".encode() in environ
-            assert "--drain-timeout=10" in p["argv"]
+            assert p["argv"][-2:] == ["--config", str(server_toml)]
         status = subprocess.run([*cli, "status", "--json", *common], capture_output=True, text=True)
         assert json.loads(status.stdout)["serving"] is True
 
@@ -167,6 +171,18 @@ def test_cli_cluster_up_status_down(repo, tmp_path):
     _wait_for(lambda: _pids_gone(pids), 10)
     again = subprocess.run([*cli, "status", "--json", *common], capture_output=True, text=True)
     assert json.loads(again.stdout)["serving"] is False
+
+
+def test_cluster_refuses_a_bad_server_setting_before_starting_anything(repo, tmp_path):
+    run_dir = tmp_path / "run"
+    up = subprocess.run(
+        _cluster_up_cli(repo, free_port_block(5), run_dir, "--set", "server.drain_timeout=10"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert up.returncode == 2 and "unknown key 'server.drain_timeout'" in up.stderr
+    assert not (run_dir / "cluster.json").exists()
 
 
 def test_foreground_cluster_restarts_a_dead_replica_and_stops_on_sigterm(repo, tmp_path):

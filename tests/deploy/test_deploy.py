@@ -116,7 +116,7 @@ CASES = {
     },
     "init-container": {
         "modelRepository": {"source": "init"},
-        "argonic": {"extraArgs": ["--load-model=emtrkmichelid"]},
+        "argonic": {"settings": {"load_model": "emtrkmichelid", "http_address": "127.0.0.1"}},
     },
     "secured": {
         "modelRepository": {"source": "hostPath"},
@@ -244,18 +244,32 @@ def _argonic_parser():
     return build_parser()
 
 
+def _serve_settings(args: list[str], container: dict | None = None):
+    """The [server] settings `argonic serve ARGS` runs with, under the container's
+    ARGONIC_SERVER__* environment."""
+    from argonic.cli.serving import server_settings
+
+    env = {e["name"]: e["value"] for e in (container or {}).get("env", []) if "value" in e}
+    env = {k: v for k, v in env.items() if k.startswith("ARGONIC_SERVER__")}
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        return server_settings(_argonic_parser().parse_args(["serve", *args]))
+
+
 def test_argonic_container_command_is_accepted_by_argonic_serve():
     c = server_container(render())
     assert c["command"] == ["argonic", "serve"]
-    args = _argonic_parser().parse_args(["serve", *c["args"]])
+    args = _serve_settings(c["args"], c)
     assert args.grpc_port == 8001 and args.metrics_port == 8002
     assert args.model_repository == "/opt/argonic/models"  # baked into the image
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert c[probe]["grpc"] == {"port": ports["grpc"]}  # Kubernetes native gRPC health probe
     c = server_container(render(CASES["init-container"]))
-    args = _argonic_parser().parse_args(["serve", *c["args"]])
+    args = _serve_settings(c["args"], c)
     assert args.model_repository == "/models" and args.load_model == ["emtrkmichelid"]
+    assert args.http_address == "127.0.0.1"  # the chart's settings map, as ARGONIC_SERVER__*
 
 
 def test_gpu_requests_and_model_volumes():
@@ -519,7 +533,8 @@ def test_containerfile_builds_from_the_package_and_runs_argonic_serve():
     entry = json.loads(dict(instructions)["ENTRYPOINT"])
     cmd = json.loads(dict(instructions)["CMD"])
     assert entry == ["argonic"]
-    args = _argonic_parser().parse_args(cmd)
+    assert cmd[0] == "serve"
+    args = _serve_settings(cmd[1:])
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     assert args.model_repository == values["modelRepository"]["imagePath"]
     assert f"ARGONIC_MODEL_REPOSITORY={args.model_repository}" in dict(instructions)["ENV"]
@@ -562,7 +577,7 @@ def test_container_healthcheck_answers_for_a_serving_server_only(tmp_path):
         IDENTITY_CONFIG,
         versions={1: lambda d: identity_onnx(d / "model.onnx")},
     )
-    with running_server(tmp_path, metrics_port=None) as server:
+    with running_server(tmp_path, allow_metrics=False) as server:
         assert run(server.url) == 0
     assert run(server.url) == 1  # stopped: unhealthy
 
@@ -691,7 +706,7 @@ def test_real_triton_accepts_the_charts_arguments_and_answers_its_grpc_probe(tmp
 def test_secured_chart_mounts_the_tls_and_key_secrets_and_passes_tritons_flags():
     docs = render(CASES["secured"])
     c = server_container(docs)
-    args = _argonic_parser().parse_args(["serve", *c["args"]])
+    args = _serve_settings(c["args"], c)
     assert args.grpc_use_ssl and args.grpc_use_ssl_mutual
     assert args.grpc_server_cert == "/etc/argonic/tls/tls.crt"
     assert args.grpc_root_cert == "/etc/argonic/tls/ca.crt"
@@ -720,7 +735,7 @@ def test_secured_chart_mounts_the_tls_and_key_secrets_and_passes_tritons_flags()
 
 def _http_exposure_of(args) -> None:
     """argonic serve's own side-door rule on a container's parsed flags (SecurityError)."""
-    from argonic.server.security import check_http_exposure, parse_restriction
+    from argonic.server.grpc.security import check_http_exposure, parse_restriction
 
     check_http_exposure(
         object() if args.grpc_use_ssl or args.grpc_use_ssl_mutual else None,
@@ -734,10 +749,10 @@ def test_secured_charts_leave_no_http_side_door():
     """TLS: HTTP off and no http port on the container; restricted protocols alone: HTTP
     restricted the same way. argonic serve's own check accepts both renderings (it refused
     the chart's earlier `--http-port=8000 --host=0.0.0.0` beside mutual TLS)."""
-    from argonic.server.security import SecurityError
+    from argonic.server.grpc.security import SecurityError
 
     secured = server_container(render(CASES["secured"]))
-    args = _argonic_parser().parse_args(["serve", *secured["args"]])
+    args = _serve_settings(secured["args"], secured)
     assert args.allow_http is False and not args.http_restricted_api
     assert "http" not in {p["name"] for p in secured["ports"]}
     _http_exposure_of(args)
@@ -752,9 +767,7 @@ def test_secured_charts_leave_no_http_side_door():
         assert [a for a in c["args"] if a.startswith("--http-restricted-api=")] == [
             a.replace("--grpc-restricted-protocol=", "--http-restricted-api=") for a in restricted
         ]
-    args = _argonic_parser().parse_args(
-        ["serve", *server_container(render(restricted_only))["args"]]
-    )
+    args = _serve_settings(server_container(render(restricted_only))["args"])
     _http_exposure_of(args)
     args.http_restricted_api = []  # the chart as it was: refused
     with pytest.raises(SecurityError, match="HTTP would not"):
@@ -762,5 +775,5 @@ def test_secured_charts_leave_no_http_side_door():
 
 
 def test_default_chart_is_safe_by_default():
-    args = _argonic_parser().parse_args(["serve", *server_container(render())["args"]])
+    args = _serve_settings(server_container(render())["args"])
     assert args.model_control_mode == "none" and args.max_inflight_bytes == 128 << 20

@@ -13,7 +13,7 @@ from argonic.detector import physics
 from argonic.detector.event import EM, NONE, TRACK
 from argonic.detector.geometry import get_detector
 from argonic.detector.simulate import make_world
-from argonic.reco.events import simulate_event, simulate_file
+from argonic.reco.simulation import simulate_event, simulate_file
 
 MINI = get_detector("mini")
 PDSP = get_detector("protodune-sp")

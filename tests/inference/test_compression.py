@@ -16,14 +16,14 @@ from argonic import transport
 from argonic.detector.eventfile import EventFile
 from argonic.inference.remote import RemoteInterface
 from argonic.patches import event_patches
-from argonic.reco.events import simulate_file
+from argonic.reco.simulation import simulate_file
 from argonic.repository import shipped_repository
 from argonic.server.app import running_server
 
 
 @pytest.fixture(scope="module")
 def server():
-    with running_server(shipped_repository(), metrics_port=None) as handle:
+    with running_server(shipped_repository(), allow_metrics=False) as handle:
         yield handle
 
 
@@ -137,7 +137,7 @@ def test_decompression_is_bounded_by_the_declared_size(server, patches, baseline
     a 64 MB bomb declared as 2 patches, and a shape declaring more than the limit, are
     refused INVALID_ARGUMENT (the bomb without being inflated: at most one byte past the
     declared size is read); the server keeps serving."""
-    from argonic.server.codec import MAX_DECOMPRESSED
+    from argonic.server.grpc.codec import MAX_DECOMPRESSED
 
     declared = 2 * 48 * 48 * 4
     with pytest.raises(transport.CompressionError, match=f"{declared + 1} bytes, expected"):
@@ -148,7 +148,10 @@ def test_decompression_is_bounded_by_the_declared_size(server, patches, baseline
         (server, [rows, 48, 48, 1], "RESOURCE_EXHAUSTED", "--max-inflight-bytes"),
     )
     with running_server(
-        shipped_repository(), metrics_port=None, models=["emtrkmichelid"], max_inflight_bytes=0
+        shipped_repository(),
+        allow_metrics=False,
+        load_model=["emtrkmichelid"],
+        max_inflight_bytes=0,
     ) as uncapped:  # no in-flight cap: the codec's own limit answers
         cases += ((uncapped, [rows, 48, 48, 1], "INVALID_ARGUMENT", "a compressed tensor may"),)
         for target, shape, code, message in cases:

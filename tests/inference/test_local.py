@@ -40,7 +40,8 @@ def test_scores_match_reference_in_input_order(interface, patches, reference):
     assert np.max(np.abs(scores - reference)) < 1e-4
     assert (scores[:, :3].argmax(1) == reference[:, :3].argmax(1)).all()
     reversed_scores = interface.predict(np.ascontiguousarray(patches[::-1]))
-    np.testing.assert_allclose(reversed_scores[::-1], scores, atol=1e-6)
+    # torch's CPU kernels depend on the batch's size and the CPU (2e-6 seen on an AMD EPYC)
+    np.testing.assert_allclose(reversed_scores[::-1], scores, atol=1e-5)
 
 
 def test_empty_input_gives_empty_scores(interface):
@@ -84,7 +85,7 @@ def test_chunking_gives_the_same_scores_as_one_batch(backend, patches):
         ) as chunked,
     ):
         a, b = one.predict(patches), chunked.predict(patches)
-    np.testing.assert_allclose(b, a, atol=1e-6)
+    np.testing.assert_allclose(b, a, atol=1e-5)
     assert (a[:, :3].argmax(1) == b[:, :3].argmax(1)).all()
 
 

@@ -33,8 +33,8 @@ from argonic.patches import (
     plane_image,
 )
 from argonic.reco.chain import reconstruct_hits
-from argonic.reco.events import simulate_file
 from argonic.reco.module import EmTrackMichelId
+from argonic.reco.simulation import simulate_file
 from argonic.repository import shipped_repository
 from argonic.server.app import running_server
 
@@ -60,7 +60,7 @@ def repo(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(repo):
-    with running_server(repo, metrics_port=None) as handle:
+    with running_server(repo, allow_metrics=False) as handle:
         yield handle
 
 
@@ -295,7 +295,7 @@ def test_falls_back_to_patch_mode_without_the_plane_model(repo, tmp_path, mini_f
     only_network = tmp_path / "repo"
     shutil.copytree(repo / "emtrkmichelid", only_network / "emtrkmichelid")
     with (
-        running_server(only_network, metrics_port=None) as server,
+        running_server(only_network, allow_metrics=False) as server,
         EventFile(mini_file) as events,
         _remote(server, only_network, request_mode="plane") as remote,
         OnnxRuntimeInterface(repo / "emtrkmichelid" / "1" / "model.onnx") as local,

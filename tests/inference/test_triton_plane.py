@@ -154,7 +154,7 @@ def test_real_triton_serves_the_plane_model_like_argonic_serve(triton: str, repo
     from_triton = _infer(triton, tensors)
     truth = ort_scores(repo, cut_patches(image, wire, tick)[..., None])
     np.testing.assert_allclose(from_triton, truth, rtol=1e-5, atol=1e-6)
-    with running_server(repo, metrics_port=None) as argonic:
+    with running_server(repo, allow_metrics=False) as argonic:
         np.testing.assert_allclose(_infer(argonic.url, tensors), from_triton, rtol=1e-5, atol=1e-6)
     assert grpcclient.InferenceServerClient(triton).get_model_metadata(PLANE).platform in (
         "",

@@ -23,7 +23,7 @@ from support.models import MODEL, ort_scores, random_patches, tiny_repository
 from support.remote import assert_same_scores, remote
 
 from argonic import procs
-from argonic.inference.fallback import wait_ready
+from argonic.inference.local_server import wait_ready
 from argonic.inference.remote import ModelMismatchError
 from argonic.procs import free_port
 

@@ -23,7 +23,7 @@ from support.int8_kernel import dense_weights
 from argonic.detector.eventfile import EventFile
 from argonic.patches import event_patches
 from argonic.repository import shipped_repository
-from argonic.server import cpu
+from argonic.server.backends import cpu
 
 TWIN = shipped_repository() / "emtrkmichelid_int8" / "1" / "model.onnx"
 CHILD = Path(__file__).parents[1] / "support" / "int8_kernel.py"

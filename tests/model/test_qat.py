@@ -18,8 +18,8 @@ from argonic.inference.base import InterfaceError
 from argonic.inference.local import OnnxRuntimeInterface, RepositoryInterface
 from argonic.inference.remote import RemoteInterface
 from argonic.patches import event_patches
-from argonic.reco.events import simulate_file
 from argonic.reco.module import EmTrackMichelId
+from argonic.reco.simulation import simulate_file
 from argonic.repository import read_config, sha256_hex, shipped_repository, verify_checksum
 from argonic.server.app import running_server
 
@@ -100,7 +100,7 @@ def test_int8_twin_is_the_trained_network_but_not_bit_equal_to_fp32(trained, eve
 
 def test_served_patch_and_plane_mode_equal_the_local_run(trained, events_file):
     with (
-        running_server(trained, metrics_port=None) as server,
+        running_server(trained, allow_metrics=False) as server,
         EventFile(events_file) as events,
         RepositoryInterface(OV, trained) as local,
     ):

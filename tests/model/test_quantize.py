@@ -20,13 +20,14 @@ from argonic.detector.eventfile import EventFile
 from argonic.inference.remote import RemoteInterface
 from argonic.model.quantize import _equalised, equalise, quantise_dense
 from argonic.patches import event_patches
-from argonic.reco.events import simulate_file
 from argonic.reco.module import EmTrackMichelId
+from argonic.reco.simulation import simulate_file
 from argonic.repository import read_config, sha256_hex, shipped_repository
-from argonic.server import cpu, running_server
-from argonic.server.config import InstanceSpec, parse_config
+from argonic.repository.model_config import InstanceSpec, parse_config
+from argonic.server import running_server
+from argonic.server.backends import cpu
+from argonic.server.backends.torchscript import TorchScriptBackend
 from argonic.server.errors import HostUnsupported
-from argonic.server.torch_backend import TorchScriptBackend
 
 NETWORK = "emtrkmichelid"
 
@@ -171,7 +172,7 @@ def test_twins_are_written_as_a_repository(twins: Path) -> None:
     weights = {t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer}
     int8 = {k: w for k, w in weights.items() if w.dtype == np.int8}
     # the big Dense layer and its rounding residuals (the near-tie re-run's), and only they,
-    # both 7-bit: exact on every CPU's int8 kernel (argonic.server.cpu)
+    # both 7-bit: exact on every CPU's int8 kernel (argonic.server.backends.cpu)
     assert [w.shape for w in int8.values()] == [(92928, 128)] * 2
     assert all(np.abs(w.astype(np.int16)).max() <= 63 for w in int8.values())
     # no fp32 copy of it is left: the file is about half of the fp32 network's
@@ -196,7 +197,7 @@ def test_int8_twin_keeps_the_class_of_a_simulated_event(mini_events: Path) -> No
     """Every hit of a mini event, through argonic serve on the shipped repository: patch
     mode and plane mode with the shipped int8 twins against the fp32 network."""
     twins = shipped_repository()
-    with running_server(twins, metrics_port=None) as server, EventFile(mini_events) as f:
+    with running_server(twins, allow_metrics=False) as server, EventFile(mini_events) as f:
         event = f[1]
 
         def scores(**remote: str) -> np.ndarray:

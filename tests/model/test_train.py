@@ -261,7 +261,7 @@ def test_summary_of_perfect_scores():
 
 @pytest.fixture(scope="module")
 def events_file(tmp_path_factory):
-    from argonic.reco.events import simulate_file
+    from argonic.reco.simulation import simulate_file
 
     path = tmp_path_factory.mktemp("sim") / "mini.h5"
     simulate_file(path, detector="mini", n_events=3, seed=3, run=1, show_progress=False)
@@ -311,7 +311,7 @@ def test_training_set_pools_several_files(events_file, tmp_path):
     from argonic.detector.eventfile import EventFile
     from argonic.model.train import PatchSet, build_patch_set
     from argonic.patches import event_patches
-    from argonic.reco.events import simulate_file
+    from argonic.reco.simulation import simulate_file
 
     other = tmp_path / "other.h5"
     simulate_file(other, detector="mini", n_events=2, seed=4, run=2, show_progress=False)

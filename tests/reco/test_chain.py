@@ -8,8 +8,8 @@ from argonic.detector.eventfile import EventFile
 from argonic.inference.local import OnnxRuntimeInterface
 from argonic.patches import event_patches
 from argonic.pipeline import compare_reco_files
-from argonic.reco.context import MichelContext
-from argonic.reco.runner import run_reco
+from argonic.reco.executors import run_reco
+from argonic.reco.michel_context import MichelContext
 from argonic.repository import shipped_repository
 from argonic.server.app import running_server
 from argonic.settings import load_settings

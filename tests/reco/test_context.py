@@ -12,8 +12,9 @@ from argonic.detector.event import EM, MICHEL_CUT, NONE, TRACK
 from argonic.detector.eventfile import EventFile
 from argonic.detector.geometry import get_detector
 from argonic.inference.local import OnnxRuntimeInterface
-from argonic.model.context import train_context
-from argonic.reco.context import (
+from argonic.model.context_training import train_context
+from argonic.reco.evaluate import evaluate_file
+from argonic.reco.michel_context import (
     BOX_HALF,
     CELL_CM,
     CONTEXT_FILE,
@@ -22,7 +23,6 @@ from argonic.reco.context import (
     MichelContext,
     context_features,
 )
-from argonic.reco.evaluate import evaluate_file
 from argonic.reco.module import EmTrackMichelId
 from argonic.settings import RecoSettings
 
@@ -155,7 +155,7 @@ def test_train_context_command_writes_loadable_weights(mini_events, tmp_path, ca
 def test_the_stage_off_leaves_the_network_scores(mini_events, tmp_path) -> None:
     import h5py
 
-    from argonic.reco.runner import run_reco
+    from argonic.reco.executors import run_reco
     from argonic.settings import load_settings
 
     settings = load_settings(overrides=["reco.michel_context=false"])

@@ -15,9 +15,9 @@ from argonic.detector import simulate as sim
 from argonic.detector.eventfile import EventFile
 from argonic.detector.geometry import get_detector
 from argonic.detector.response import BASELINE_ADC, Noise, raw_waveforms
-from argonic.reco.events import simulate_file
 from argonic.reco.sigproc import filter_noise
 from argonic.reco.sigproc.deconvolution import deconvolve
+from argonic.reco.simulation import simulate_file
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +133,7 @@ def test_reco_keeps_the_deconvolved_frames_when_asked(tmp_path: Path) -> None:
     the signal processing of its raw waveforms gives."""
     import h5py
 
-    from argonic.reco.runner import run_reco
+    from argonic.reco.executors import run_reco
     from argonic.settings import load_settings
 
     path = tmp_path / "raw.h5"

@@ -13,8 +13,8 @@ from support.models import head_weights, reference_heads, torchscript_heads
 from support.servers import CNN_LIKE_CONFIG, EXECUTIONS, GATES, add_model, gate_model, marked
 from tritonclient.utils import InferenceServerException
 
+from argonic.repository.model_config import ModelConfigError, parse_config, select_versions
 from argonic.server import running_server
-from argonic.server.config import parse_config, select_versions
 from argonic.server.errors import InvalidArgument
 
 
@@ -54,7 +54,9 @@ def infer(url: str, model: str, x: np.ndarray) -> grpcclient.InferResult:
 def test_torchscript_backend_fp32_and_bf16(repo: Path) -> None:
     x = np.random.default_rng(11).random((300, 48, 48, 1), dtype=np.float32)
     softmax, michel = reference_heads(x, head_weights(4))
-    with running_server(repo, metrics_port=None, models=["torch_fp32", "torch_bf16"]) as server:
+    with running_server(
+        repo, allow_metrics=False, load_model=["torch_fp32", "torch_bf16"]
+    ) as server:
         exact = infer(server.url, "torch_fp32", x)
         reduced = infer(server.url, "torch_bf16", x)
         assert (
@@ -72,7 +74,7 @@ def test_torchscript_backend_fp32_and_bf16(repo: Path) -> None:
 
 
 def test_instance_group_runs_executions_in_parallel(repo: Path) -> None:
-    with running_server(repo, metrics_port=None, models=["two_instances"]) as server:
+    with running_server(repo, allow_metrics=False, load_model=["two_instances"]) as server:
 
         async def body():
             import tritonclient.grpc.aio as aioclient
@@ -109,7 +111,7 @@ def test_kind_gpu_without_cuda_is_refused_with_a_clear_reason(repo: Path) -> Non
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     with running_server(
-        repo, metrics_port=None, models=["on_gpu"], model_control_mode="explicit"
+        repo, allow_metrics=False, load_model=["on_gpu"], model_control_mode="explicit"
     ) as server:
         client = grpcclient.InferenceServerClient(server.url)
         index = {m.name: m for m in client.get_model_repository_index().models}
@@ -133,7 +135,7 @@ def test_version_policy(policy: str, expected: list[int]) -> None:
 
 
 def test_version_policy_naming_a_missing_version_is_an_error() -> None:
-    with pytest.raises(InvalidArgument, match=r"\[4\]"):
+    with pytest.raises(ModelConfigError, match=r"\[4\]"):
         select_versions(parse_config("version_policy { specific { versions: [4] } }", "m"), [1, 3])
 
 
@@ -151,7 +153,7 @@ def test_version_policy_naming_a_missing_version_is_an_error() -> None:
     ],
 )
 def test_instance_group_expansion(groups: str, cuda: int, expected: list) -> None:
-    from argonic.server.config import instance_specs
+    from argonic.repository.model_config import instance_specs
 
     specs = instance_specs(parse_config(groups, "m"), cuda)
     assert [(s.device, s.index) for s in specs] == expected
@@ -167,8 +169,8 @@ def test_cpu_instances_share_the_cores() -> None:
     (counted as the OS threads a session starts: its pool has threads - 1); an explicit
     count wins; one instance keeps ONNX Runtime's default (every core)."""
     from argonic.repository import shipped_repository
-    from argonic.server.backends import OnnxRuntimeBackend
-    from argonic.server.config import cpu_threads, instance_specs, load_config
+    from argonic.repository.model_config import cpu_threads, instance_specs, load_config
+    from argonic.server.backends.onnxruntime import OnnxRuntimeBackend
 
     cores = len(os.sched_getaffinity(0))
     network = shipped_repository() / "emtrkmichelid"
@@ -211,7 +213,7 @@ def test_cpu_instances_share_the_cores() -> None:
 
 
 def test_execution_batch_size_defaults() -> None:
-    from argonic.server.model import batch_policy
+    from argonic.server.core.model_version import batch_policy
 
     config = parse_config(
         "max_batch_size: 4096\ndynamic_batching { preferred_batch_size: [64, 512] }", "m"
@@ -231,9 +233,8 @@ def test_python_backend_models_run_only_as_the_plane_model(tmp_path) -> None:
     """argonic serve never runs a Triton model.py: backend "python" needs parameters network."""
     from tritonclient.grpc import model_config_pb2 as mc
 
-    from argonic.server.config import InstanceSpec
-    from argonic.server.errors import InvalidArgument
-    from argonic.server.registry import create_backend
+    from argonic.repository.model_config import InstanceSpec
+    from argonic.server.backends.registry import create_backend
 
     (tmp_path / "model.py").write_text("raise SystemExit('never imported')\n")
     config = mc.ModelConfig(name="py", backend="python")

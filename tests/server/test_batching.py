@@ -331,7 +331,7 @@ def test_stream_infer(server) -> None:
 
 def test_drain_finishes_in_flight_and_refuses_new(tmp_path: Path) -> None:
     gate_model(tmp_path, "drain", "dynamic_batching { }")
-    with running_server(tmp_path, metrics_port=None) as handle:
+    with running_server(tmp_path, allow_metrics=False) as handle:
 
         async def body(client):
             first = await hold_instance(client, handle, "drain")
@@ -443,7 +443,7 @@ def test_a_backend_returning_the_wrong_number_of_rows_fails_cleanly(tmp_path: Pa
         versions={1: lambda d: identity_onnx(d / "model.onnx")},
     )
     x = np.random.default_rng(5).random((3, 48, 48, 1), dtype=np.float32)
-    with running_server(tmp_path, metrics_port=None) as handle:
+    with running_server(tmp_path, allow_metrics=False) as handle:
         client = grpcclient.InferenceServerClient(handle.url)
         with pytest.raises(InferenceServerException) as info:
             client.infer("short", [infer_input(x)])

@@ -14,9 +14,9 @@ import pytest
 import tritonclient.grpc as grpcclient
 from support.servers import IDENTITY_CONFIG, add_model
 
+from argonic.repository.model_config import load_config
 from argonic.server import register_backend, running_server
-from argonic.server.calibrate import fastest_execution_batch_size
-from argonic.server.config import load_config
+from argonic.server.backends.calibrate import fastest_execution_batch_size
 
 
 class CacheCliffBackend:
@@ -81,7 +81,7 @@ def test_calibration_finds_the_designed_optimum(tmp_path):
 
 
 def test_server_splits_a_large_request_at_the_calibrated_size(tmp_path):
-    with running_server(make_repo(tmp_path), metrics_port=None) as server:
+    with running_server(make_repo(tmp_path), allow_metrics=False) as server:
         client = grpcclient.InferenceServerClient(server.url)
         x = np.random.default_rng(0).random((1000, 48, 48, 1), dtype=np.float32)
         inp = grpcclient.InferInput("main_input", x.shape, "FP32")

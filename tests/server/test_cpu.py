@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from argonic.server import cpu
+from argonic.server.backends import cpu
 
 CPUINFO = Path("/proc/cpuinfo")
 

@@ -16,7 +16,7 @@ from support.servers import IDENTITY_CONFIG, add_model
 
 from argonic.cli import main
 from argonic.server import running_server
-from argonic.server.health import check
+from argonic.server.grpc.health import check
 
 SERVING, NOT_SERVING = (
     health_pb2.HealthCheckResponse.SERVING,
@@ -33,7 +33,7 @@ def server(tmp_path: Path):
         IDENTITY_CONFIG,
         versions={1: lambda d: identity_onnx(d / "model.onnx")},
     )
-    with running_server(tmp_path, metrics_port=None, model_control_mode="explicit") as handle:
+    with running_server(tmp_path, allow_metrics=False, model_control_mode="explicit") as handle:
         yield handle
 
 

@@ -39,7 +39,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def server(repo: Path):
     with running_server(
-        repo, metrics_port=None, http_port=0, model_control_mode="explicit"
+        repo, allow_metrics=False, http_port=0, model_control_mode="explicit"
     ) as handle:
         yield handle
 
@@ -247,7 +247,7 @@ def test_repository_index_unload_and_load(client) -> None:
 
 
 def test_default_model_control_refuses_load_and_unload_over_http(repo: Path) -> None:
-    with running_server(repo, metrics_port=None, http_port=0) as handle:
+    with running_server(repo, allow_metrics=False, http_port=0) as handle:
         client = httpclient.InferenceServerClient(handle.http_url)
         for call in (client.unload_model, client.load_model):
             with pytest.raises(InferenceServerException, match="polling is enabled") as info:
@@ -257,6 +257,6 @@ def test_default_model_control_refuses_load_and_unload_over_http(repo: Path) -> 
 
 
 def test_grpc_can_be_switched_off(repo: Path) -> None:
-    with running_server(repo, metrics_port=None, http_port=0, allow_grpc=False) as handle:
+    with running_server(repo, allow_metrics=False, http_port=0, allow_grpc=False) as handle:
         assert handle.server.grpc_port is None
         assert httpclient.InferenceServerClient(handle.http_url).is_server_ready()

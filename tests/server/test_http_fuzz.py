@@ -17,7 +17,8 @@ from schemathesis.specs.openapi.checks import (
 )
 from support.models import tiny_repository
 
-from argonic.server import running_server, shm
+from argonic.server import running_server
+from argonic.server.core import shm
 
 SPEC = Path(__file__).parents[2] / "docs" / "openapi" / "kserve-v2.yaml"
 schema = schemathesis.openapi.from_path(SPEC)
@@ -37,7 +38,7 @@ def base_url(tmp_path_factory: pytest.TempPathFactory):
         mp.setattr(shm, "SHM_DIR", shm_dir)
         # explicit model control: load and unload run (the default refuses them with 503)
         with running_server(
-            repo, metrics_port=None, http_port=0, model_control_mode="explicit"
+            repo, allow_metrics=False, http_port=0, model_control_mode="explicit"
         ) as handle:
             yield f"http://{handle.http_url}"
 

@@ -14,9 +14,9 @@ from support.models import tiny_onnx
 from support.servers import CNN_LIKE_CONFIG, GATES, IDENTITY_CONFIG, add_model, gate_model, marked
 from tritonclient.utils import InferenceServerException
 
+from argonic.repository.model_config import InstanceSpec, load_config
 from argonic.server import register_backend, running_server
-from argonic.server.calibrate import calibrate
-from argonic.server.config import InstanceSpec, load_config
+from argonic.server.backends.calibrate import calibrate
 
 PATCH_BYTES = 48 * 48 * 4
 
@@ -35,7 +35,7 @@ def status(call) -> tuple[str, str]:
 
 def test_message_above_the_limit_is_resource_exhausted(tmp_path: Path) -> None:
     add_model(tmp_path, "cnn", CNN_LIKE_CONFIG, versions={1: lambda d: tiny_onnx(d / "model.onnx")})
-    with running_server(tmp_path, metrics_port=None, max_message_bytes=1 << 20) as server:
+    with running_server(tmp_path, allow_metrics=False, grpc_max_message_bytes=1 << 20) as server:
         client = grpcclient.InferenceServerClient(server.url)
         code, _ = status(lambda: infer(client, "cnn", marked(200, 0.1), "michel_netout"))
         assert code == "StatusCode.RESOURCE_EXHAUSTED"
@@ -45,7 +45,7 @@ def test_message_above_the_limit_is_resource_exhausted(tmp_path: Path) -> None:
 def test_inflight_bytes_cap(tmp_path: Path) -> None:
     gate_model(tmp_path, "held")
     cap = 30 * PATCH_BYTES
-    with running_server(tmp_path, metrics_port=None, max_inflight_bytes=cap) as server:
+    with running_server(tmp_path, allow_metrics=False, max_inflight_bytes=cap) as server:
         client = grpcclient.InferenceServerClient(server.url)
         code, message = status(lambda: infer(client, "held", marked(40, 0.1)))
         assert code == "StatusCode.RESOURCE_EXHAUSTED" and "--max-inflight-bytes" in message
@@ -102,5 +102,5 @@ def test_calibration_runs_on_a_throw_away_instance(tmp_path: Path) -> None:
     config = load_config(tmp_path / "counted")
     size, rates = calibrate(config, tmp_path / "counted" / "1" / "model", InstanceSpec("cpu", 0))
     assert size in rates and CountingBackend.alive == 0
-    with running_server(tmp_path, metrics_port=None):
+    with running_server(tmp_path, allow_metrics=False):
         assert CountingBackend.alive == 1  # the serving instance only

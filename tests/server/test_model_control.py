@@ -18,7 +18,7 @@ from support.servers import CNN_LIKE_CONFIG, GATES, add_model, gate_model, marke
 from tritonclient.utils import InferenceServerException
 
 from argonic.server import running_server
-from argonic.server.dataplane import CONTROL_REFUSED
+from argonic.server.core.dataplane import CONTROL_REFUSED
 
 RNG = np.random.default_rng(3)
 
@@ -47,7 +47,7 @@ def wait_for(condition, timeout_s: float = 20.0) -> None:
 @pytest.mark.parametrize("mode", ["none", "poll"])
 def test_load_and_unload_refused_unless_explicit(tmp_path: Path, mode: str) -> None:
     cnn(tmp_path, "cnn", {1: 1})
-    with running_server(tmp_path, metrics_port=None, model_control_mode=mode) as server:
+    with running_server(tmp_path, allow_metrics=False, model_control_mode=mode) as server:
         client = grpcclient.InferenceServerClient(server.url)
         for call in (client.load_model, client.unload_model):
             with pytest.raises(InferenceServerException) as info:
@@ -61,7 +61,7 @@ def test_poll_mode_follows_the_repository(tmp_path: Path) -> None:
     cnn(tmp_path, "cnn", {1: 1})
     x = RNG.random((4, 48, 48, 1), dtype=np.float32)
     with running_server(
-        tmp_path, metrics_port=None, model_control_mode="poll", repository_poll_s=0.2
+        tmp_path, allow_metrics=False, model_control_mode="poll", repository_poll_secs=0.2
     ) as server:
         client = grpcclient.InferenceServerClient(server.url)
         # a new model appears
@@ -89,7 +89,7 @@ def test_poll_mode_unloads_after_in_flight_requests_finish(tmp_path: Path) -> No
     gate_model(tmp_path, "held")
     x = marked(2, 0.5)
     with running_server(
-        tmp_path, metrics_port=None, model_control_mode="poll", repository_poll_s=0.2
+        tmp_path, allow_metrics=False, model_control_mode="poll", repository_poll_secs=0.2
     ) as server:
         client = grpcclient.InferenceServerClient(server.url)
         result: dict = {}
@@ -119,7 +119,7 @@ def test_explicit_mode_allows_control(tmp_path: Path) -> None:
     cnn(tmp_path, "a", {1: 1})
     cnn(tmp_path, "b", {1: 2})
     with running_server(
-        tmp_path, metrics_port=None, model_control_mode="explicit", models=["a"]
+        tmp_path, allow_metrics=False, model_control_mode="explicit", load_model=["a"]
     ) as server:
         client = grpcclient.InferenceServerClient(server.url)
         assert client.is_model_ready("a") and not client.is_model_ready("b")

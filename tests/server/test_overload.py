@@ -36,7 +36,7 @@ INFLIGHT_BYTES = 4 << 20  # ~28 requests of 16 patches
 # unread call): bounded either way, unlike the unbounded growth without the cap
 RSS_BOUND_MB = 1000
 # the server refuses with UNAVAILABLE before reading the message; gRPC then resets the
-# stream and some clients see CANCELLED instead (src/argonic/server/limits.py says why),
+# stream and some clients see CANCELLED instead (src/argonic/server/core/limits.py says why),
 # which they retry as argonic's client does
 RETRIED = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED}
 

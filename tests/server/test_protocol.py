@@ -21,7 +21,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from argonic.server import running_server
-from argonic.server.health import HealthCheckRequest, HealthCheckResponse
+from argonic.server.grpc.health import HealthCheckRequest, HealthCheckResponse
 
 RNG = np.random.default_rng(7)
 

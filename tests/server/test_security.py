@@ -273,7 +273,7 @@ def test_secured_grpc_with_http_off_or_behind_a_proxy(
 
 
 def test_model_control_flags(repo: Path, tmp_path: Path) -> None:
-    from argonic.server.dataplane import CONTROL_REFUSED
+    from argonic.server.core.dataplane import CONTROL_REFUSED
 
     flags = ["--model-control-mode=explicit", f"--load-model={fuzz.MODEL}"]
     with argonic_serve(repo, tmp_path / "explicit.log", *flags) as served:

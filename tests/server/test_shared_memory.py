@@ -28,7 +28,7 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     add_model(
         repo, "identity", IDENTITY_CONFIG, versions={1: lambda d: identity_onnx(d / "model.onnx")}
     )
-    with running_server(Path(repo), metrics_port=None, http_port=0) as handle:
+    with running_server(Path(repo), allow_metrics=False, http_port=0) as handle:
         yield handle
 
 

@@ -11,13 +11,14 @@ import torch  # noqa: F401 - the test extra: a broken install fails here, never 
 from support.models import head_weights, reference_heads, torchscript_heads
 from support.servers import CNN_LIKE_CONFIG
 
-from argonic.server import cpu
-from argonic.server.config import InstanceSpec, bool_parameter, parse_config
+from argonic.repository.model_config import InstanceSpec, bool_parameter, parse_config
+from argonic.server.backends import cpu
+from argonic.server.backends.registry import create_backend
 from argonic.server.errors import HostUnsupported, InvalidArgument
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit.script
 
-from argonic.server.torch_backend import TorchScriptBackend, graph_batch_sizes  # noqa: E402
+from argonic.server.backends.torchscript import TorchScriptBackend, graph_batch_sizes  # noqa: E402
 
 
 def config(extra: str = "", max_batch_size: int = 64):
@@ -71,7 +72,7 @@ def test_unusable_options_are_refused_naming_the_parameter(
     model_file: Path, extra: str, named: str
 ) -> None:
     with pytest.raises(InvalidArgument, match=named.replace(".", r"\.")):
-        TorchScriptBackend(config(extra), model_file, InstanceSpec("cpu"))
+        create_backend(config(extra), model_file, InstanceSpec("cpu"))
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])

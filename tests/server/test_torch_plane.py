@@ -1,4 +1,4 @@
-"""The plane model with patches cut on the torch device (argonic.server.torch_plane).
+"""The plane model with patches cut on the torch device (argonic.server.backends.torch_plane).
 
 Truth: argonic.patches.cut_patches (the numpy PointIdAlg code the clients use), the numpy
 reference of the test network, and patch mode through the same server.
@@ -28,15 +28,15 @@ from argonic.patches import (
     patch_origin,
     plane_image,
 )
-from argonic.reco.events import simulate_event
+from argonic.reco.simulation import simulate_event
 from argonic.repository import shipped_repository
+from argonic.repository.model_config import InstanceSpec, parse_config
 from argonic.server.app import running_server
-from argonic.server.config import InstanceSpec, parse_config
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit.script
 
-from argonic.server.torch_backend import TorchScriptBackend  # noqa: E402
-from argonic.server.torch_plane import gather_patches, plane_on_device, scatter_plane  # noqa: E402
+from argonic.server.backends.torch_plane import gather_patches, plane_on_device, scatter_plane  # noqa: E402
+from argonic.server.backends.torchscript import TorchScriptBackend  # noqa: E402
 
 
 def device_patches(image: np.ndarray, wire: np.ndarray, tick: np.ndarray) -> np.ndarray:
@@ -195,7 +195,7 @@ def test_served_plane_model_on_a_torch_network_equals_patch_mode(repo: Path) -> 
     extra = encode_plane(np.zeros((40, 30), np.float32), np.array([-500, 3], np.int32),
                          np.array([10.0, 1e6], np.float32))  # fmt: skip
     empty = encode_plane(np.ones((8, 8), np.float32), np.zeros(0, np.int32), np.zeros(0))
-    with running_server(repo, metrics_port=None) as server:
+    with running_server(repo, allow_metrics=False) as server:
         client = grpcclient.InferenceServerClient(server.url)
         for tensors in [*requests, extra]:
             image, wire, tick = decode_plane(tensors)

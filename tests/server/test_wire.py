@@ -7,7 +7,7 @@ import pytest
 from google.protobuf.message import DecodeError
 from tritonclient.grpc import service_pb2 as pb
 
-from argonic.server import wire
+from argonic.server.grpc import wire
 
 
 def full_request() -> tuple[pb.ModelInferRequest, list[bytes]]:

@@ -16,7 +16,7 @@ import grpc
 import numpy as np
 from tritonclient.grpc import service_pb2 as pb
 
-from argonic.server.health import HealthCheckRequest
+from argonic.server.grpc.health import HealthCheckRequest
 from support.models import tiny_onnx
 from support.servers import CNN_LIKE_CONFIG, add_model
 

@@ -18,9 +18,9 @@ import onnxruntime as ort
 from onnx import TensorProto, helper
 
 from argonic.repository import read_config, shipped_repository
-from argonic.server import cpu
-from argonic.server.backends import OnnxRuntimeBackend
-from argonic.server.config import InstanceSpec
+from argonic.repository.model_config import InstanceSpec
+from argonic.server.backends import cpu
+from argonic.server.backends.onnxruntime import OnnxRuntimeBackend
 from argonic.server.errors import HostUnsupported
 
 

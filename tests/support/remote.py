@@ -12,7 +12,7 @@ import numpy as np
 
 from argonic import procs
 from argonic.inference import make_interface
-from argonic.inference.fallback import wait_ready
+from argonic.inference.local_server import wait_ready
 from argonic.inference.remote import RemoteInterface
 from argonic.procs import free_port
 from support.models import MODEL

@@ -1,14 +1,14 @@
 """The plane model on NVIDIA Triton's Python backend (``backend: "python"``).
 
 Triton runs this file; ``argonic serve`` runs the same model with its built-in plane
-backend (argonic.server.plane) and never imports it. One request per (TPC, plane): the
+backend (argonic.server.backends.plane) and never imports it. One request per (TPC, plane): the
 plane image's non-zero pixels and the hits (argonic.patches.encode_plane); the 48x48
 patches are cut with argonic.patches (PointIdAlg rules, the client's own code) and the
 ONNX network named by ``parameters["network"]`` (a model of the same repository, its
-highest version) runs on them with ONNX Runtime in chunks of ``execution_batch_size``.
+latest version, found and checksummed by argonic.repository.reader) runs on them with ONNX Runtime in chunks of ``execution_batch_size``.
 
 Needs, in the Python the backend runs: numpy, onnxruntime and argonic (``pip install
-argonic``); no other argonic dependency is imported. The backend's stub starts its Python
+argonic``; of its dependencies, tritonclient's model_config_pb2 for the repository reader). The backend's stub starts its Python
 isolated from the environment, so the entries of PYTHONPATH (e.g. a virtual environment's
 site-packages and argonic's src) are added to sys.path here.
 """
@@ -27,23 +27,12 @@ import onnxruntime as ort  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
 
 from argonic.patches import PLANE_INPUTS, PlaneRequestError, decode_plane, plane_patch_chunks  # noqa: E402
+from argonic.repository import ModelRepositoryError  # noqa: E402
+from argonic.repository.reader import RepositoryReader  # noqa: E402
 
 
 def _parameter(config: dict, key: str, default: str) -> str:
     return config.get("parameters", {}).get(key, {}).get("string_value", default)
-
-
-def network_file(model_dir: Path, network: str) -> Path:
-    """The network's model.onnx: its highest numeric version directory."""
-    versions = sorted(
-        (int(p.name) for p in (model_dir.parent / network).iterdir() if p.name.isdigit()),
-        reverse=True,
-    )
-    for version in versions:
-        path = model_dir.parent / network / str(version) / "model.onnx"
-        if path.is_file():
-            return path
-    raise pb_utils.TritonModelException(f"network '{network}' has no version with model.onnx")
 
 
 class TritonPythonModel:
@@ -59,7 +48,12 @@ class TritonPythonModel:
         threads = int(_parameter(config, "intra_op_thread_count", "0"))
         if threads:
             options.intra_op_num_threads = threads
-        path = network_file(Path(args["model_repository"]), network)
+        try:  # the network's file, its latest version, checked by the repository's rule
+            reader = RepositoryReader(Path(args["model_repository"]).parent)
+            path = reader.model_file(network)
+            reader.sha256(network)
+        except ModelRepositoryError as exc:
+            raise pb_utils.TritonModelException(str(exc)) from None
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
 

@@ -17,7 +17,6 @@ from typing import Any, NoReturn
 
 from argonic import ArgonicError, __version__
 from argonic._util import dump_json
-from argonic.cli.events import _show, _show_args, _simulate, _simulate_args
 from argonic.cli.options import (
     HelpFormatter,
     Summary,
@@ -43,6 +42,7 @@ from argonic.cli.serving import (
     _serve,
     _serve_args,
 )
+from argonic.cli.simulate import _show, _show_args, _simulate, _simulate_args
 from argonic.cli.study import _study, _study_args
 from argonic.cli.train import (
     _quantize,

@@ -208,3 +208,86 @@ def setup_logging(command: str, level: int, timestamps: bool = False) -> None:
     root.addHandler(handler)
     root.setLevel(level)
     logging.captureWarnings(True)
+
+
+# --- settings as flags ------------------------------------------------------------------------
+
+
+def add_config_options(p: argparse.ArgumentParser, example: str) -> None:
+    """``--config FILE`` and ``--set KEY=VALUE``: the settings file and its overrides."""
+    p.add_argument(
+        "--config", default=None, help="TOML configuration file (see docs/configuration.md)"
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"override a configuration key, e.g. {example} (repeatable)",
+    )
+
+
+def bool_value(text: str | bool) -> bool:
+    """argparse type, Triton's boolean flag values: true/false, 1/0, yes/no, on/off."""
+    if isinstance(text, bool):
+        return text
+    value = text.strip().lower()
+    if value in ("true", "1", "yes", "on"):
+        return True
+    if value in ("false", "0", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def add_settings_flags(
+    p: argparse.ArgumentParser | Any, table: str, skip: Sequence[str] = ()
+) -> None:
+    """One flag per key of a settings table (``argonic.settings``): ``--`` and the key with
+    dashes, or the flag the key names (``json_schema_extra``: ``flag``, short ``aliases``,
+    ``deprecated`` old spellings); its value lands in ``TABLE.KEY`` (None: not given,
+    the configuration's value stands). Help and defaults come from the settings model."""
+    import types
+    import typing
+
+    from argonic.settings import Settings
+    from argonic.settings.docs import default_text
+
+    model = Settings.model_fields[table].annotation
+    for name, info in model.model_fields.items():  # type: ignore[union-attr]
+        if name in skip:
+            continue
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        flag = str(extra.get("flag", "--" + name.replace("_", "-")))
+        kwargs: dict[str, Any] = {"dest": f"{table}.{name}", "default": None}
+        kwargs["help"] = f"{info.description} (default: {default_text(info).strip('`')})"
+        kind = info.annotation
+        args = [a for a in typing.get_args(kind) if a is not type(None)]
+        if typing.get_origin(kind) in (typing.Union, types.UnionType):
+            kind = args[0]  # X | None
+        origin = typing.get_origin(kind)
+        if origin is typing.Annotated:
+            kind = typing.get_args(kind)[0]
+            origin = typing.get_origin(kind)
+        if kind is bool:
+            kwargs.update(type=bool_value, nargs="?", const=True, metavar="BOOL")
+        elif origin is typing.Literal:
+            kwargs["choices"] = typing.get_args(kind)
+        elif origin is list:
+            item = typing.get_args(kind)[0]
+            if typing.get_origin(item) is typing.Annotated:
+                item = typing.get_args(item)[0]
+            if item is int:
+                kwargs["type"] = int_list
+            else:
+                kwargs.update(action="append", metavar=name.upper().removesuffix("S"))
+        else:
+            kwargs["type"] = kind
+        if extra.get("deprecated"):
+            add_aliased(p, flag, *extra["deprecated"], **kwargs)
+        else:
+            p.add_argument(*extra.get("aliases", []), flag, **kwargs)
+
+
+def settings_flags(a: argparse.Namespace, table: str) -> dict[str, Any]:
+    """The ``TABLE.KEY`` values of ``add_settings_flags`` given on the command line."""
+    return {k: v for k, v in vars(a).items() if k.startswith(f"{table}.") and v is not None}

@@ -118,7 +118,7 @@ def reco_settings(a: argparse.Namespace) -> Settings:
 
 def _reco(a: argparse.Namespace) -> Summary:
     from argonic.reco.chain import format_table
-    from argonic.reco.runner import run_reco
+    from argonic.reco.executors import run_reco
 
     summary = run_reco(
         a.events_file,

@@ -192,8 +192,8 @@ def _train_context(a: argparse.Namespace) -> Summary:
     import torch
 
     from argonic._util import atomic_output
-    from argonic.model.context import train_context
-    from argonic.reco.context import CONTEXT_FILE, file_features
+    from argonic.model.context_training import train_context
+    from argonic.reco.michel_context import CONTEXT_FILE, file_features
 
     if a.threads:
         torch.set_num_threads(a.threads)

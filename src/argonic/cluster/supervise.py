@@ -8,6 +8,7 @@ it answers SERVING on the gRPC health service.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -26,12 +27,15 @@ from argonic.cluster.state import (
     TARGETS_FILE,
     ClusterError,
     Proc,
+    atomic_write,
     load_state,
     write_state,
 )
-from argonic.server import health
+from argonic.server.grpc import health
+from argonic.settings import ServerSettings
 
 RESTART_BACKOFF_S = 2.0
+SERVER_CONFIG = "server.toml"  # the replicas' [server] table, in the run directory
 
 
 def health_check(target: str, timeout_s: float = 1.0, service: str = "") -> bool:
@@ -52,7 +56,7 @@ class Cluster:
         replica_port: int | None = None,
         metrics_port: int | None = None,
         run_dir: str | Path = DEFAULT_RUN_DIR,
-        serve_args: list[str] | None = None,
+        server_settings: ServerSettings | None = None,
         nginx: str = "nginx",
         max_fails: int = 1,
         fail_timeout_s: int = 5,
@@ -75,7 +79,7 @@ class Cluster:
         self.replica_port = replica_port if replica_port is not None else grpc_port + 1000
         self.metrics_port = metrics_port if metrics_port is not None else self.replica_port + 100
         self.run_dir = Path(run_dir).resolve()
-        self.serve_args = list(serve_args or [])
+        self.server_settings = server_settings
         self.nginx = shutil.which(nginx) or (nginx if Path(nginx).is_file() else None)
         if self.nginx is None:
             raise ClusterError(f"nginx not found ({nginx!r}); install the Debian package nginx")
@@ -89,6 +93,14 @@ class Cluster:
         self.gpus = [str(g) for g in gpus or []]
         self.replicas: list[Proc] = []
         self.balancer: Proc | None = None
+
+    def _write_server_config(self) -> None:
+        """The replicas' ``[server]`` table (every key but those the cluster sets per
+        replica) as the TOML file each replica reads with ``--config``."""
+        per_replica = {"model_repository", "host", "grpc_port", "metrics_port", "http_port"}
+        values = (self.server_settings or ServerSettings()).model_dump(exclude=per_replica)
+        lines = ["[server]", *(f"{k} = {json.dumps(v)}" for k, v in values.items())]
+        atomic_write(self.run_dir / SERVER_CONFIG, "\n".join(lines) + "\n")
 
     # --- addresses ---------------------------------------------------------------------------
 
@@ -126,6 +138,7 @@ class Cluster:
                 f"port(s) already in use on {self.host}: {', '.join(map(str, busy))}"
             )
         (self.run_dir / "nginx-tmp").mkdir(parents=True, exist_ok=True)
+        self._write_server_config()
         try:
             self.replicas = [self._replica(i) for i in range(self.n_replicas)]
             for proc in self.replicas:
@@ -149,7 +162,7 @@ class Cluster:
             grpc_port=self.replica_port + i,
             metrics_port=self.metrics_port + i,
             host=self.host,
-            extra=self.serve_args,
+            extra=["--config", str(self.run_dir / SERVER_CONFIG)],
         )
         env = {"CUDA_VISIBLE_DEVICES": self.gpus[i % len(self.gpus)]} if self.gpus else {}
         return Proc(

@@ -16,7 +16,7 @@ The chain for one readout (``simulate_readout``):
    where signal + noise exceeds ROI_THRESHOLD, padded by ROI_PAD ticks; zero elsewhere;
 5. the truth of each frame (charge per pixel by category, Michel flags and Michel-electron
    ids: only the decay electron's own deposits, LArSoft's convention), from which reco
-   labels the hits it finds (``argonic.reco.events``).
+   labels the hits it finds (``argonic.reco.simulation``).
 
 Noise is only computed where it matters: inside the padded regions around true signal
 (from a bank of filtered noise, indexed at a random offset per wire, so it is correlated
@@ -295,7 +295,7 @@ def simulate_readout(
     12-bit ADC; the event has ``raw`` frames and no deconvolved ones (signal processing
     belongs to reco).
 
-    The event has no hits: hit finding and labelling belong to reco (``argonic.reco.events``).
+    The event has no hits: hit finding and labelling belong to reco (``argonic.reco.simulation``).
 
     ``deposits`` (pos, t, q, cat, michel[, michel_id]) replaces the particle generation, for
     tests. ``on_plane`` is called after each (TPC, plane) is read out (progress).

@@ -16,7 +16,7 @@ import numpy as np
 
 from argonic.inference.base import N_SCORES, InterfaceError, ModelInterface
 from argonic.repository import INPUT_NAME, MODEL_NAME, OUTPUT_NAMES, onnx_path, verify_checksum
-from argonic.server.cpu import check_int8_model
+from argonic.server.backends.cpu import check_int8_model
 from argonic.server.errors import HostUnsupported
 from argonic.settings import EXECUTION_BATCH_SIZE, GRAPH_OPTIMIZATION
 
@@ -183,8 +183,8 @@ class RepositoryInterface(_ChunkedInterface):
         execution_batch_size: int = EXECUTION_BATCH_SIZE,
     ) -> None:
         from argonic.repository import shipped_repository
+        from argonic.server.core.loader import ModelRepository
         from argonic.server.errors import ServerError
-        from argonic.server.repository import ModelRepository
 
         super().__init__(batch_size, execution_batch_size)
         try:

@@ -25,7 +25,7 @@ from argonic.repository import (
     OUTPUT_NAMES,
     PATCH_SIZE,
     ModelRepositoryError,
-    model_config,
+    network_config,
     onnx_path,
     write_config,
     write_model_file,
@@ -106,7 +106,7 @@ def export_repository(
     digest = write_model_file(model_file, onnx_bytes(network))
     config = model_dir / "config.pbtxt"
     if not config.is_file():
-        config = write_config(model_dir, model_config())
+        config = write_config(model_dir, network_config())
     return {"config": str(config), "model": str(model_file), "sha256": digest}
 
 

@@ -32,7 +32,7 @@ of the network over the patches and a percentile (ONNX Runtime's percentile cali
 
 bf16 (``<network>_bf16``, PyTorch backend): no file of its own; its config names the fp32
 network (``parameters network``) and ``precision: bf16``, and the server reads the fp32
-model.onnx into torch (argonic.server.onnx_torch) and casts it.
+model.onnx into torch (argonic.server.backends.onnx_torch) and casts it.
 
 Each gets a plane-mode twin (``<name>_plane``, the built-in plane backend). Needs
 onnxruntime and onnx only (no torch).

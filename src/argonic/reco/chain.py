@@ -5,9 +5,9 @@ and ``deconvolution`` (argonic.reco.sigproc: the deconvolved frames from the raw
 production job makes them; the frames stored beside them are not used), ``hitfinding``
 (Gaussian hit finder on the deconvolved frames), ``emtrackmichelid`` (patches + inference through the configured
 ModelInterface) and, where ``[reco] michel_context`` is on, ``michelcontext`` (each hit's
-scores refined by its neighbours', argonic.reco.context). ``RecoWriter`` stores every hit
+scores refined by its neighbours', argonic.reco.michel_context). ``RecoWriter`` stores every hit
 with its [track, em, none, michel] scores (and the network's own, ``network_scores``).
-``argonic.reco.runner`` runs the chain over a whole file, here or on Dask workers.
+``argonic.reco.executors`` runs the chain over a whole file, here or on Dask workers.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from argonic import ArgonicError
 from argonic.detector.event import LABEL_NAMES, NONE, Hits, PlaneFrame
 from argonic.detector.eventfile import EventFile, write_frames
 from argonic.detector.response import field_response
-from argonic.reco.context import MichelContext
 from argonic.reco.hits import find_hits
+from argonic.reco.michel_context import MichelContext
 from argonic.reco.module import EmTrackMichelId
 from argonic.reco.sigproc import deconvolve_frames, filter_frames
 from argonic.settings import RecoSettings

@@ -27,7 +27,7 @@ from argonic._util import atomic_output, progress
 from argonic.detector.event import EM, LABEL_NAMES, MICHEL_CUT, TRACK
 from argonic.detector.eventfile import EventFile
 from argonic.inference import inference_settings, make_interface
-from argonic.reco.context import MichelContext
+from argonic.reco.michel_context import MichelContext
 from argonic.reco.module import EmTrackMichelId
 from argonic.settings import InferenceSettings, RecoSettings
 

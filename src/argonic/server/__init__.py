@@ -1,10 +1,15 @@
-"""The KServe v2 / Triton gRPC inference server (``argonic serve``).
+"""The KServe v2 / Triton inference server (``argonic serve``).
 
-Layers, one module each: ``servicer`` (protocol messages only) -> ``dataplane`` (models,
-inference, repository control, draining) -> ``model`` (request validation) -> ``batcher``
-(Triton's dynamic batching, plus splitting into execution chunks) -> ``backends``
-(ONNX Runtime, TorchScript). ``repository``/``config`` read Triton's model repository;
-``stats``/``metrics`` keep Triton's statistics and Prometheus metrics.
+Sub-packages by role, each importing only those below it (import-linter contracts):
+
+- ``app``: the process (settings in, endpoints up, SIGTERM drains);
+- ``http/``: the HTTP/REST endpoint (``endpoint``, ``rest``: KServe v2 JSON and binary);
+- ``grpc/``: the gRPC endpoint (``servicer``, ``codec``, ``wire``, ``health``, ``security``);
+- ``core/``: the data plane (``dataplane``), request validation (``model_version``), the
+  dynamic batcher, memory limits, statistics and Prometheus metrics, shared memory, and
+  model loading (``loader``, over argonic.repository.reader);
+- ``backends/``: ONNX Runtime, TorchScript, OpenVINO, the plane model, and the CPU checks;
+- ``errors``: the statuses every layer answers with.
 """
 
 from __future__ import annotations
@@ -13,11 +18,11 @@ import importlib
 from typing import Any
 
 __all__ = ["InferenceServer", "ServerHandle", "register_backend", "running_server", "serve"]
-_HOMES = {"register_backend": "argonic.server.registry"}
+_HOMES = {"register_backend": "argonic.server.backends.registry"}
 
 
 def __getattr__(name: str) -> Any:
-    """Import the server lazily: ``argonic.server.health.check`` (``argonic health``, the
+    """Import the server lazily: ``argonic.server.grpc.health.check`` (``argonic health``, the
     container's HEALTHCHECK) must not pay for ONNX Runtime and aiohttp."""
     if name not in __all__:
         raise AttributeError(f"module 'argonic.server' has no attribute '{name}'")

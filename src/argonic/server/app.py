@@ -9,34 +9,33 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
 from grpc_reflection.v1alpha import reflection
 
-from argonic.server import cpu, health
-from argonic.server.dataplane import DataPlane
-from argonic.server.errorlog import ErrorLog
+from argonic.repository import shipped_repository
+from argonic.server.backends import cpu
+from argonic.server.core.dataplane import DataPlane
+from argonic.server.core.errorlog import ErrorLog
+from argonic.server.core.limits import limit_malloc_arenas
+from argonic.server.core.loader import ModelRepository
+from argonic.server.core.metrics import MetricsExporter, start_metrics_server
+from argonic.server.core.poller import RepositoryPoller
 from argonic.server.errors import ServerError
-from argonic.server.http import start_http
-from argonic.server.limits import (
-    DEFAULT_MAX_INFLIGHT_BYTES,
-    DEFAULT_MAX_MESSAGE_BYTES,
-    limit_malloc_arenas,
-)
-from argonic.server.metrics import MetricsExporter, start_metrics_server
-from argonic.server.poller import RepositoryPoller
-from argonic.server.repository import ModelRepository
-from argonic.server.security import (
+from argonic.server.grpc import health
+from argonic.server.grpc.security import (
     RestrictedProtocols,
-    Restriction,
     RestrictionTable,
     TlsConfig,
     check_http_exposure,
+    parse_restriction,
 )
-from argonic.server.servicer import SERVICE_FULL_NAME, InferenceServicer, add_to_server
+from argonic.server.grpc.servicer import SERVICE_FULL_NAME, InferenceServicer, add_to_server
+from argonic.server.http.endpoint import start_http
+from argonic.settings import ServerSettings
 
 log = logging.getLogger("argonic.server")
 
@@ -44,47 +43,28 @@ log = logging.getLogger("argonic.server")
 class InferenceServer:
     """gRPC inference service, health service and metrics endpoint over one DataPlane."""
 
-    def __init__(
-        self,
-        model_repository: str | Path,
-        host: str = "0.0.0.0",
-        grpc_port: int = 8001,
-        metrics_port: int | None = 8002,
-        models: list[str] | None = None,
-        drain_timeout_s: float = 30.0,
-        model_control_mode: str = "none",
-        repository_poll_s: float = 15.0,
-        tls: TlsConfig | None = None,
-        restricted: Sequence[Restriction] = (),
-        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-        max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT_BYTES,
-        http_port: int | None = None,
-        allow_grpc: bool = True,
-        http_address: str | None = None,
-        http_restricted: Sequence[Restriction] = (),
-    ) -> None:
-        self.model_repository = Path(model_repository)
-        self.model_control_mode = model_control_mode
-        self.repository_poll_s = repository_poll_s
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = s = settings
+        self.model_repository = Path(s.model_repository or shipped_repository())
         self.poller: RepositoryPoller | None = None
-        self.tls = tls
-        self.max_message_bytes = max_message_bytes
-        self.max_inflight_bytes = max_inflight_bytes
-        self.host = host
-        self.grpc_port = grpc_port
-        self.metrics_port = metrics_port
-        self.models = models
-        self.drain_timeout_s = drain_timeout_s
-        self.http_port = http_port  # None: no HTTP/REST endpoint
-        self.http_address = http_address or host
+        self.tls = _tls(s)
+        restricted = [parse_restriction(r) for r in s.grpc_restricted_protocol]
+        http_restricted = [
+            parse_restriction(r, "--http-restricted-api") for r in s.http_restricted_api
+        ]
+        # the ports actually bound replace these (0: any free; None: endpoint off)
+        self.host = s.host
+        self.grpc_port: int | None = s.grpc_port if s.allow_grpc else None
+        self.http_port: int | None = s.http_port if s.allow_http else None
+        self.metrics_port: int | None = s.metrics_port if s.allow_metrics else None
+        self.http_address = s.http_address or s.host
         check_http_exposure(
-            tls if allow_grpc else None,
-            restricted if allow_grpc else (),
-            self.http_address if http_port is not None else None,
+            self.tls if s.allow_grpc else None,
+            restricted if s.allow_grpc else (),
+            self.http_address if s.allow_http else None,
             http_restricted,
         )
         self.http_restricted = RestrictionTable(http_restricted, "--http-restricted-api")
-        self.allow_grpc = allow_grpc
         self._http = None
         self._health: health.ServerHealth | None = None
         self.dataplane: DataPlane | None = None
@@ -101,17 +81,17 @@ class InferenceServer:
         credentials = self.tls.credentials() if self.tls else None  # bad files: fail first
         self.dataplane = dp = DataPlane(
             ModelRepository(self.model_repository),
-            self.model_control_mode,
-            self.max_inflight_bytes,
+            self.settings.model_control_mode,
+            self.settings.max_inflight_bytes,
         )
         log.info("CPU %s", cpu.describe())
-        await dp.load_all(self.models)
-        if self.model_control_mode == "poll":
-            self.poller = RepositoryPoller(dp, self.repository_poll_s)
+        await dp.load_all(self.settings.load_model or None)
+        if self.settings.model_control_mode == "poll":
+            self.poller = RepositoryPoller(dp, self.settings.repository_poll_secs)
             await self.poller.start()
         options = [
-            ("grpc.max_send_message_length", self.max_message_bytes),
-            ("grpc.max_receive_message_length", self.max_message_bytes),
+            ("grpc.max_send_message_length", self.settings.grpc_max_message_bytes),
+            ("grpc.max_receive_message_length", self.settings.grpc_max_message_bytes),
             ("grpc.so_reuseport", 0),
         ]  # a busy port is an error, not a shared port
         self._grpc = grpc.aio.server(options=options, interceptors=self.interceptors)
@@ -122,7 +102,7 @@ class InferenceServer:
             [SERVICE_FULL_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], self._grpc
         )
         try:
-            if self.allow_grpc:
+            if self.grpc_port is not None:
                 address = f"{self.host}:{self.grpc_port}"
                 self.grpc_port = (
                     self._grpc.add_secure_port(address, credentials)
@@ -130,8 +110,6 @@ class InferenceServer:
                     else self._grpc.add_insecure_port(address)
                 )
                 await self._grpc.start()
-            else:
-                self.grpc_port = None
             if self.http_port is not None:
                 self._http, self.http_port = await start_http(
                     dp, self.http_address, self.http_port, self.http_restricted, self.errors
@@ -184,7 +162,7 @@ class InferenceServer:
         log.info("draining: refusing new requests, waiting for in-flight ones")
         if self._health is not None:
             await self._health.shutdown()
-        drained = await self.dataplane.drain(self.drain_timeout_s)
+        drained = await self.dataplane.drain(self.settings.drain_timeout_s)
         summary = self.summary()
         await self.dataplane.close()
         self.errors.flush()
@@ -233,9 +211,8 @@ class InferenceServer:
         return statuses
 
 
-def serve(model_repository: str | Path, **options: Any) -> dict[str, Any]:
-    """Run the server until SIGTERM or SIGINT, drain, and return a summary; ``options`` are
-    InferenceServer's (host, grpc_port, http_port, metrics_port, models, model_control_mode, ...)."""
+def serve(settings: ServerSettings) -> dict[str, Any]:
+    """Run the server until SIGTERM or SIGINT, drain, and return a summary."""
     if "MALLOC_ARENA_MAX" not in os.environ:
         limit_malloc_arenas()
     if not logging.getLogger().handlers:
@@ -244,7 +221,7 @@ def serve(model_repository: str | Path, **options: Any) -> dict[str, Any]:
         )
 
     async def main() -> dict[str, Any]:
-        server = InferenceServer(model_repository, **options)
+        server = InferenceServer(settings)
         try:
             await server.start()
         except BaseException:
@@ -291,18 +268,18 @@ class ServerHandle:
 
 
 @contextlib.contextmanager
-def running_server(
-    model_repository: str | Path,
-    host: str = "127.0.0.1",
-    grpc_port: int = 0,
-    metrics_port: int | None = 0,
-    **kwargs: Any,
-) -> Iterator[ServerHandle]:
-    """Run a server in a background thread (port 0: any free port); stop it on exit."""
+def running_server(model_repository: str | Path, **settings: Any) -> Iterator[ServerHandle]:
+    """Run a server in a background thread; stop it on exit. ``settings`` are ServerSettings
+    keys; the defaults differ from `argonic serve`'s for tests and benchmarks: loopback, any
+    free gRPC and metrics port, HTTP only when ``allow_http`` or ``http_port`` is given."""
+    settings.setdefault("allow_http", "http_port" in settings)
+    defaults = {"host": "127.0.0.1", "grpc_port": 0, "metrics_port": 0, "http_port": 0}
+    server = InferenceServer(
+        ServerSettings(model_repository=str(model_repository), **{**defaults, **settings})
+    )
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="argonic-server", daemon=True)
     thread.start()
-    server = InferenceServer(model_repository, host, grpc_port, metrics_port, **kwargs)
     handle = ServerHandle(server, loop)
     try:
         asyncio.run_coroutine_threadsafe(server.start(), loop).result(300)
@@ -313,3 +290,11 @@ def running_server(
         loop.call_soon_threadsafe(loop.stop)
         thread.join(30)
         loop.close()
+
+
+def _tls(s: ServerSettings) -> TlsConfig | None:
+    """The TLS configuration of the gRPC endpoint, if it uses TLS."""
+    if not (s.grpc_use_ssl or s.grpc_use_ssl_mutual):
+        return None
+    root = Path(s.grpc_root_cert) if s.grpc_root_cert else None
+    return TlsConfig(Path(s.grpc_server_cert), Path(s.grpc_server_key), root, s.grpc_use_ssl_mutual)

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import grpc
 
 from argonic import ArgonicError
+from argonic.repository import ModelRepositoryError
+from argonic.repository.reader import UnknownModel
 
 
 class ServerError(ArgonicError):
@@ -46,3 +51,15 @@ def unknown_model(name: str, version: str = "") -> NotFound:
     if version:
         return NotFound(f"Request for unknown model: '{name}' version {version} is not found")
     return NotFound(f"Request for unknown model: '{name}' is not found")
+
+
+@contextlib.contextmanager
+def repository_errors() -> Iterator[None]:
+    """The model repository's errors (argonic.repository) as the statuses Triton answers
+    them with: an unknown model NOT_FOUND, anything else INVALID_ARGUMENT."""
+    try:
+        yield
+    except UnknownModel as exc:
+        raise NotFound(str(exc)) from None
+    except ModelRepositoryError as exc:
+        raise InvalidArgument(str(exc)) from None

@@ -2,8 +2,8 @@
 
 - ``latency_model``: the paper's Eq. 1-5, their fit to a measured module-time-vs-clients
   curve (``fit_module_time``), and the same system by mean value analysis;
-- ``runner``: `argonic study` (N client processes released together against one server,
-  per-module times, /metrics scraping, CSV, summary, plots), from ``config`` (its
+- ``driver``: `argonic study` (N client processes released together against one server,
+  per-module times, /metrics scraping, CSV, summary, plots), from argonic.settings' ``StudySettings`` (its
   options), ``workload`` (each event measured once in the parent), ``phase`` (one N: the
   client processes, started and stopped on argonic.procs) and ``summary`` (aggregates,
   Table 3, the fits and the printed report);

@@ -11,8 +11,9 @@ from typing import Any
 import numpy as np
 
 from argonic import procs
+from argonic.settings import StudySettings
 from argonic.study.client import client_main
-from argonic.study.config import StudyConfig, StudyError
+from argonic.study.errors import StudyError
 from argonic.study.scrape import MetricsScraper
 
 
@@ -20,7 +21,7 @@ def run_phase(
     ctx: Any,
     n: int,
     base_spec: dict[str, Any],
-    cfg: StudyConfig,
+    cfg: StudySettings,
     n_pool: int,
     scraper: MetricsScraper,
     t_zero: float,

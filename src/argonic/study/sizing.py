@@ -5,10 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from argonic.settings.study import DEFAULT_FARMS, DEFAULT_SERVERS
 from argonic.study.latency_model import LatencyModel
-
-DEFAULT_FARMS = (400, 2000)
-DEFAULT_SERVERS = (1, 2, 4, 8, 16, 32)
 
 
 def servers_needed(model: LatencyModel, clients: int) -> int:

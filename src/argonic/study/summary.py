@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from argonic.study.config import StudyConfig
+from argonic.settings import StudySettings
 from argonic.study.latency_model import ModelFit, fit_module_time, fit_module_time_mva
 from argonic.study.scrape import BATCH, BATCH_BOUNDS, COUNTERS
 from argonic.study.sizing import format_sizing
@@ -170,7 +170,7 @@ def format_table3(t: dict[str, Any], label: str) -> str:
 
 
 def fit_study(
-    per_n: list[dict[str, Any]], workload: list[dict[str, Any]], cfg: StudyConfig
+    per_n: list[dict[str, Any]], workload: list[dict[str, Any]], cfg: StudySettings
 ) -> ModelFit:
     """The latency model fitted to the mean module time per N (t_other measured at the smallest N)."""
     n = [p["n_clients"] for p in per_n]

@@ -11,7 +11,7 @@ import pytest
 
 from argonic import transport
 from argonic.inference import InterfaceError
-from argonic.inference.remote.config import (
+from argonic.inference.remote.options import (
     CallOptions,
     channel_credentials,
     remote_settings,

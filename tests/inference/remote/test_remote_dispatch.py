@@ -11,10 +11,10 @@ from support.models import MODEL, ort_scores, random_patches
 from support.remote import assert_same_scores
 
 from argonic.inference.remote.channel import ServedModel, Server
-from argonic.inference.remote.config import CallOptions
 from argonic.inference.remote.dispatch import Dispatcher
 from argonic.inference.remote.errors import NoPlaneModel
 from argonic.inference.remote.identity import ModelSignature
+from argonic.inference.remote.options import CallOptions
 from argonic.inference.remote.pool import Attempt, ServerPool
 from argonic.inference.remote.stats import CallStats, ServerStatistics
 from argonic.inference.remote.wire import Encoder
@@ -68,7 +68,7 @@ def test_request_too_big_for_its_server_is_split(tiny_server: str, tiny_repo: Pa
 
 def test_failed_request_is_resent_whole_elsewhere(tiny_server: str, tiny_repo: Path) -> None:
     x = random_patches(700, seed=7)
-    with running_server(tiny_repo, metrics_port=None) as doomed:
+    with running_server(tiny_repo, allow_metrics=False) as doomed:
         dispatcher, pool = _dispatcher([doomed.url, tiny_server], tiny_repo, 100, 3)
         first = pool.pick(Attempt(), CallStats())
         assert first.address == doomed.url

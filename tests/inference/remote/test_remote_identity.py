@@ -13,18 +13,17 @@ import pytest
 import tritonclient.grpc as triton
 from support.models import MODEL, tiny_onnx
 
-from argonic.inference.fallback import free_port
+from argonic.inference.local_server import free_port
 from argonic.inference.remote.channel import Server
-from argonic.inference.remote.config import CallOptions
 from argonic.inference.remote.errors import ModelMismatchError
 from argonic.inference.remote.identity import (
     ModelSignature,
     TensorSpec,
-    read_sha256,
     served_sha256,
     serves_plane_model,
     verify,
 )
+from argonic.inference.remote.options import CallOptions
 from argonic.settings import RemoteSettings
 
 OPTIONS = CallOptions.from_settings(RemoteSettings(timeout_s=5.0))
@@ -55,17 +54,25 @@ def test_expected_model_is_the_repositorys(tiny_repo: Path) -> None:
     assert ModelSignature.expected(None, MODEL) == ModelSignature.default(MODEL)
 
 
-def test_checksum_of_the_latest_or_the_named_version(tmp_path: Path) -> None:
-    model_dir = tmp_path / MODEL
+def test_checksum_of_the_latest_or_the_named_version(tiny_repo: Path, tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    shutil.copytree(tiny_repo, repo)
+    model_dir = repo / MODEL
+    shutil.rmtree(model_dir / "1")
     for version, seed in ((1, 0), (2, 5), (10, 6)):
         (model_dir / str(version)).mkdir(parents=True)
         tiny_onnx(model_dir / str(version) / "model.onnx", seed)
         digest = _sha256(model_dir / str(version) / "model.onnx")
         (model_dir / str(version) / "model.onnx.sha256").write_text(f"{digest}  model.onnx\n")
-    assert read_sha256(model_dir, "", "model.onnx") == _sha256(model_dir / "10" / "model.onnx")
-    assert read_sha256(model_dir, "2", "model.onnx") == _sha256(model_dir / "2" / "model.onnx")
-    assert read_sha256(model_dir, "7", "model.onnx") == ""
-    assert read_sha256(tmp_path / "nothing", "", "model.onnx") == ""
+
+    def expected(version: str) -> str:
+        return ModelSignature.expected(repo, MODEL, version).sha256
+
+    assert expected("") == _sha256(model_dir / "10" / "model.onnx")
+    assert expected("2") == _sha256(model_dir / "2" / "model.onnx")
+    assert expected("7") == ""  # no such version: nothing to compare
+    (model_dir / "2" / "model.onnx.sha256").unlink()
+    assert expected("2") == ""  # no checksum file: nothing declared
 
 
 def test_served_model_passes_and_its_facts_are_returned(tiny_server: str, tiny_repo: Path) -> None:
@@ -164,7 +171,7 @@ def test_plane_model_of_another_network_is_refused(tmp_path: Path, tiny_repo: Pa
         repo / "emtrkmichelid_plane" / "config.pbtxt",
     )
     signature = ModelSignature.expected(tiny_repo, MODEL)
-    with running_server(repo, metrics_port=None) as handle:
+    with running_server(repo, allow_metrics=False) as handle:
         server = Server(handle.url, None)
         try:
             assert serves_plane_model(server, signature, "emtrkmichelid_plane", "", OPTIONS)

@@ -14,8 +14,8 @@ from support.models import MODEL
 
 from argonic.inference.remote import plane
 from argonic.inference.remote.channel import Server
-from argonic.inference.remote.config import CallOptions
 from argonic.inference.remote.identity import ModelSignature, verify
+from argonic.inference.remote.options import CallOptions
 from argonic.inference.remote.plane import PlaneMode
 from argonic.repository import shipped_repository
 from argonic.server import running_server
@@ -32,7 +32,7 @@ def plane_server(tmp_path_factory: pytest.TempPathFactory, tiny_repo: Path) -> I
         shipped_repository() / "emtrkmichelid_plane" / "config.pbtxt",
         repo / "emtrkmichelid_plane" / "config.pbtxt",
     )
-    with running_server(repo, metrics_port=None) as handle:
+    with running_server(repo, allow_metrics=False) as handle:
         yield handle.url
 
 

@@ -12,11 +12,11 @@ import pytest
 from support.models import MODEL
 from tritonclient.grpc import service_pb2
 
-from argonic.inference.fallback import free_port
+from argonic.inference.local_server import free_port
 from argonic.inference.remote.channel import Server
-from argonic.inference.remote.config import CallOptions
 from argonic.inference.remote.errors import ModelMismatchError, RemoteInferenceError
 from argonic.inference.remote.identity import ModelSignature
+from argonic.inference.remote.options import CallOptions
 from argonic.inference.remote.pool import Attempt, ServerPool
 from argonic.inference.remote.stats import CallStats
 from argonic.server import running_server
@@ -25,7 +25,7 @@ from argonic.settings import RemoteSettings
 
 @pytest.fixture(scope="module")
 def second_server(tiny_repo: Path) -> Iterator[str]:
-    with running_server(tiny_repo, metrics_port=None) as handle:
+    with running_server(tiny_repo, allow_metrics=False) as handle:
         yield handle.url
 
 

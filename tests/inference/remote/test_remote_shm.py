@@ -17,7 +17,7 @@ from argonic.server import running_server
 
 @pytest.fixture(scope="module")
 def server(tiny_repo: Path):
-    with running_server(tiny_repo, metrics_port=None) as handle:
+    with running_server(tiny_repo, allow_metrics=False) as handle:
         yield handle
 
 

@@ -11,9 +11,9 @@ import tritonclient.grpc as triton
 from support.models import MODEL, random_patches
 from tritonclient.grpc import service_pb2
 
-from argonic.inference.fallback import free_port
+from argonic.inference.local_server import free_port
 from argonic.inference.remote.channel import ServedModel, Server
-from argonic.inference.remote.config import CallOptions
+from argonic.inference.remote.options import CallOptions
 from argonic.inference.remote.stats import CallStats, ServerStatistics, counters
 from argonic.settings import RemoteSettings
 

@@ -18,8 +18,8 @@ import grpc
 import numpy as np
 
 from argonic.inference.remote.channel import Server
-from argonic.inference.remote.config import CallOptions
 from argonic.inference.remote.errors import NoPlaneModel
+from argonic.inference.remote.options import CallOptions
 from argonic.inference.remote.pool import Attempt, ServerPool
 from argonic.inference.remote.shm import SharedMemoryPatches, Slot
 from argonic.inference.remote.stats import CallStats

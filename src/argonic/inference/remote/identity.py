@@ -18,17 +18,18 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.grpc import service_pb2
 
 from argonic import transport as tensor_transport
 from argonic.inference.base import PATCH_SHAPE
 from argonic.inference.remote.channel import ServedModel, Server
-from argonic.inference.remote.config import CallOptions
 from argonic.inference.remote.errors import ModelMismatchError, NotReady, describe
+from argonic.inference.remote.options import CallOptions
 from argonic.patches import PLANE_DATATYPES
-from argonic.server.config import DEFAULT_FILENAMES, platform_of
+from argonic.repository import ModelRepositoryError
+from argonic.repository.model_config import CONFIG_FILE
+from argonic.repository.reader import RepositoryReader
 
 log = logging.getLogger(__name__)
 
@@ -89,22 +90,20 @@ class ModelSignature:
         model_version: str = "",
         sha256: str | None = None,
     ) -> ModelSignature:
-        """From the repository's config.pbtxt and .sha256 file when present; ``sha256``
-        (if not None) replaces the file's checksum ("": no checksum check)."""
-        model_dir = repository / model_name if repository else Path()
-        config_path = model_dir / "config.pbtxt"
-        if repository and config_path.is_file():
-            config = text_format.Parse(config_path.read_text(), mc.ModelConfig())
-            config.name = config.name or model_name
-            signature = cls.from_config(config)
-            filename = config.default_model_filename or DEFAULT_FILENAMES.get(
-                platform_of(config), "model.onnx"
-            )
+        """From the repository's config.pbtxt and the model file's .sha256 (read by
+        argonic.repository.reader) when present; ``sha256`` (if not None) replaces the
+        file's checksum ("": no checksum check)."""
+        if repository and (repository / model_name / CONFIG_FILE).is_file():
+            reader = RepositoryReader(repository)
+            signature = cls.from_config(reader.config(model_name))
+            if sha256 is None:
+                try:
+                    sha256 = reader.expected_sha256(model_name, model_version or None)
+                except ModelRepositoryError:  # no such version or file: nothing to compare
+                    sha256 = ""
         else:
-            signature, filename = cls.default(model_name), "model.onnx"
-        if sha256 is None:
-            sha256 = "" if repository is None else read_sha256(model_dir, model_version, filename)
-        return dataclasses.replace(signature, sha256=sha256.strip().lower())
+            signature = cls.default(model_name)
+        return dataclasses.replace(signature, sha256=(sha256 or "").strip().lower())
 
     def check(
         self,
@@ -183,18 +182,6 @@ def served_sha256(config: mc.ModelConfig) -> str:
 
 def _describe(tensors: dict[str, tuple[str, tuple[int, ...]]]) -> str:
     return ", ".join(f"{name} {dt} {list(dims)}" for name, (dt, dims) in sorted(tensors.items()))
-
-
-def read_sha256(model_dir: Path, version: str, filename: str) -> str:
-    """The checksum in ``<model_dir>/<version>/<filename>.sha256`` (latest version if "")."""
-    if not version:
-        versions = [int(p.name) for p in model_dir.glob("*") if p.name.isdigit()]
-        if not versions:
-            return ""
-        version = str(max(versions))
-    path = model_dir / version / f"{filename}.sha256"
-    text = path.read_text().split() if path.is_file() else []
-    return text[0] if text else ""
 
 
 def verify(

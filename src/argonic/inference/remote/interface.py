@@ -17,12 +17,12 @@ from argonic.inference.base import (
     ModelInterface,
     validate_patches,
 )
-from argonic.inference.fallback import LocalServer
+from argonic.inference.local_server import LocalServer
 from argonic.inference.remote.channel import Server
-from argonic.inference.remote.config import CallOptions, remote_settings, repository
 from argonic.inference.remote.dispatch import Dispatcher
 from argonic.inference.remote.errors import NoPlaneModel
 from argonic.inference.remote.identity import ModelSignature
+from argonic.inference.remote.options import CallOptions, remote_settings, repository
 from argonic.inference.remote.plane import PlaneMode
 from argonic.inference.remote.pool import Attempt, ServerPool
 from argonic.inference.remote.shm import SharedMemoryPatches
@@ -182,7 +182,7 @@ class RemoteInterface(ModelInterface):
 
     @property
     def fallback_server(self) -> LocalServer | None:
-        """The local fallback server (argonic.inference.fallback.LocalServer) once started."""
+        """The local fallback server (argonic.inference.local_server.LocalServer) once started."""
         return self._pool.fallback
 
     def connect(self) -> str:

@@ -12,8 +12,8 @@ from __future__ import annotations
 import logging
 
 from argonic.inference.remote.channel import Server
-from argonic.inference.remote.config import CallOptions
 from argonic.inference.remote.identity import ModelSignature, serves_plane_model
+from argonic.inference.remote.options import CallOptions
 from argonic.settings import RemoteSettings
 
 log = logging.getLogger(__name__)

@@ -19,10 +19,9 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from argonic.inference.fallback import FallbackError, LocalServer
-from argonic.inference.remote import config
+from argonic.inference.local_server import FallbackError, LocalServer
+from argonic.inference.remote import options as config
 from argonic.inference.remote.channel import Server
-from argonic.inference.remote.config import CallOptions
 from argonic.inference.remote.errors import (
     RETRYABLE,
     NotReady,
@@ -31,6 +30,7 @@ from argonic.inference.remote.errors import (
     status_code,
 )
 from argonic.inference.remote.identity import ModelSignature, verify
+from argonic.inference.remote.options import CallOptions
 from argonic.inference.remote.stats import CallStats
 from argonic.settings import RemoteSettings
 

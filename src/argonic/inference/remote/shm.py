@@ -23,9 +23,9 @@ import numpy as np
 from tritonclient.grpc import service_pb2
 
 from argonic.inference.remote.channel import Server
-from argonic.inference.remote.config import CallOptions
 from argonic.inference.remote.errors import RemoteInferenceError
 from argonic.inference.remote.identity import ModelSignature
+from argonic.inference.remote.options import CallOptions
 from argonic.settings import RemoteSettings
 
 log = logging.getLogger(__name__)

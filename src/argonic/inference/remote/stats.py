@@ -18,8 +18,8 @@ import grpc
 from tritonclient.grpc import service_pb2
 
 from argonic.inference.remote.channel import Server
-from argonic.inference.remote.config import CallOptions
 from argonic.inference.remote.errors import RETRYABLE, describe
+from argonic.inference.remote.options import CallOptions
 
 log = logging.getLogger(__name__)
 
