@@ -12,11 +12,12 @@ now, calibration on a throw-away instance), ``noarena`` (``enable_cpu_mem_arena`
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
 import time
+
+import harness
 
 WAYS = ("default", "recreate", "noarena", "shrink")
 
@@ -61,7 +62,7 @@ def measure(model: str, way: str) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = harness.parser(__doc__)
     parser.add_argument("--model", default="models/emtrkmichelid/1/model.onnx")
     parser.add_argument("--way", choices=WAYS)
     a = parser.parse_args()
@@ -72,6 +73,7 @@ def main() -> None:
         "| way | RSS loaded MB | after calibration | after fix | after 256-row runs | rows/s at 256 |"
     )
     print("|---|---:|---:|---:|---:|---:|")
+    rows = {}
     for way in WAYS:
         out = subprocess.run(
             [sys.executable, __file__, "--model", a.model, "--way", way],
@@ -79,7 +81,9 @@ def main() -> None:
             text=True,
             check=True,
         )
-        print(out.stdout.strip())
+        rows[way] = out.stdout.strip()
+        print(rows[way])
+    harness.report({"rows": rows}, a)
 
 
 if __name__ == "__main__":

@@ -22,18 +22,15 @@ link's cost shows above this shared machine's noise.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import platform
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
+import harness
 import numpy as np
 
-from argonic import procs
 from argonic.detector.eventfile import EventFile
 from argonic.inference.remote import RemoteInterface
 from argonic.patches import cut_patches, decode_plane, encode_plane, plane_image
@@ -109,38 +106,6 @@ def linear_repository(root: Path) -> Path:
     return root
 
 
-def start_server(
-    models: list[str] | None, repository: str = "models"
-) -> tuple[subprocess.Popen, str]:
-    """``argonic serve`` in a child process; returns it and its address once ready."""
-    port = procs.free_port()
-    load = [arg for m in models or [] for arg in ("--load-model", m)]
-    proc = procs.start(
-        procs.serve_command(repository, grpc_port=port, metrics_port=None, extra=load)
-    )
-    address = f"127.0.0.1:{port}"
-    remote = RemoteInterface(
-        {
-            "remote": {
-                "servers": [address],
-                "retries": 20,
-                "backoff_s": 0.2,
-                "server_stats": "off",
-                "model_repository": repository,
-            }
-        }
-    )
-    try:
-        remote.connect()
-    finally:
-        remote.close()
-    return proc, address
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    procs.stop(procs.Child.of(proc), timeout_s=30)
-
-
 def run_config(
     events, hits, address: str, overrides: dict, link_gbps: float | None, repository: str
 ) -> dict:
@@ -207,9 +172,7 @@ def server_patch_cost(events, hits) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = harness.parser(__doc__)
     p.add_argument("--events-file", default=None, help="ProtoDUNE-SP events (default: simulate)")
     p.add_argument("--events", type=int, default=1, help="events to simulate when no file is given")
     p.add_argument("--seed", type=int, default=7)
@@ -220,7 +183,6 @@ def main() -> None:
         default="patch fp32,patch zstd,plane,plane zstd",
         help="configurations also run behind the emulated link",
     )
-    p.add_argument("--json", default=None, help="write the results here")
     p.add_argument(
         "--network",
         choices=("shipped", "linear"),
@@ -242,7 +204,6 @@ def main() -> None:
         )
     results: dict = {
         "network": a.network,
-        "machine": f"{platform.node()} {os.cpu_count()} CPUs",
         "events_file": str(path),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "configs": {},
@@ -252,11 +213,11 @@ def main() -> None:
         results["hits_per_event"] = float(np.mean([len(h) for h in hits]))
         results["fp32_patch_bytes_per_event"] = results["hits_per_event"] * 48 * 48 * 4
         results["server_patch_cost"] = server_patch_cost(events, hits)
-        proc, address = start_server(["emtrkmichelid"], repository)
-        results["server_rss_mb_network_only"] = _rss_mb(proc.pid)
-        stop_server(proc)
-        proc, address = start_server(None, repository)
-        results["server_rss_mb_with_plane_model"] = _rss_mb(proc.pid)
+        with harness.served(repository, ["--load-model", "emtrkmichelid"]) as server:
+            results["server_rss_mb_network_only"] = _rss_mb(server.process.pid)
+        server = harness.Server.argonic(Path(repository))
+        address = server.url
+        results["server_rss_mb_with_plane_model"] = _rss_mb(server.process.pid)
         try:
             baseline = None
             names = [c.strip() for c in a.configs.split(",")]
@@ -288,12 +249,11 @@ def main() -> None:
                     f"  max|d| {row['max_abs_score_difference']:.2g}",
                     flush=True,
                 )
-            results["server_rss_mb_with_plane_model_after_runs"] = _rss_mb(proc.pid)
+            results["server_rss_mb_with_plane_model_after_runs"] = _rss_mb(server.process.pid)
         finally:
-            stop_server(proc)
+            server.stop()
     print(json.dumps({k: v for k, v in results.items() if k != "configs"}, indent=1))
-    if a.json:
-        Path(a.json).write_text(json.dumps(results, indent=1))
+    harness.report(results, a)
     tmp.cleanup()
 
 

@@ -9,12 +9,13 @@ Simulates the events first unless --events-file is given; reports wall and CPU s
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import tempfile
 import time
 from pathlib import Path
+
+import harness
 
 from argonic.detector.eventfile import EventFile
 from argonic.patches import plane_patches
@@ -36,7 +37,7 @@ def patch_seconds(events_file: Path) -> list[tuple[int, float, float]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = harness.parser(__doc__)
     parser.add_argument("--events", type=int, default=2)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--events-file", type=Path, default=None)
@@ -59,6 +60,7 @@ def main() -> None:
             "emtrackmichelid_patches_s_per_event": reco["emtrackmichelid_patches_s_per_event"],
             "emtrackmichelid_inference_s_per_event": reco["emtrackmichelid_inference_s_per_event"],
         }
+    harness.report(result, a)
     if a.json:
         print(json.dumps(result, indent=2))
         return

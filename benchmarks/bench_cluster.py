@@ -17,8 +17,6 @@ delta(nv_inference_queue_duration_us) / (delta(nv_inference_exec_count) * 1000),
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import platform
 import re
@@ -30,6 +28,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import harness
 import numpy as np
 
 from argonic.cluster import Cluster, health_check
@@ -144,7 +143,7 @@ def run_cluster(repo: Path, replicas: int, run_dir: Path, base_port: int):
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = harness.parser(__doc__)
     p.add_argument("--model-repository", default=str(ROOT / "models"))
     p.add_argument("--model", default="emtrkmichelid")
     p.add_argument("--duration", type=float, default=6.0, help="seconds measured per point")
@@ -160,14 +159,13 @@ def main() -> int:
     )
     p.add_argument("--rounds", type=int, default=3, help="alternating direct/nginx rounds")
     p.add_argument("--base-port", type=int, default=31000)
-    p.add_argument("--json", default=None, help="write all results here")
     a = p.parse_args()
 
     cores = os.cpu_count() or 1
     src = Path(a.model_repository)
     results: dict = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": f"{platform.processor() or platform.machine()}, {cores} cores",
+        "machine": f"{platform.processor() or platform.harness.machine()['cpu']}, {cores} cores",
         "batch": a.batch,
         "duration_s": a.duration,
         "clients": a.clients,
@@ -246,8 +244,7 @@ def main() -> int:
                     f"(load average {os.getloadavg()[0]:.1f})",
                     flush=True,
                 )
-    if a.json:
-        Path(a.json).write_text(json.dumps(results, indent=2))
+    harness.report(results, a)
     return 0
 
 

@@ -13,12 +13,12 @@ areas and peak heights, the largest correlation after a time shift, and the shif
 
 from __future__ import annotations
 
-import argparse
 import bz2
 import json
 import time
 from pathlib import Path
 
+import harness
 import numpy as np
 
 from argonic.detector.response import IMPACTS, PERIOD_US, PITCH_MM, WirePlanes
@@ -73,14 +73,8 @@ def best_shift(a: np.ndarray, b: np.ndarray, dt: float) -> tuple[float, float]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = harness.parser(__doc__)
     p.add_argument("--garfield", type=Path, required=True, help="dune-garfield-1d565.json.bz2")
-    p.add_argument(
-        "-o",
-        "--output",
-        type=Path,
-        default=Path(__file__).parent / "results" / "field_response.json",
-    )
     a = p.parse_args()
     t0 = time.process_time()
     ours = WirePlanes().response()
@@ -98,10 +92,8 @@ def main() -> None:
             "shift_us_onto_garfield": shift,
             "correlation_after_shift": corr,
         }
-    text = json.dumps(result, indent=1)
-    print(text)
-    a.output.parent.mkdir(parents=True, exist_ok=True)
-    a.output.write_text(text + "\n")
+    print(json.dumps(result, indent=1))
+    harness.report(result, a)
 
 
 if __name__ == "__main__":

@@ -19,11 +19,8 @@ Prints one table; writes JSON to ``--json`` (default: $OUT/gpu_check.json when O
 
 from __future__ import annotations
 
-import argparse
-import json
 import multiprocessing as mp
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -32,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import harness
 import numpy as np
 
 from argonic import procs
@@ -283,20 +281,19 @@ def wait_ready(url: str, models: list[str], server: Any, log: Path, timeout_s: f
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = harness.parser(__doc__)
     p.add_argument("--cpu-smoke", action="store_true", help="the same flow on the CPU, tiny times")
     p.add_argument("--batch-sizes", type=int, nargs="+", help="default 256 1693 (smoke: 32 100)")
     p.add_argument("--seconds", type=float, help="measurement window (default 6; smoke 0.5)")
     p.add_argument("--clients", type=int, help="client processes (default 4; smoke 2)")
     p.add_argument("--detector", help="simulated detector (default protodune-sp; smoke mini)")
-    p.add_argument("--json", type=Path, help="JSON output (default $OUT/gpu_check.json)")
     a = p.parse_args()
     smoke = a.cpu_smoke
     batches = a.batch_sizes or ([32, 100] if smoke else [256, 1693])
     seconds = a.seconds or (0.5 if smoke else 6.0)
     n_clients = a.clients or (2 if smoke else 4)
     detector = a.detector or ("mini" if smoke else "protodune-sp")
-    json_path = a.json or (
+    json_path = a.result or (  # the device machine returns what lies in $OUT
         Path(os.environ["OUT"]) / "gpu_check.json" if os.environ.get("OUT") else None
     )
     started = time.monotonic()
@@ -408,8 +405,6 @@ def main() -> None:
     summary = {
         "device": name or "cpu",
         "cpu_smoke": smoke,
-        "host": platform.node(),
-        "python": sys.version.split()[0],
         "detector": detector,
         "seconds_per_point": seconds,
         "clients": n_clients,
@@ -417,10 +412,8 @@ def main() -> None:
         "agreement_vs_emtrk_fp32_patch": checks,
         "total_s": elapsed,
     }
-    if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(summary, indent=2) + "\n")
-        print(f"JSON: {json_path}")
+    a.result = str(json_path) if json_path is not None else "-"
+    harness.report(summary, a)
     shutil.rmtree(root, ignore_errors=True)
     failures = [f"{r['model']} batch {r['batch']}: {r['error']}" for r in rows if "error" in r]
     failures += [f"{m}: {c['error']}" for m, c in checks.items() if "error" in c]

@@ -13,71 +13,17 @@ shared, noisy machine every figure sees the same quiet moments.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import platform
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
+import harness
 import numpy as np
+from harness import Probe, interleaved_best, matmul_probes
 
-N = 4096
 BATCHES = (1, 64, 256, 1693)
-
-
-Probe = tuple[Callable[[], object], float]  # (one call, work units per call)
-
-
-def interleaved_best(probes: dict[str, Probe], rounds: int, window: float) -> dict[str, float]:
-    """Best rate (work units/s) of each probe over ``rounds`` rounds; every round times each
-    probe once for about ``window`` seconds, so all probes see the same share of a noisy,
-    shared machine's quiet moments."""
-    for fn, _ in probes.values():
-        fn()  # warm-up
-    best = dict.fromkeys(probes, 0.0)
-    for _ in range(rounds):
-        for name, (fn, work) in probes.items():
-            start, calls = time.perf_counter(), 0
-            while True:
-                fn()
-                calls += 1
-                elapsed = time.perf_counter() - start
-                if elapsed >= window:
-                    break
-            best[name] = max(best[name], calls * work / elapsed)
-    return best
-
-
-def matmul_probes(threads: int) -> dict[str, Probe]:
-    """fp32 4096^3 matrix products (work unit: GFLOP) in numpy, torch and ONNX Runtime."""
-    import onnxruntime as ort
-    import torch
-    from onnx import TensorProto, helper
-
-    rng = np.random.default_rng(0)
-    a, b = rng.random((N, N), np.float32), rng.random((N, N), np.float32)
-    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["a", "b"], ["c"])],
-        "mm",
-        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [N, N]) for n in "ab"],
-        [helper.make_tensor_value_info("c", TensorProto.FLOAT, [N, N])],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    session = ort.InferenceSession(
-        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
-    )
-    gflop = 2.0 * N**3 / 1e9
-    return {
-        "matmul numpy": (lambda: a @ b, gflop),
-        "matmul torch": (lambda: ta @ tb, gflop),
-        "matmul onnxruntime": (lambda: session.run(None, {"a": a, "b": b}), gflop),
-    }
 
 
 def network_probes(patches: np.ndarray, threads: int) -> dict[str, Probe]:
@@ -182,21 +128,8 @@ def training_probe(patches: np.ndarray) -> dict[str, Probe]:
     return {"training step batch 256": (step, 256)}
 
 
-def machine() -> str:
-    model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{os.cpu_count()} CPUs, {model}, {mem:.0f} GiB"
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = harness.parser(__doc__)
     parser.add_argument("--threads", type=int, default=2, help="threads for every library")
     parser.add_argument(
         "--rounds", type=int, default=5, help="rounds over all probes (best is kept)"
@@ -226,7 +159,7 @@ def main() -> None:
     roof = max(gflops.values()) * 1e9 / FLOP_PER_PATCH
     result = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": machine(),
+        "machine": harness.harness.machine()["cpu"]["cpu"],
         "threads": a.threads,
         "rounds": a.rounds,
         "window_s": a.window,
@@ -236,6 +169,7 @@ def main() -> None:
         "patches_per_s": {k: v for k, v in best.items() if not k.startswith("matmul")},
         "ratio_to_roofline": {k: v / roof for k, v in best.items() if not k.startswith("matmul")},
     }
+    harness.report(result, a)
     if a.json:
         print(json.dumps(result, indent=2))
         return

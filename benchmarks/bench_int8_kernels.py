@@ -36,11 +36,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+import harness
 import numpy as np
 import onnx
 import onnxruntime as ort
-from bench_inference import interleaved_best, machine, matmul_probes
-from bench_precision import held_out
+from harness import held_out, interleaved_best, matmul_probes
 from onnx import numpy_helper
 
 from argonic.detector.eventfile import EventFile
@@ -192,7 +192,7 @@ def speed(files: dict[str, Path], x: np.ndarray, rounds: int, window: float) -> 
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = harness.parser(__doc__)
     p.add_argument("--events", type=Path, help="held-out events (argonic simulate)")
     p.add_argument("--calibration", type=Path, help="calibration events (argonic quantize's)")
     p.add_argument("--calibration-patches", type=int, default=4096)
@@ -216,7 +216,7 @@ def main() -> None:
         files = build(network, a.calibration, a.calibration_patches, work)
         x, _, _ = held_out(a.events, a.hits, 0)
         result = {
-            "machine": machine(),
+            "machine": harness.machine()["cpu"],
             "cpu": cpu.describe(),
             "int8_kernel": cpu.int8_kernels(),
             "held_out_hits": len(x),

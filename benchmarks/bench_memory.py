@@ -6,25 +6,20 @@
 Reports the RSS after start-up (models loaded, execution_batch_size calibrated), the peak
 RSS sampled every 50 ms during the burst, the RSS once it is over, and how many requests
 were answered or refused (UNAVAILABLE: queue or --max-inflight-bytes). Extra
-``--serve-arg`` values go to `argonic serve` (e.g. --serve-arg=--max-inflight-bytes=0).
+``--set server.KEY=VALUE`` settings go to `argonic serve` (e.g. --set server.max_inflight_bytes=0).
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import collections
 import json
-import os
-import platform
-import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import grpc
+import harness
 import numpy as np
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
@@ -66,27 +61,6 @@ class RssSampler:
         return max((mb for _, mb in self.series), default=0.0)
 
 
-def start_server(repository: str, extra: list[str]) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    command = [sys.executable, "-m", "argonic.cli", "serve", "--model-repository", repository]
-    command += ["--host", "127.0.0.1", "--grpc-port", str(port), "--no-metrics", *extra]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    address = f"127.0.0.1:{port}"
-    with grpc.insecure_channel(address) as channel:
-        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            try:
-                if stub.ServerReady(pb.ServerReadyRequest(), timeout=2).ready:
-                    return process, address
-            except grpc.RpcError:
-                time.sleep(0.5)
-    process.kill()
-    raise RuntimeError("server never became ready")
-
-
 def request(model: str, batch: int, seed: int) -> pb.ModelInferRequest:
     x = np.random.default_rng(seed).random((batch, 48, 48, 1), dtype=np.float32)
     msg = pb.ModelInferRequest(model_name=model)
@@ -112,23 +86,23 @@ async def burst(address: str, model: str, outstanding: int, batch: int) -> dict[
     return dict(collections.Counter(codes))
 
 
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = harness.parser(__doc__)
     parser.add_argument("--model-repository", default="models")
     parser.add_argument("--model", default="emtrkmichelid")
     parser.add_argument("--outstanding", type=int, default=64)
     parser.add_argument("--batch", type=int, default=1693)
-    parser.add_argument("--serve-arg", action="append", default=[])
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="server.KEY=VALUE",
+        help="a [server] setting of the served `argonic serve` (repeatable)",
+    )
     a = parser.parse_args()
-    process, address = start_server(a.model_repository, a.serve_arg)
-    try:
+    flags = [f for item in a.set for f in ("--set", item)]
+    with harness.served(a.model_repository, flags) as server:
+        process, address = server.process, server.url
         time.sleep(2)
         idle = rss_mb(process.pid)
         with RssSampler(process.pid) as sampler:
@@ -137,26 +111,16 @@ def main() -> None:
             seconds = time.perf_counter() - t0
         time.sleep(2)
         after = rss_mb(process.pid)
-    finally:
-        process.terminate()
-        process.wait(60)
-    print(
-        json.dumps(
-            {
-                "cpu": cpu_model(),
-                "cores": os.cpu_count(),
-                "date": time.strftime("%Y-%m-%d"),
-                "serve_args": a.serve_arg,
-                "idle_rss_mb": round(idle),
-                "burst": f"{a.outstanding} x {a.batch} patches",
-                "peak_rss_mb": round(sampler.peak),
-                "rss_after_mb": round(after),
-                "answers": codes,
-                "burst_s": round(seconds, 1),
-            },
-            indent=2,
-        )
-    )
+    result = {
+        "idle_rss_mb": round(idle),
+        "burst": f"{a.outstanding} x {a.batch} patches",
+        "peak_rss_mb": round(sampler.peak),
+        "rss_after_mb": round(after),
+        "answers": codes,
+        "burst_s": round(seconds, 1),
+    }
+    print(json.dumps(result, indent=2))
+    harness.report(result, a)
 
 
 if __name__ == "__main__":

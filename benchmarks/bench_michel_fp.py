@@ -15,11 +15,11 @@ output, instead of the network's own.
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Callable
 from pathlib import Path
 
+import harness
 import numpy as np
 import onnxruntime as ort
 from scipy.spatial import cKDTree
@@ -68,7 +68,7 @@ def by_distance(d: np.ndarray, bins: tuple, key: str, row: Callable[[np.ndarray]
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = harness.parser(__doc__)
     p.add_argument("--events", type=Path, required=True)
     p.add_argument("--model", type=Path, default=None, help="model.onnx (default: shipped)")
     p.add_argument("--cut", type=float, default=0.6)
@@ -130,6 +130,7 @@ def main() -> None:
         "by_distance": rows,
         "michel_hits_by_distance_to_track": missed,
     }
+    harness.report(summary, a)
     if a.json:
         print(json.dumps(summary, indent=1))
         return

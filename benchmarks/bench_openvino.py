@@ -18,18 +18,23 @@ same run, / 28.4 MFLOP per patch). Measured here, interleaved:
 
 from __future__ import annotations
 
-import argparse
-import json
 import shutil
 import sys
 import time
 from pathlib import Path
 
-from bench_inference import interleaved_best, machine, matmul_probes
-from bench_precision import BATCHES, FLOP_PER_PATCH
-from bench_server import Server, event_patches_sample, perf_analyzer, scratch_repository
+import harness
+from bench_precision import BATCHES
+from harness import (
+    Server,
+    event_patches_sample,
+    interleaved_best,
+    matmul_probes,
+    scratch_repository,
+)
 
 from argonic.inference.local import RepositoryInterface
+from argonic.model.network import FLOP_PER_PATCH
 
 MODELS = ("emtrkmichelid", "emtrkmichelid_openvino")
 
@@ -51,7 +56,7 @@ def instruction_set() -> str:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = harness.parser(__doc__)
     p.add_argument("--events", type=Path, required=True, help="held-out event file")
     p.add_argument("--model-repository", type=Path, default=Path("models"))
     p.add_argument("--perf-analyzer", required=True, help="perf_analyzer binary")
@@ -61,10 +66,13 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=2)
     p.add_argument("--instances", type=int, default=1, help="CPU instances per served model")
 
-    p.add_argument("--json", type=Path, default=Path("benchmarks/results/openvino_int8.json"))
     a = p.parse_args()
     x = event_patches_sample(a.events, 2 * max(BATCHES))
-    out: dict = {"machine": machine(), "instruction_set": instruction_set(), "argv": sys.argv[1:]}
+    out: dict = {
+        "machine": harness.machine()["cpu"],
+        "instruction_set": instruction_set(),
+        "argv": sys.argv[1:],
+    }
     out["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
 
     probes = matmul_probes(2)
@@ -89,21 +97,16 @@ def main() -> None:
     shutil.move(roots[1] / MODELS[1], root / MODELS[1])
     server = Server.argonic(root)
     try:
-        for _ in range(a.rounds):
-            for model in MODELS:
-                for b in BATCHES:
-                    rate, p99 = perf_analyzer(
-                        a.perf_analyzer,
-                        server.url,
-                        model,
-                        b,
-                        a.concurrency,
-                        a.measurement_ms,
-                        real=x,
-                    )
-                    row = served.setdefault(f"{model} batch {b}", {"rate": 0.0, "p99_ms": None})
-                    if rate > row["rate"]:
-                        row.update(rate=rate, p99_ms=p99)
+        served = harness.served_rates(
+            a.perf_analyzer,
+            server.url,
+            MODELS,
+            BATCHES,
+            a.concurrency,
+            a.measurement_ms,
+            x,
+            a.rounds,
+        )
     finally:
         server.stop()
         for r in roots:
@@ -114,11 +117,9 @@ def main() -> None:
     for name, rate in best.items():
         print(f"{name:45s} {rate:9,.0f} patches/s  {rate / roofline:5.2f} x roofline")
     for name, row in served.items():
-        print(
-            f"served {name:38s} {row['rate']:9,.0f} patches/s  {row['rate'] / roofline:5.2f} x roofline"
-        )
-    a.json.parent.mkdir(parents=True, exist_ok=True)
-    a.json.write_text(json.dumps(out, indent=2))
+        rate = row["patches_per_s"] or 0.0
+        print(f"served {name:38s} {rate:9,.0f} patches/s  {rate / roofline:5.2f} x roofline")
+    harness.report(out, a)
 
 
 if __name__ == "__main__":

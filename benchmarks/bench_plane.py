@@ -13,15 +13,13 @@ repository (or ``--model-repository``) in a child process.
 
 from __future__ import annotations
 
-import argparse
-import json
 import resource
 import statistics
 import time
 from pathlib import Path
 
+import harness
 import numpy as np
-from bench_inference import machine
 
 from argonic.detector.eventfile import EventFile
 from argonic.inference import make_interface
@@ -46,14 +44,13 @@ def timed(interface, detector, event) -> tuple[float, float, np.ndarray]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = harness.parser(__doc__)
     p.add_argument("--events-file", type=Path, help="default: 1 event simulated with --seed")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--events", type=int, default=1, help="events used from the file")
     p.add_argument("--rounds", type=int, default=3, help="local/remote pairs per event")
     p.add_argument("--batch-size", type=int, default=256, help="local batch size")
     p.add_argument("--model-repository", type=Path, default=None)
-    p.add_argument("--json", type=Path)
     a = p.parse_args()
     events_file = a.events_file or Path(f"plane_bench_seed{a.seed}.h5")
     if not events_file.exists():
@@ -108,7 +105,7 @@ def main() -> None:
         server.stop()
     ratios = [r["ratio"] for r in rows]
     summary = {
-        "machine": machine(),
+        "machine": harness.machine()["cpu"],
         "events_file": str(events_file),
         "rows": rows,
         "ratio_median": statistics.median(ratios),
@@ -119,8 +116,7 @@ def main() -> None:
         f"plane / local module time: median {summary['ratio_median']:.3f} "
         f"(min {min(ratios):.3f}, max {max(ratios):.3f}, {len(ratios)} pairs)"
     )
-    if a.json:
-        a.json.write_text(json.dumps(summary, indent=2))
+    harness.report(summary, a)
 
 
 if __name__ == "__main__":

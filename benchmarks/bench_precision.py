@@ -25,36 +25,25 @@ import sys
 import time
 from pathlib import Path
 
+import harness
 import numpy as np
 import onnxruntime as ort
-from bench_inference import interleaved_best, machine, matmul_probes
-from bench_server import PERF_ANALYZER_PATCHES, Server, event_patches_sample, perf_analyzer
+from harness import (
+    PERF_ANALYZER_PATCHES,
+    Server,
+    event_patches_sample,
+    held_out,
+    interleaved_best,
+    matmul_probes,
+)
 
-from argonic.detector.eventfile import EventFile
-from argonic.patches import event_patches
+from argonic.model.network import FLOP_PER_PATCH
 from argonic.reco.evaluate import roc_curve, track_score
 from argonic.repository.model_config import load_config
 from argonic.server.backends import cpu
 from argonic.server.backends.onnxruntime import graph_optimization_level
 
-FLOP_PER_PATCH = 28.4e6
 BATCHES = (256, 1693)
-
-
-def held_out(path: Path, hits: int | None, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(patches, true label, true michel) of the file's hits (a random subset if ``hits``)."""
-    patches, labels, michels = [], [], []
-    with EventFile(path) as f:
-        for i in range(len(f)):
-            event = f[i]
-            patches.append(event_patches(event, f.detector))
-            labels.append(event.hits.label)
-            michels.append(event.hits.michel)
-    x, label, michel = np.concatenate(patches), np.concatenate(labels), np.concatenate(michels)
-    if hits and hits < len(x):
-        pick = np.sort(np.random.default_rng(seed).choice(len(x), hits, replace=False))
-        x, label, michel = x[pick], label[pick], michel[pick]
-    return x, label, michel
 
 
 def ort_runner(model_file: Path):
@@ -147,28 +136,19 @@ def throughput(a: argparse.Namespace) -> dict:
         print(f"in-process {k:18s}: {v:7.0f} patches/s ({v / roofline:.2f} of the roofline)")
     if a.perf_analyzer:
         server = Server.argonic(repo)
-        served = {}
+        models = ["emtrkmichelid", "emtrkmichelid_int8"]
+        if cpu.native("bf16"):  # the server loads the bf16 twin only where it is native
+            models.append("emtrkmichelid_bf16")
         try:
-            models = ["emtrkmichelid", "emtrkmichelid_int8"]
-            if cpu.native("bf16"):  # the server loads the bf16 twin only where it is native
-                models.append("emtrkmichelid_bf16")
-            for model in models:
-                for b in BATCHES:
-                    rate, p99 = perf_analyzer(
-                        a.perf_analyzer,
-                        server.url,
-                        model,
-                        b,
-                        2,
-                        a.measurement_ms,
-                        real=x[:PERF_ANALYZER_PATCHES],
-                    )
-                    served[f"{model} batch {b}"] = {"patches_per_s": rate, "p99_ms": p99}
-                    print(
-                        f"served {model:20s} batch {b:5d}: {rate:7.0f} patches/s "
-                        f"({rate / roofline:.2f} of the roofline)",
-                        flush=True,
-                    )
+            served = harness.served_rates(
+                a.perf_analyzer,
+                server.url,
+                models,
+                BATCHES,
+                2,
+                a.measurement_ms,
+                x[:PERF_ANALYZER_PATCHES],
+            )
         finally:
             server.stop()
         out["served"] = served
@@ -176,7 +156,7 @@ def throughput(a: argparse.Namespace) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = harness.parser(__doc__)
     p.add_argument("--events", type=Path, required=True, help="held-out event file")
     p.add_argument("--model-repository", type=Path, default=Path("models"))
     p.add_argument("--hits", type=int, default=0, help="hits drawn at random (0: all)")
@@ -187,15 +167,13 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--window", type=float, default=1.0)
     p.add_argument("--skip-accuracy", action="store_true")
-    p.add_argument("--json", type=Path)
     a = p.parse_args()
-    results = {"machine": machine(), "cpu": cpu.describe(), "argv": sys.argv[1:]}
+    results = {"machine": harness.machine()["cpu"], "cpu": cpu.describe(), "argv": sys.argv[1:]}
     if not a.skip_accuracy:
         results["accuracy"] = accuracy(a)
         print(json.dumps(results["accuracy"], indent=1))
     results["throughput"] = throughput(a)
-    if a.json:
-        a.json.write_text(json.dumps(results, indent=2))
+    harness.report(results, a)
 
 
 if __name__ == "__main__":

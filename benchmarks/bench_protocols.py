@@ -11,12 +11,11 @@ and patch requests at batch 256 with system shared memory vs over the wire (gRPC
 
 from __future__ import annotations
 
-import argparse
-import json
 import shutil
 from pathlib import Path
 
-from bench_server import Server, perf_analyzer, scratch_repository
+import harness
+from harness import Server, perf_analyzer, scratch_repository
 
 from argonic.procs import serve_command
 
@@ -32,7 +31,7 @@ def argonic_server(repository: Path) -> Server:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = harness.parser(__doc__)
     p.add_argument("--model-repository", type=Path, default=Path("models"))
     p.add_argument("--model", default="emtrkmichelid")
     p.add_argument("--perf-analyzer", default=shutil.which("perf_analyzer") or "perf_analyzer")
@@ -40,7 +39,6 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=2)
     p.add_argument("--measurement-ms", type=int, default=3000)
     p.add_argument("--stability-percentage", type=int, default=50)
-    p.add_argument("--json", type=Path)
     a = p.parse_args()
 
     repo = scratch_repository(a.model_repository, a.model, "256", True, [])
@@ -95,8 +93,7 @@ def main() -> None:
         for server in servers.values():
             server.stop()
         shutil.rmtree(repo, ignore_errors=True)
-    if a.json:
-        a.json.write_text(json.dumps(results, indent=2))
+    harness.report(results, a)
 
 
 if __name__ == "__main__":

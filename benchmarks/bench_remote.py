@@ -11,16 +11,12 @@ server and the client share the cores: the remote figures then include that cont
 
 from __future__ import annotations
 
-import argparse
-import json
-import platform
 import time
 
+import harness
 import numpy as np
 
 from argonic.inference import make_interface
-from argonic.inference.local_server import LocalServer
-from argonic.repository import MODEL_NAME, shipped_repository
 
 # (header, result key, width, format) of the printed table
 COLUMNS = [
@@ -65,7 +61,7 @@ def time_predict(interface, patches: np.ndarray) -> tuple[float, np.ndarray]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = harness.parser(__doc__)
     parser.add_argument("--patches", type=int, default=55_000, help="patches per event")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[235, 1693])
     parser.add_argument("--max-in-flight", type=int, default=2, help="async requests in flight")
@@ -76,7 +72,6 @@ def main() -> None:
         default="off",
         help="[inference.remote] shared_memory (both: measure off and auto)",
     )
-    parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
     shm_settings = ["off", "auto"] if args.shared_memory == "both" else [args.shared_memory]
 
@@ -93,9 +88,8 @@ def main() -> None:
         }
     )
 
-    server = LocalServer(shipped_repository(), MODEL_NAME)
-    address = server.start()
-    try:
+    with harness.served() as server:
+        address = server.url
         for batch_size, mode, shm in (
             (b, m, s) for b in args.batch_sizes for m in ("sync", "async") for s in shm_settings
         ):
@@ -140,21 +134,8 @@ def main() -> None:
                     "server_compute_s": stats["server"].get("compute_infer_s", 0.0),
                 }
             )
-    finally:
-        server.stop()
 
-    if args.json:
-        print(
-            json.dumps(
-                {
-                    "patches": len(patches),
-                    "machine": platform.processor() or platform.machine(),
-                    "results": results,
-                },
-                indent=2,
-            )
-        )
-        return
+    harness.report({"patches": len(patches), "results": results}, args)
     print(f"{len(patches)} patches, server {address} (argonic serve, same machine)")
     local_s = results[0]["seconds"]
     for r in results:

@@ -18,30 +18,27 @@ alone. Installing perf_analyzer: see benchmarks/BENCHMARKS.md, section "Server".
 from __future__ import annotations
 
 import argparse
-import csv
 import itertools
-import json
 import os
-import re
 import shutil
-import signal
 import statistics
-import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
 
+import harness
 import numpy as np
 import onnxruntime as ort
-from google.protobuf import text_format
-from tritonclient.grpc import model_config_pb2 as mc
+from harness import (
+    PERF_ANALYZER_PATCHES,
+    Server,
+    event_patches_sample,
+    perf_analyzer,
+    scratch_repository,
+)
 
-from argonic.procs import serve_command
 from argonic.repository.model_config import load_config
 from argonic.server.backends.onnxruntime import graph_optimization_level
-
-PERF_ANALYZER_PATCHES = 512  # real patches in perf_analyzer's --input-data (~7 MB of JSON)
 
 
 def ort_throughput(
@@ -83,196 +80,8 @@ def ort_throughput(
     return sum(rates)
 
 
-def write_identity_model(model_dir: Path) -> None:
-    """An identity model on [N, 48, 48, 1] with the CNN's input name."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    shape = ["N", 48, 48, 1]
-    graph = helper.make_graph(
-        [helper.make_node("Identity", ["main_input"], ["output"])],
-        "identity",
-        [helper.make_tensor_value_info("main_input", TensorProto.FLOAT, shape)],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, shape)],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    (model_dir / "1").mkdir(parents=True)
-    onnx.save(model, str(model_dir / "1" / "model.onnx"))
-    (model_dir / "config.pbtxt").write_text(
-        'name: "identity"\nplatform: "onnxruntime_onnx"\nmax_batch_size: 4096\n'
-        'input [ { name: "main_input" data_type: TYPE_FP32 dims: [48, 48, 1] } ]\n'
-        'output [ { name: "output" data_type: TYPE_FP32 dims: [48, 48, 1] } ]\ndynamic_batching { }\n'
-    )
-
-
-def scratch_repository(
-    source: Path,
-    model: str,
-    execution_batch_size: str,
-    identity: bool,
-    extra_parameters: list[str],
-    instances: int = 1,
-) -> Path:
-    """A temporary repository: the model (files linked) with execution_batch_size and the
-    CPU instance count set."""
-    root = Path(tempfile.mkdtemp(prefix="argonic-bench-"))
-    src = source / model
-    dst = root / model
-    dst.mkdir()
-    for version in (p for p in src.iterdir() if p.is_dir()):
-        (dst / version.name).mkdir()
-        for f in version.iterdir():
-            (dst / version.name / f.name).symlink_to(f.resolve())
-    config = load_config(src)
-    size = str(config.max_batch_size) if execution_batch_size == "max" else execution_batch_size
-    config.parameters["execution_batch_size"].string_value = size
-    for key, value in (item.split("=", 1) for item in extra_parameters):
-        config.parameters[key].string_value = value
-    del config.instance_group[:]
-    config.instance_group.add(count=instances, kind=mc.ModelInstanceGroup.KIND_CPU)
-    (dst / "config.pbtxt").write_text(text_format.MessageToString(config))
-    if identity:
-        write_identity_model(root / "identity")
-    return root
-
-
-class Server:
-    """A server in a child process; ``ready`` matches the line that gives its gRPC port."""
-
-    def __init__(self, command: list[str], ready: str, stream: str = "stderr") -> None:
-        pipe = {stream: subprocess.PIPE}
-        self.process = subprocess.Popen(
-            command,
-            text=True,
-            **{"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, **pipe},
-        )
-        self.stream = getattr(self.process, stream)
-        for line in self.stream:
-            match = re.search(ready, line)
-            if match:
-                self.url = f"127.0.0.1:{match.group(1)}"
-                self.match = match
-                # keep reading: a full pipe would block the server's logging (and the server)
-                self._drain = threading.Thread(target=self.stream.read, daemon=True)
-                self._drain.start()
-                return
-        raise RuntimeError(f"{command[0]} exited before listening")
-
-    @classmethod
-    def argonic(cls, repository: Path) -> Server:
-        """`argonic serve` on 127.0.0.1 (port chosen by the server)."""
-        return cls(
-            serve_command(repository, grpc_port=0, metrics_port=None, http_port=None),
-            r"gRPC on 127\.0\.0\.1:(\d+)",
-        )
-
-    @classmethod
-    def pytriton(cls, python: str, model_file: Path) -> Server:
-        """A real Triton via PyTriton (bench_server_pytriton.py) in another virtualenv."""
-        script = Path(__file__).with_name("bench_server_pytriton.py")
-        return cls([python, str(script), "--model-file", str(model_file)], r"READY (\d+)", "stdout")
-
-    def stop(self) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        self._drain.join(120)
-        return self.process.wait(120)
-
-
-def event_patches_sample(events_file: Path, n: int, seed: int = 0) -> np.ndarray:
-    """``n`` patches [n, 48, 48, 1] of hits drawn at random from an event file (the same
-    number from each event): what the network meets, near ties between classes included
-    (the int8 twin re-runs those, so its speed depends on the inputs)."""
-    from argonic.detector.eventfile import EventFile
-    from argonic.patches import sampled_patches
-
-    rng = np.random.default_rng(seed)
-    with EventFile(events_file) as f:
-        x = sampled_patches(f, f.detector, n, rng)
-    return x[rng.permutation(len(x))[:n]]
-
-
-def patch_input_data(
-    path: Path, patches: int = 16, seed: int = 0, real: np.ndarray | None = None
-) -> Path:
-    """A perf_analyzer ``--input-data`` file for ``main_input``: the ``real`` patches where
-    given, else ``patches`` patch-like inputs (exponential charges, 80% zeros, clipped to the
-    preprocessing's 15).
-
-    perf_analyzer's default is random bytes read as float32: denormals, infinities and NaNs,
-    which the CPU's arithmetic slows down on (on a Xeon with AVX-512, argonic serve ran the
-    network at 2,772 patches/s on them and 6,678 on zeros). Patches never hold such values.
-    """
-    if real is not None:
-        x = real.reshape(len(real), -1)
-    else:
-        rng = np.random.default_rng(seed)
-        x = np.minimum(rng.exponential(2.0, (patches, 48 * 48)), 15.0)
-        x[rng.random(x.shape) < 0.8] = 0.0
-    data = [{"main_input": [round(float(v), 4) for v in row]} for row in x]
-    path.write_text(json.dumps({"data": data}))
-    return path
-
-
-def perf_analyzer(
-    binary: str,
-    url: str,
-    model: str,
-    batch: int,
-    concurrency: int,
-    measurement_ms: int,
-    stability: int = 50,
-    protocol: str = "grpc",
-    extra: tuple[str, ...] = (),
-    real: np.ndarray | None = None,
-) -> tuple[float, float]:
-    """(inferences/s, p99 latency ms) perf_analyzer reports for one configuration (nan: unstable);
-    ``protocol``: grpc or http (``url`` is that endpoint's host:port); ``extra``: more flags.
-    Inputs: ``real`` patches or patch-like values (:func:`patch_input_data`), not
-    perf_analyzer's random bytes."""
-    with tempfile.NamedTemporaryFile(suffix=".csv") as out, tempfile.TemporaryDirectory() as tmp:
-        data = patch_input_data(Path(tmp) / "patches.json", real=real)
-        cmd = [
-            binary,
-            "-m",
-            model,
-            "-u",
-            url,
-            "-i",
-            protocol,
-            "-b",
-            str(batch),
-            "--concurrency-range",
-            str(concurrency),
-            "--shape",
-            "main_input:48,48,1",
-            "-p",
-            str(measurement_ms),
-            "-s",
-            str(stability),
-            "-r",
-            "8",
-            "-f",
-            out.name,
-            "--input-data",
-            str(data),
-            *extra,
-        ]
-        run = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-        if "Failed to obtain stable measurement" in run.stdout + run.stderr:
-            print(f"  (perf_analyzer: no stable measurement for {model} batch {batch})", flush=True)
-            return float("nan"), float("nan")
-        if run.returncode != 0:
-            raise RuntimeError(
-                f"perf_analyzer failed ({' '.join(cmd)}):\n{run.stdout[-2000:]}{run.stderr[-2000:]}"
-            )
-        with open(out.name) as f:
-            rows = list(csv.DictReader(f))
-    return float(rows[0]["Inferences/Second"]), float(rows[0]["p99 latency"]) / 1000
-
-
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = harness.parser(__doc__)
     p.add_argument("--model-repository", type=Path, default=Path("models"))
     p.add_argument("--model", default="emtrkmichelid")
     p.add_argument("--perf-analyzer", default=shutil.which("perf_analyzer") or "perf_analyzer")
@@ -328,7 +137,6 @@ def main() -> None:
         help="python of a virtualenv with nvidia-pytriton: also "
         "measure a real Triton serving the same ONNX file (see bench_server_pytriton.py)",
     )
-    p.add_argument("--json", type=Path, help="write the results here")
     a = p.parse_args()
 
     model_file = a.model_repository / a.model / "1" / "model.onnx"
@@ -353,8 +161,7 @@ def main() -> None:
             shutil.rmtree(repo, ignore_errors=True)
     if any(code != 0 for name, code in codes.items() if name.startswith("argonic")):
         raise SystemExit(f"argonic serve did not exit 0 on SIGTERM: {codes}")
-    if a.json:
-        a.json.write_text(json.dumps(results, indent=2))
+    harness.report(results, a)
 
 
 def measure(a: argparse.Namespace, model_file: Path, servers: dict[str, Server]) -> dict:

@@ -25,11 +25,10 @@ plane:
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
-from pathlib import Path
 
+import harness
 import numpy as np
 from scipy import fft
 
@@ -81,13 +80,10 @@ def charge_figures(ratio: np.ndarray) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = harness.parser(__doc__)
     p.add_argument("--events", type=int, default=2)
     p.add_argument("--seed", type=int, default=7000)
     p.add_argument("--coherent-noise", type=float, default=0.0, help="ADC RMS per board")
-    p.add_argument(
-        "-o", "--output", type=Path, default=Path(__file__).parent / "results" / "sigproc.json"
-    )
     a = p.parse_args()
     det = get_detector("protodune-sp")
     field_response()  # once per process, not an event's cost
@@ -166,10 +162,8 @@ def main() -> None:
             "charge_prolonged": charge_figures(ratio[found & (length > 20)]),
         }
         result["planes"][name] = entry
-    text = json.dumps(result, indent=1)
-    print(text)
-    a.output.parent.mkdir(parents=True, exist_ok=True)
-    a.output.write_text(text + "\n")
+    print(json.dumps(result, indent=1))
+    harness.report(result, a)
 
 
 if __name__ == "__main__":

@@ -9,11 +9,10 @@ and the hit count by truth label. Prints one line per event and a JSON summary.
 
 from __future__ import annotations
 
-import argparse
 import json
-import platform
 import time
 
+import harness
 import numpy as np
 
 from argonic.detector.geometry import get_detector
@@ -22,7 +21,7 @@ from argonic.reco.simulation import simulate_event
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = harness.parser(__doc__)
     ap.add_argument("--events", type=int, default=10)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--detector", default="protodune-sp")
@@ -55,7 +54,6 @@ def main() -> None:
         "detector": det.name,
         "events": a.events,
         "seed": a.seed,
-        "machine": f"{platform.processor() or platform.machine()}, {platform.python_version()}",
         "seconds_simulate_mean": float(np.mean(sim_s)),
         "seconds_simulate_max": float(np.max(sim_s)),
         "cpu_seconds_simulate_mean": float(np.mean(sim_cpu)),
@@ -69,6 +67,7 @@ def main() -> None:
         "roi_pixels_mean": float(np.mean(pixels)),
     }
     print(json.dumps(summary, indent=2))
+    harness.report(summary, a)
 
 
 if __name__ == "__main__":

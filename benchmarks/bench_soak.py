@@ -24,7 +24,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,17 +31,14 @@ import time
 from pathlib import Path
 
 import grpc
+import harness
 import numpy as np
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
+from argonic import procs
+
 BATCHES = (64, 256, 1024, 1693)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rss_mb(pid: int) -> float:
@@ -239,7 +235,7 @@ def plot(result: dict, png: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = harness.parser(__doc__)
     parser.add_argument("--minutes", type=float, default=20.0)
     parser.add_argument("--load", type=float, default=0.8, help="fraction of capacity")
     parser.add_argument("--model-repository", default="models")
@@ -248,7 +244,6 @@ def main() -> None:
     parser.add_argument("--execution-batch-size", default="256")
     parser.add_argument("--retry-seconds", type=float, default=120.0)
     parser.add_argument("--png", default="benchmarks/results/soak.png")
-    parser.add_argument("--json", default="benchmarks/results/soak.json")
     a = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # stop the cluster on the way out
     with tempfile.TemporaryDirectory() as tmp:
@@ -256,12 +251,12 @@ def main() -> None:
             Path(a.model_repository), Path(tmp) / "models", 1, a.execution_batch_size
         )
         run_dir = Path(tmp) / "cluster"
-        port = free_port()
-        replica_port = free_port()
+        port = procs.free_port()
+        replica_port = procs.free_port()
         command = [sys.executable, "-m", "argonic.cli", "cluster", "up", "--foreground"]
         command += ["--replicas", "2", "--model-repository", str(repo), "--grpc-port", str(port)]
         command += ["--replica-port", str(replica_port), "--run-dir", str(run_dir)]
-        command += ["--metrics-port", str(free_port())]
+        command += ["--metrics-port", str(procs.free_port())]
         log = (Path(tmp) / "cluster.log").open("wb")
         cluster = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         try:
@@ -278,12 +273,11 @@ def main() -> None:
     result.update(
         minutes=a.minutes,
         load=a.load,
-        cpu=_cpu(),
         date=time.strftime("%Y-%m-%d"),
         errors=sum(p["errors"] for p in result["series"]),
         retries=sum(p["retries"] for p in result["series"]),
     )
-    Path(a.json).write_text(json.dumps(result, indent=1))
+    harness.report(result, a)
     plot(result, Path(a.png))
     print(json.dumps({k: v for k, v in result.items() if k != "series"}, indent=2))
 
@@ -295,13 +289,6 @@ def _serving(address: str) -> bool:
             return stub.ServerReady(pb.ServerReadyRequest(), timeout=2).ready
         except grpc.RpcError:
             return False
-
-
-def _cpu() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return ""
 
 
 if __name__ == "__main__":

@@ -10,12 +10,13 @@ patches.npy and events.h5, are removed), then prints markdown tables.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
 import time
 from pathlib import Path
+
+import harness
 
 from argonic.settings import StudySettings
 from argonic.study.driver import format_summary, run_study
@@ -137,7 +138,7 @@ def batching(events_file: str | None) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = harness.parser(__doc__)
     parser.add_argument("--only", choices=("scaling", "network", "batching"), action="append")
     parser.add_argument(
         "--events-file", default=None, help="reuse an event file (default: simulate 8 mini events)"

@@ -12,10 +12,10 @@ mode, the hits, the share with the local class and the largest score difference.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
+import harness
 import numpy as np
 
 from argonic.detector.eventfile import EventFile
@@ -27,11 +27,10 @@ from argonic.repository import shipped_repository
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = harness.parser(__doc__)
     p.add_argument("--events", type=Path, required=True)
     p.add_argument("--first", type=int, default=1, help="events from the start of the file")
     p.add_argument("--models", nargs="+", required=True)
-    p.add_argument("--json", type=Path, default=Path("benchmarks/results/served_models.json"))
     a = p.parse_args()
     repo = shipped_repository()
     results = []
@@ -62,8 +61,7 @@ def main() -> None:
                 results.append(row)
         finally:
             server.stop()
-    a.json.parent.mkdir(parents=True, exist_ok=True)
-    a.json.write_text(json.dumps(results, indent=2))
+    harness.report(results, a)
 
 
 if __name__ == "__main__":

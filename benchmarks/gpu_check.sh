@@ -10,7 +10,7 @@
 # .whl/ (fetch them beforehand with benchmarks/gpu_wheels.sh); they are installed into
 # $ARGONIC_SITE (default /tmp/site) only when the interpreter lacks a dependency or has
 # protobuf >= 7. PYTHON (default python3) chooses the interpreter. Other options go to
-# benchmarks/bench_gpu.py (--batch-sizes, --seconds, --clients, --json).
+# benchmarks/bench_gpu.py (--batch-sizes, --seconds, --clients, --result).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}

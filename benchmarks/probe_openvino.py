@@ -21,17 +21,18 @@ requirements (tested with openvino 2026.4.1, nncf 3.4.0).
 
 from __future__ import annotations
 
-import argparse
 import collections
 import json
 import sys
 import time
 from pathlib import Path
 
+import harness
 import numpy as np
-from bench_inference import interleaved_best, machine, matmul_probes
-from bench_precision import BATCHES, FLOP_PER_PATCH, held_out, ort_runner, scores
-from bench_server import event_patches_sample
+from bench_precision import BATCHES, ort_runner, scores
+from harness import event_patches_sample, held_out, interleaved_best, matmul_probes
+
+from argonic.model.network import FLOP_PER_PATCH
 
 SMALL_LAYERS = ("/dense2/Gemm", "/em_trk_none/Gemm", "/michel/Gemm")  # kept in fp32
 
@@ -128,7 +129,7 @@ def layer_times(model, x: np.ndarray, batch: int = 256, calls: int = 10) -> list
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = harness.parser(__doc__)
     p.add_argument("--events", type=Path, required=True, help="held-out event file")
     p.add_argument("--calibration", type=Path, required=True, help="event file to calibrate on")
     p.add_argument("--model-repository", type=Path, default=Path("models"))
@@ -136,12 +137,11 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--window", type=float, default=1.5)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", type=Path)
     a = p.parse_args()
     fp32_file = a.model_repository / "emtrkmichelid" / "1" / "model.onnx"
     int8_file = a.model_repository / "emtrkmichelid_int8" / "1" / "model.onnx"
     model = quantized_model(fp32_file, event_patches_sample(a.calibration, 4096, a.seed))
-    out: dict = {"machine": machine(), "argv": sys.argv[1:]}
+    out: dict = {"machine": harness.machine()["cpu"], "argv": sys.argv[1:]}
     out["accuracy"] = accuracy(model, fp32_file, held_out(a.events, a.hits, a.seed)[0])
     print(json.dumps(out["accuracy"], indent=1), flush=True)
 
@@ -167,8 +167,7 @@ def main() -> None:
     out["openvino_layers_batch_256"] = layer_times(model, x)
     for row in out["openvino_layers_batch_256"]:
         print(f"{row['share']:6.1%} {row['us_per_patch']:6.1f} us/patch  {row['layer']}")
-    if a.json:
-        a.json.write_text(json.dumps(out, indent=2))
+    harness.report(out, a)
 
 
 if __name__ == "__main__":

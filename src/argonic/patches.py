@@ -137,6 +137,8 @@ def sampled_patches(
 
 
 # --- plane mode ------------------------------------------------------------------------------
+#: pixels of the largest plane a plane-mode request may describe (1 GB as float32)
+MAX_PLANE_PIXELS = 1 << 28
 PLANE_INPUTS = ("plane_shape", "pixel_delta", "pixel_value", "hit_wire", "hit_tick")
 PLANE_DATATYPES = {
     "plane_shape": "INT32",
@@ -215,7 +217,7 @@ def decode_plane_pixels(
     if shape.size != 2 or (shape < 1).any() or (shape > 1 << 20).any():
         raise PlaneRequestError(f"plane_shape must be 2 positive sizes, got {shape.tolist()}")
     n_wires, n_bins = (int(s) for s in shape)
-    if n_wires * n_bins > 1 << 28:
+    if n_wires * n_bins > MAX_PLANE_PIXELS:
         raise PlaneRequestError(f"plane_shape {[n_wires, n_bins]} is too large")
     delta = np.asarray(tensors["pixel_delta"]).reshape(-1)
     value = np.asarray(tensors["pixel_value"], np.float32).reshape(-1)

@@ -4,11 +4,12 @@ Valid seed messages of every RPC (tests/support/fuzz.py) are mutated byte-wise b
 hypothesis and sent raw through a grpc channel (identity serializers). Every answer must be
 a documented status (never UNKNOWN or INTERNAL), the server logs no traceback and a bounded
 number of lines, and a valid request afterwards gets the same scores as before. The long
-run (>= 10,000 requests) is benchmarks/fuzz_server.py.
+run: ``ARGONIC_FUZZ_EXAMPLES=10000 pytest tests/server/test_fuzz.py``.
 """
 
 from __future__ import annotations
 
+import os
 import logging
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from support import fuzz
 
 from argonic.server import running_server
 
+# mutated messages per run; a long run (BENCHMARKS.md: 10,000) sets ARGONIC_FUZZ_EXAMPLES
+EXAMPLES = int(os.environ.get("ARGONIC_FUZZ_EXAMPLES", "300"))
 MUTATIONS = st.lists(
     st.tuples(st.sampled_from(fuzz.OPS), st.integers(0, 1 << 31), st.integers(0, 255)),
     min_size=1,
@@ -56,7 +59,7 @@ def test_seeds_are_valid(channel) -> None:
 
 
 @settings(
-    max_examples=300,
+    max_examples=EXAMPLES,
     deadline=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.function_scoped_fixture],

@@ -104,3 +104,28 @@ def test_calibration_runs_on_a_throw_away_instance(tmp_path: Path) -> None:
     assert size in rates and CountingBackend.alive == 0
     with running_server(tmp_path, allow_metrics=False):
         assert CountingBackend.alive == 1  # the serving instance only
+
+
+def test_plane_image_is_counted_by_the_inflight_cap(tmp_path: Path) -> None:
+    """A plane request of a few bytes decodes into a [wires, bins] float32 image: the cap
+    counts that image, so a plane larger than the cap is refused before it is decoded."""
+    from support import fuzz
+    from tritonclient.utils import np_to_triton_dtype
+
+    def plane(wires: int, bins: int) -> list:
+        inputs = []
+        shape = np.array([wires, bins], np.int32)
+        for name, value in fuzz.plane_tensors(plane_shape=shape).items():
+            tensor = grpcclient.InferInput(name, list(value.shape), np_to_triton_dtype(value.dtype))
+            tensor.set_data_from_numpy(value)
+            inputs.append(tensor)
+        return inputs
+
+    repo = fuzz.make_repository(tmp_path / "repo")
+    with running_server(repo, allow_metrics=False, max_inflight_bytes=8 << 20) as server:
+        client = grpcclient.InferenceServerClient(server.url)
+        ok = client.infer(fuzz.PLANE_MODEL, plane(480, 1000))  # 1.9 MB decoded
+        assert ok.as_numpy("em_trk_none_netout").shape == (2, 3)
+        code, message = status(lambda: client.infer(fuzz.PLANE_MODEL, plane(4096, 1024)))
+        assert code == "StatusCode.RESOURCE_EXHAUSTED", message  # 16 MB decoded > 8 MB cap
+        assert "above the server's --max-inflight-bytes" in message

@@ -35,10 +35,9 @@ INFLIGHT_BYTES = 4 << 20  # ~28 requests of 16 patches
 # on a quieter one (faster clients keep more calls open; gRPC buffers part of each refused,
 # unread call): bounded either way, unlike the unbounded growth without the cap
 RSS_BOUND_MB = 1000
-# the server refuses with UNAVAILABLE before reading the message; gRPC then resets the
-# stream and some clients see CANCELLED instead (src/argonic/server/core/limits.py says why),
-# which they retry as argonic's client does
-RETRIED = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED}
+# the only refusal a standard client retries, and the only one the server may answer with
+# (a refused message is read and dropped first, so the stream is never reset: limits.py)
+RETRIED = {grpc.StatusCode.UNAVAILABLE}
 
 
 def rss_mb(pid: int) -> float:
@@ -187,3 +186,39 @@ def test_overload_bounded_memory_and_no_hit_lost(repo: Path, tmp_path: Path) -> 
         f"refused {result['refused']}, p99 {p99:.2f} s; RSS idle {idle:.0f} MB, "
         f"peak {max(peak):.0f} MB"
     )
+
+
+@pytest.mark.parametrize("streams", [None, 1 << 20])
+def test_thousands_of_calls_on_one_connection_are_answered_or_refused_unavailable(
+    repo: Path, streams: int | None
+) -> None:
+    """3,000 calls at once on one HTTP/2 connection: with the default stream limit each is
+    answered or refused UNAVAILABLE; with the limit lifted, gRPC cancels some (CANCELLED,
+    which a standard client does not retry): the test can tell the two apart."""
+    from argonic.server import running_server
+
+    settings = {} if streams is None else {"grpc_max_concurrent_streams": streams}
+    with running_server(repo, allow_metrics=False, **settings) as server:
+
+        async def body() -> dict[str, int]:
+            codes: dict[str, int] = {}
+            async with grpc.aio.insecure_channel(server.url) as channel:
+                stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+
+                async def one() -> None:
+                    try:
+                        await stub.ServerLive(pb.ServerLiveRequest(), timeout=60)
+                        code = "OK"
+                    except grpc.aio.AioRpcError as exc:
+                        code = exc.code().name
+                    codes[code] = codes.get(code, 0) + 1
+
+                await asyncio.gather(*(one() for _ in range(3000)))
+            return codes
+
+        codes = asyncio.run(body())
+    assert sum(codes.values()) == 3000
+    if streams is None:
+        assert set(codes) <= {"OK", "UNAVAILABLE"} and codes.get("OK", 0) > 0, codes
+    else:
+        assert codes.get("CANCELLED", 0) > 0, codes

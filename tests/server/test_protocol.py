@@ -308,6 +308,12 @@ def test_metrics_use_triton_names(server, client) -> None:
             "INVALID_ARGUMENT",
             "unexpected total byte size 36860 for input 'main_input', expecting 36864",
         ),
+        (
+            "contents and raw",
+            "INVALID_ARGUMENT",
+            "contents field must not be specified when using raw_input_contents for "
+            "'main_input' for model 'cnn'",
+        ),
     ],
 )
 def test_errors_match_triton(server, client, case: str, code: str, message: str) -> None:
@@ -328,10 +334,14 @@ def test_errors_match_triton(server, client, case: str, code: str, message: str)
         ),
         "batch too large": lambda: client.infer("cnn", [infer_input(patches(513))]),
     }
-    if case == "raw length":
+    if case in ("raw length", "contents and raw"):
         request = service_pb2.ModelInferRequest(model_name="cnn")
-        request.inputs.add(name="main_input", datatype="FP32", shape=list(x.shape))
-        request.raw_input_contents.append(x.tobytes()[:-4])
+        tensor = request.inputs.add(name="main_input", datatype="FP32", shape=list(x.shape))
+        if case == "raw length":
+            request.raw_input_contents.append(x.tobytes()[:-4])
+        else:  # both forms of the same tensor: Triton refuses it as ambiguous
+            tensor.contents.fp32_contents.extend(x.ravel().tolist())
+            request.raw_input_contents.append(x.tobytes())
         with (
             grpc.insecure_channel(server.url) as channel,
             pytest.raises(grpc.RpcError) as info,

@@ -2,7 +2,7 @@
 raw sending through a grpc channel (identity serializers) and the statuses allowed back.
 
 Shared by tests/server/test_fuzz.py (hypothesis draws the mutations) and
-benchmarks/fuzz_server.py (a seeded ``random.Random`` draws them, for long runs).
+a long run of tests/server/test_fuzz.py (``ARGONIC_FUZZ_EXAMPLES``).
 """
 
 from __future__ import annotations

@@ -92,6 +92,7 @@ class InferenceServer:
         options = [
             ("grpc.max_send_message_length", self.settings.grpc_max_message_bytes),
             ("grpc.max_receive_message_length", self.settings.grpc_max_message_bytes),
+            ("grpc.max_concurrent_streams", self.settings.grpc_max_concurrent_streams),
             ("grpc.so_reuseport", 0),
         ]  # a busy port is an error, not a shared port
         self._grpc = grpc.aio.server(options=options, interceptors=self.interceptors)

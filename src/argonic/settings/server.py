@@ -21,6 +21,8 @@ HTTP_PORT = 8000
 METRICS_PORT = 8002
 #: > a 4096-patch request (37.7 MB), the shipped maximum
 MAX_MESSAGE_BYTES = 64 << 20
+#: calls open on one gRPC connection at once (a SONIC client keeps a few)
+MAX_CONCURRENT_STREAMS = 256
 #: 8 requests of 1693 patches; the server's RSS peaks at about twice this
 MAX_INFLIGHT_BYTES = 128 << 20
 
@@ -94,6 +96,14 @@ class ServerSettings(_Table):
         MAX_MESSAGE_BYTES,
         ge=1,
         description="largest gRPC message received or sent; above it RESOURCE_EXHAUSTED",
+    )
+    grpc_max_concurrent_streams: int = Field(
+        MAX_CONCURRENT_STREAMS,
+        ge=1,
+        description="HTTP/2 streams (calls) one gRPC connection may have open at once; the "
+        "excess is refused (REFUSED_STREAM: clients see UNAVAILABLE and retry). Without a "
+        "limit gRPC cancelled calls beyond ~2,300 on one connection (clients saw CANCELLED), "
+        "and with 1,024 a few still",
     )
     max_inflight_bytes: int = Field(
         MAX_INFLIGHT_BYTES,

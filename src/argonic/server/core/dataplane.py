@@ -11,6 +11,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
+from argonic.patches import MAX_PLANE_PIXELS
 from argonic.repository.model_config import parameter
 from argonic.server.backends.calibrate import calibrate
 from argonic.server.core.batcher import DynamicBatcher
@@ -131,7 +134,8 @@ class DataPlane:
             for t in request.inputs:
                 if t.shm is not None:
                     t.raw = self.shared_memory.read(t.shm, f"input '{t.name}'")
-            response = await model.infer(request)
+            with self.admission.admit(plane_image_bytes(request)):
+                response = await model.infer(request)
             for out in response.outputs:
                 ref = request.output_regions.get(out.name)
                 if ref is not None:
@@ -281,3 +285,19 @@ class DataPlane:
     @staticmethod
     async def _close(models: Iterable[ModelVersion]) -> None:
         await asyncio.gather(*(m.batcher.close() for m in models))
+
+
+def plane_image_bytes(request: InferRequest) -> int:
+    """Bytes of the image a plane-mode request is decoded into (float32 [wires, bins]),
+    counted by the in-flight cap beside the request's own bytes; 0 for other requests and
+    for a ``plane_shape`` the plane model refuses anyway."""
+    shape = next((t for t in request.inputs if t.name == "plane_shape"), None)
+    if shape is None or shape.datatype != "INT32":
+        return 0
+    if shape.raw is not None:
+        dims = np.frombuffer(shape.raw, "<i4") if len(shape.raw) == 8 else np.zeros(0)
+    else:
+        dims = np.asarray(shape.values or [], np.int64)
+    if dims.size != 2 or (dims < 1).any() or int(dims[0]) * int(dims[1]) > MAX_PLANE_PIXELS:
+        return 0
+    return int(dims[0]) * int(dims[1]) * 4

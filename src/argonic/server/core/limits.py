@@ -1,5 +1,8 @@
 """Server-wide memory limits: the bytes of request tensors admitted at once.
 
+What counts: each request's bytes as received (or what its compressed tensors expand to)
+and, for a plane-mode request, the image it is decoded into (core.dataplane).
+
 gRPC refuses a message above ``--grpc-max-message-bytes`` with RESOURCE_EXHAUSTED by
 itself. ModelInfer (registered stream-unary, so the handler decides when to read) holds
 its bytes zero-copy (wire.py) until it is answered; ``InflightBytes`` admits it only while
@@ -70,11 +73,11 @@ class InflightBytes:
         """Reserve room, read the call's one message, hold its size while the block runs."""
         guess = min(max(self._recent, default=self.initial_estimate), self.cap)
         # Refused: the message is never read, so the call ends at once and its bytes stop
-        # at HTTP/2 flow control. Reading and dropping it instead (tried) keeps the client's
-        # status UNAVAILABLE every time but lets gRPC buffer every refused message: 5.0 GB
-        # instead of 0.76 GB peak for 64 x 1693 patches. The price: under heavy overload
-        # ~3% of refusals reach the client as CANCELLED (the stream is reset while it is
-        # still sending), which argonic's client retries like UNAVAILABLE.
+        # at HTTP/2 flow control (reading and dropping it instead let gRPC buffer every
+        # refused message: 5.0 GB instead of 0.76 GB peak for 64 x 1693 patches). Clients
+        # see UNAVAILABLE: the CANCELLED some saw under heavy overload came from gRPC
+        # cancelling calls beyond ~2,300 open on one connection, now refused first
+        # (ServerSettings.grpc_max_concurrent_streams).
         self._take(guess)
         try:
             data = await anext(messages, None)

@@ -66,6 +66,11 @@ def infer_request(msg: pb.ModelInferRequest, raw: list | None = None) -> InferRe
     raw_of = dict(zip(in_message, raw, strict=False))
     inputs = []
     for i, t in enumerate(msg.inputs):
+        if raw and t.HasField("contents"):  # Triton's rule: which of the two is the tensor?
+            raise InvalidArgument(
+                f"contents field must not be specified when using raw_input_contents for "
+                f"'{t.name}' for model '{msg.model_name}'"
+            )
         values = None
         if not raw and regions[i] is None:
             field = _CONTENTS.get(t.datatype)
