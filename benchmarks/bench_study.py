@@ -1,4 +1,4 @@
-"""The scaling study's measurements (BENCHMARKS.md, "Scaling study").
+"""The scaling study's measurements (BENCHMARKS.md, "Study").
 
 Runs `argonic study` configurations against a local argonic serve and writes each one's
 CSV, summary.json and PNGs under benchmarks/results/study/<name>/ (the large inputs,

@@ -9,8 +9,8 @@ run: ``ARGONIC_FUZZ_EXAMPLES=10000 pytest tests/server/test_fuzz.py``.
 
 from __future__ import annotations
 
-import os
 import logging
+import os
 from pathlib import Path
 
 import grpc

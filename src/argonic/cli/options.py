@@ -246,9 +246,6 @@ def add_settings_flags(
     dashes, or the flag the key names (``json_schema_extra``: ``flag``, short ``aliases``,
     ``deprecated`` old spellings); its value lands in ``TABLE.KEY`` (None: not given,
     the configuration's value stands). Help and defaults come from the settings model."""
-    import types
-    import typing
-
     from argonic.settings import Settings
     from argonic.settings.docs import default_text
 
@@ -260,32 +257,36 @@ def add_settings_flags(
         flag = str(extra.get("flag", "--" + name.replace("_", "-")))
         kwargs: dict[str, Any] = {"dest": f"{table}.{name}", "default": None}
         kwargs["help"] = f"{info.description} (default: {default_text(info).strip('`')})"
-        kind = info.annotation
-        args = [a for a in typing.get_args(kind) if a is not type(None)]
-        if typing.get_origin(kind) in (typing.Union, types.UnionType):
-            kind = args[0]  # X | None
-        origin = typing.get_origin(kind)
-        if origin is typing.Annotated:
-            kind = typing.get_args(kind)[0]
-            origin = typing.get_origin(kind)
-        if kind is bool:
-            kwargs.update(type=bool_value, nargs="?", const=True, metavar="BOOL")
-        elif origin is typing.Literal:
-            kwargs["choices"] = typing.get_args(kind)
-        elif origin is list:
-            item = typing.get_args(kind)[0]
-            if typing.get_origin(item) is typing.Annotated:
-                item = typing.get_args(item)[0]
-            if item is int:
-                kwargs["type"] = int_list
-            else:
-                kwargs.update(action="append", metavar=name.upper().removesuffix("S"))
-        else:
-            kwargs["type"] = kind
+        kwargs.update(_value_kwargs(info.annotation, name))
         if extra.get("deprecated"):
             add_aliased(p, flag, *extra["deprecated"], **kwargs)
         else:
             p.add_argument(*extra.get("aliases", []), flag, **kwargs)
+
+
+def _value_kwargs(kind: Any, name: str) -> dict[str, Any]:
+    """argparse's type / choices / nargs for a settings key's annotation."""
+    import types
+    import typing
+
+    args = [a for a in typing.get_args(kind) if a is not type(None)]
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        kind = args[0]  # X | None
+    if typing.get_origin(kind) is typing.Annotated:
+        kind = typing.get_args(kind)[0]
+    origin = typing.get_origin(kind)
+    if kind is bool:
+        return {"type": bool_value, "nargs": "?", "const": True, "metavar": "BOOL"}
+    if origin is typing.Literal:
+        return {"choices": typing.get_args(kind)}
+    if origin is list:
+        item = typing.get_args(kind)[0]
+        if typing.get_origin(item) is typing.Annotated:
+            item = typing.get_args(item)[0]
+        if item is int:
+            return {"type": int_list}
+        return {"action": "append", "metavar": name.upper().removesuffix("S")}
+    return {"type": kind}
 
 
 def settings_flags(a: argparse.Namespace, table: str) -> dict[str, Any]:

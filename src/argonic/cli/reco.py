@@ -10,6 +10,7 @@ from argonic.cli.options import (
     INTERFACES,
     Summary,
     add_aliased,
+    add_config_options,
     non_negative_int,
     output_file,
     output_folder,
@@ -32,16 +33,7 @@ def _reco_args(p: argparse.ArgumentParser) -> None:
         default="reco.h5",
         help="output HDF5 file with per-hit scores",
     )
-    p.add_argument(
-        "--config", default=None, help="TOML configuration file (see docs/configuration.md)"
-    )
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a configuration key, e.g. inference.batch_size=1693 (repeatable)",
-    )
+    add_config_options(p, "inference.batch_size=1693")
     p.add_argument(
         "--interface",
         choices=INTERFACES,
@@ -150,18 +142,7 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--michel-cut", type=float, default=0.6, help="cut on the michel score")
     p.add_argument("--roc", default="roc.png", help="output PNG with the ROC curves")
-    p.add_argument(
-        "--config",
-        default=None,
-        help="TOML configuration file (its [inference] and [reco] tables are used)",
-    )
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a configuration key, e.g. inference.local.backend=torch",
-    )
+    add_config_options(p, "inference.local.backend=torch")
     p.add_argument("--interface", default=None, help="ModelInterface: local or remote")
     p.add_argument(
         "--server",

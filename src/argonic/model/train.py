@@ -176,6 +176,41 @@ def train_network(
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
+    network = _starting_network(config, network, init)
+    run = _Training(data, config, network, make_optimizer(network, config), checkpoint)
+    run.resume()
+    network.train()
+    start = time.perf_counter()
+    steps_left = math.inf if stop_after_steps is None else stop_after_steps
+    while run.epoch < config.epochs and steps_left > 0:
+        t_epoch = time.perf_counter()
+        losses, steps_left, stopped = run.train_epoch(steps_left, show_progress)
+        if stopped:
+            break
+        run.end_epoch(losses, t_epoch, validation)
+    seconds = time.perf_counter() - start
+    if run.best is not None:
+        network.load_state_dict(run.best["network"])
+        apply_output_offsets(network, run.best["figures"])
+    network.eval()
+    return network, {
+        "patches": len(data),
+        "epochs": config.epochs,
+        "steps_per_epoch": run.steps_per_epoch,
+        "seconds": seconds,
+        "patches_per_second": run.trained / seconds if run.trained else None,
+        "michel_pos_weight": run.pos_weight,
+        "best_epoch": None if run.best is None else run.best["epoch"],
+        "best": None if run.best is None else run.best["figures"],
+        "final": config.history[-1] if config.history else None,
+        "history": config.history,
+    }
+
+
+def _starting_network(
+    config: TrainConfig, network: nn.Module | None, init: str | os.PathLike[str] | None
+) -> nn.Module:
+    """A new network, or the one given; with ``init``'s weights when given."""
     if network is None:
         network = build_network(config.seed, config.dropout)
     elif init is not None:
@@ -185,11 +220,36 @@ def train_network(
 
         network.load_state_dict(load_network(init).state_dict())
         network.train()
-    optimizer = make_optimizer(network, config)
-    epoch, step = 0, 0
-    best: dict[str, Any] | None = None
-    ckpt = Path(checkpoint) if checkpoint is not None else None
-    if ckpt is not None and ckpt.exists():
+    return network
+
+
+class _Training:
+    """One training run's state: where it stands (epoch, step), its checkpoint, its best
+    epoch so far; each step, epoch and save is a method (train_network drives them)."""
+
+    def __init__(
+        self,
+        data: PatchSet,
+        config: TrainConfig,
+        network: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        checkpoint: str | os.PathLike[str] | None,
+    ) -> None:
+        self.data, self.config, self.network, self.optimizer = data, config, network, optimizer
+        self.ckpt = Path(checkpoint) if checkpoint is not None else None
+        self.epoch, self.step, self.trained = 0, 0, 0
+        self.best: dict[str, Any] | None = None
+        self.steps_per_epoch = len(data) // config.batch_size
+        self.total_steps = self.steps_per_epoch * config.epochs
+        self.pos_weight = michel_pos_weight(data, config)
+        self.class_shift = prior_shifts(data)
+        self.last_save = time.perf_counter()
+
+    def resume(self) -> None:
+        """Continue from the checkpoint, if it exists (its settings must be the same)."""
+        ckpt, config = self.ckpt, self.config
+        if ckpt is None or not ckpt.exists():
+            return
         state = _load(ckpt)
         changed = [k for k in _RESUME_KEYS if state["config"].get(k) != getattr(config, k)]
         if changed:
@@ -198,79 +258,86 @@ def train_network(
                 f"{ {k: state['config'].get(k) for k in changed} }; use another checkpoint"
             )
         try:
-            network.load_state_dict(state["network"])
-            optimizer.load_state_dict(state["optimizer"])
+            self.network.load_state_dict(state["network"])
+            self.optimizer.load_state_dict(state["optimizer"])
             torch.set_rng_state(state["torch_rng"])
         except (RuntimeError, KeyError, ValueError) as exc:
             raise ArgonicError(f"{ckpt}: not a usable checkpoint: {exc}") from None
-        epoch, step = state["epoch"], state["step"]
+        self.epoch, self.step = state["epoch"], state["step"]
         config.history = state["config"].get("history", [])
         if best_path(ckpt).exists():
-            best = _load(best_path(ckpt))
-    steps_per_epoch = len(data) // config.batch_size
-    total_steps = steps_per_epoch * config.epochs
-    pos_weight = michel_pos_weight(data, config)
-    class_shift = prior_shifts(data)
+            self.best = _load(best_path(ckpt))
 
-    def save(epoch: int, step: int) -> None:
-        if ckpt is not None:
+    def save(self, epoch: int, step: int) -> None:
+        if self.ckpt is not None:
             payload = {
-                "network": network.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "config": asdict(config),
+                "network": self.network.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "config": asdict(self.config),
                 "epoch": epoch,
                 "step": step,
                 "torch_rng": torch.get_rng_state(),
             }
-            _save(ckpt, payload)
+            _save(self.ckpt, payload)
+        self.last_save = time.perf_counter()
 
-    network.train()
-    start, last_save, trained = time.perf_counter(), time.perf_counter(), 0
-    steps_left = math.inf if stop_after_steps is None else stop_after_steps
-    while epoch < config.epochs and steps_left > 0:
-        order = np.random.default_rng([config.seed, epoch]).permutation(len(data))
-        losses = []
-        t_epoch = time.perf_counter()
-        stopped = False
+    def train_epoch(
+        self, steps_left: float, show_progress: bool
+    ) -> tuple[list[float], float, bool]:
+        """The rest of the current epoch, or ``steps_left`` steps of it: (losses, steps
+        left, stopped before the epoch's end)."""
+        config, epoch = self.config, self.epoch
+        order = np.random.default_rng([config.seed, epoch]).permutation(len(self.data))
+        losses: list[float] = []
         for s in progress(
-            range(step, steps_per_epoch),
-            steps_per_epoch - step,
+            range(self.step, self.steps_per_epoch),
+            self.steps_per_epoch - self.step,
             f"epoch {epoch + 1}/{config.epochs}",
             show_progress,
         ):
-            lr = learning_rate(config, epoch * steps_per_epoch + s, total_steps)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
             idx = np.sort(order[s * config.batch_size : (s + 1) * config.batch_size])
-            x, y, m = _tensors(data, idx)
-            if config.flips:
-                x = flip_batch(x, np.random.default_rng([config.seed, epoch, s]))
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bfloat16):
-                l3, lm = network.logits(x)
-            ce = nn.functional.cross_entropy(l3.float(), y)
-            ml = michel_loss(lm[:, 0].float(), m, config.michel_loss, pos_weight)
-            loss = config.ce_weight * ce + config.michel_weight * ml
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
-            trained += len(y)
-            if not math.isfinite(losses[-1]):
-                raise ArgonicError(
-                    f"training diverged (loss {losses[-1]}) in epoch {epoch + 1}, step {s}"
-                )
-            if ckpt is not None and time.perf_counter() - last_save > config.checkpoint_seconds:
-                save(epoch, s + 1)
-                last_save = time.perf_counter()
+            losses.append(self._train_step(s, idx))
+            if (
+                self.ckpt is not None
+                and time.perf_counter() - self.last_save > config.checkpoint_seconds
+            ):
+                self.save(epoch, s + 1)
             steps_left -= 1
-            if steps_left <= 0 and s + 1 < steps_per_epoch:
-                save(epoch, s + 1)
-                stopped = True
-                break
-        if stopped:
-            break
+            if steps_left <= 0 and s + 1 < self.steps_per_epoch:
+                self.save(epoch, s + 1)
+                return losses, steps_left, True
+        return losses, steps_left, False
+
+    def _train_step(self, s: int, idx: np.ndarray) -> float:
+        """One optimiser step on the patches ``idx`` (step ``s`` of the epoch); its loss."""
+        config, network, optimizer = self.config, self.network, self.optimizer
+        lr = learning_rate(config, self.epoch * self.steps_per_epoch + s, self.total_steps)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        x, y, m = _tensors(self.data, idx)
+        if config.flips:
+            x = flip_batch(x, np.random.default_rng([config.seed, self.epoch, s]))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bfloat16):
+            l3, lm = network.logits(x)
+        ce = nn.functional.cross_entropy(l3.float(), y)
+        ml = michel_loss(lm[:, 0].float(), m, config.michel_loss, self.pos_weight)
+        loss = config.ce_weight * ce + config.michel_weight * ml
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        self.trained += len(y)
+        value = loss.item()
+        if not math.isfinite(value):
+            raise ArgonicError(
+                f"training diverged (loss {value}) in epoch {self.epoch + 1}, step {s}"
+            )
+        return value
+
+    def end_epoch(self, losses: list[float], t_epoch: float, validation: PatchSet | None) -> None:
+        """The epoch's record (and validation figures, the best epoch kept); next epoch."""
+        config = self.config
         record: dict[str, float] = {
-            "epoch": epoch + 1,
+            "epoch": self.epoch + 1,
             "train_loss": float(np.mean(losses)) if losses else float("nan"),
             "seconds": time.perf_counter() - t_epoch,
             "patches_per_second": len(losses)
@@ -278,37 +345,19 @@ def train_network(
             / max(time.perf_counter() - t_epoch, 1e-9),
         }
         if validation is not None and len(validation):
-            figures = validate(network, validation, class_shift)
+            figures = validate(self.network, validation, self.class_shift)
             record.update({f"val_{k}": v for k, v in figures.items()})
-            if best is None or figures["score"] > best["figures"]["score"]:
-                best = {
-                    "network": {k: v.clone() for k, v in network.state_dict().items()},
+            if self.best is None or figures["score"] > self.best["figures"]["score"]:
+                self.best = {
+                    "network": {k: v.clone() for k, v in self.network.state_dict().items()},
                     "figures": figures,
-                    "epoch": epoch + 1,
+                    "epoch": self.epoch + 1,
                 }
-                if ckpt is not None:
-                    _save(best_path(ckpt), best)
+                if self.ckpt is not None:
+                    _save(best_path(self.ckpt), self.best)
         config.history.append(record)
-        epoch, step = epoch + 1, 0
-        save(epoch, step)
-        last_save = time.perf_counter()
-    seconds = time.perf_counter() - start
-    if best is not None:
-        network.load_state_dict(best["network"])
-        apply_output_offsets(network, best["figures"])
-    network.eval()
-    return network, {
-        "patches": len(data),
-        "epochs": config.epochs,
-        "steps_per_epoch": steps_per_epoch,
-        "seconds": seconds,
-        "patches_per_second": trained / seconds if trained else None,
-        "michel_pos_weight": pos_weight,
-        "best_epoch": None if best is None else best["epoch"],
-        "best": None if best is None else best["figures"],
-        "final": config.history[-1] if config.history else None,
-        "history": config.history,
-    }
+        self.epoch, self.step = self.epoch + 1, 0
+        self.save(self.epoch, self.step)
 
 
 def best_network(checkpoint: str | os.PathLike[str]) -> tuple[EmTrackMichelNet, dict[str, Any]]:
@@ -371,24 +420,16 @@ def train_file(
     sources = [(path, range(size)) for path, size in zip(files[:-1], sizes[:-1], strict=True)]
     sources.append((files[-1], train_events))
     t0 = time.perf_counter()
-    if dataset_cache is not None and Path(dataset_cache).exists():
-        # a cache built without a cap can train a shorter run (QAT): the same uniform cut
-        data = PatchSet.load(dataset_cache).capped(
-            max_patches, np.random.default_rng([config.seed, 8])
-        )
-    else:
-        data = build_patch_set(
-            sources,
-            None,
-            config.seed,
-            hit_fraction,
-            michel_keep,
-            none_keep,
-            max_patches,
-            show_progress=show_progress,
-        )
-        if dataset_cache is not None:
-            data.save(dataset_cache)
+    data = _training_set(
+        sources,
+        config,
+        dataset_cache,
+        hit_fraction,
+        michel_keep,
+        none_keep,
+        max_patches,
+        show_progress,
+    )
     if validation_file is not None:
         with EventFile(validation_file) as f:
             val_source, val_events = validation_file, range(len(f))
@@ -432,16 +473,55 @@ def train_file(
         "config": {k: v for k, v in asdict(config).items() if k != "history"},
         "init": None if init is None else str(init),
     }
-    if repository is not None and qat:
+    if repository is not None:
+        summary["export"] = _export(network, repository, qat, init)
+    return summary
+
+
+def _training_set(
+    sources: list[tuple[Any, range]],
+    config: TrainConfig,
+    dataset_cache: str | os.PathLike[str] | None,
+    hit_fraction: float,
+    michel_keep: float,
+    none_keep: float,
+    max_patches: int | None,
+    show_progress: bool,
+) -> PatchSet:
+    """The training patches: read from ``dataset_cache`` if it exists, else built (and
+    written there)."""
+    if dataset_cache is not None and Path(dataset_cache).exists():
+        # a cache built without a cap can train a shorter run (QAT): the same uniform cut
+        return PatchSet.load(dataset_cache).capped(
+            max_patches, np.random.default_rng([config.seed, 8])
+        )
+    data = build_patch_set(
+        sources,
+        None,
+        config.seed,
+        hit_fraction,
+        michel_keep,
+        none_keep,
+        max_patches,
+        show_progress=show_progress,
+    )
+    if dataset_cache is not None:
+        data.save(dataset_cache)
+    return data
+
+
+def _export(
+    network: nn.Module, repository: str | os.PathLike[str], qat: bool, init: Any
+) -> dict[str, Any]:
+    """Export the trained network: the OpenVINO int8 model after QAT, else model.onnx."""
+    if qat:
         from argonic.model.qat import export_openvino
 
         source = init if str(init).endswith(".onnx") else None
-        summary["export"] = export_openvino(network, repository, source)
-    elif repository is not None:
-        from argonic.model.export import export_repository
+        return export_openvino(network, repository, source)
+    from argonic.model.export import export_repository
 
-        summary["export"] = export_repository(network, repository)
-    return summary
+    return export_repository(network, repository)
 
 
 QAT_CALIBRATION_PATCHES = 2048

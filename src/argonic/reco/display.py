@@ -80,22 +80,8 @@ def draw_event(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    predicted: RecoEvent | None = None
-    if reco is None and is_reco_file(events_file):
-        reco, events_file = events_file, None
-    if reco is not None:
-        predicted, attrs = read_reco_event(reco, event)
-        if events_file is None:
-            events_file = _events_file_of(reco, str(attrs.get("events_file", "")))
-    with EventFile(events_file) as f:
-        det = f.detector
-        p = det.plane(plane.upper())
-        ev = f[event]
-    if predicted is not None and predicted.ids != (ev.run, ev.subrun, ev.event):
-        raise ArgonicError(
-            f"{reco} event {event} is run/subrun/event {predicted.ids}, but {events_file} "
-            f"has {(ev.run, ev.subrun, ev.event)}: not made from this event file"
-        )
+    predicted, reco, ev, det = _load(events_file, reco, event)
+    p = det.plane(plane.upper())
     hits_all = predicted.hits if predicted is not None else ev.hits
     on_plane = hits_all.plane == p.index
     if tpc is None:
@@ -131,14 +117,7 @@ def draw_event(
     charge_axis = axes[-1] if panels <= 2 else axes[0]
     fig.colorbar(im, ax=charge_axis, label="charge [ke-/tick]")
     if raw is not None:
-        adc = raw.adc.astype(np.float32)
-        adc -= np.median(adc, axis=1, keepdims=True)
-        lim = max(float(np.percentile(np.abs(adc), 99.9)), 1.0)
-        axes[0].images[0].remove()
-        fig.colorbar(
-            _image(axes[0], adc, "RdBu_r", -lim, lim), ax=axes[1], label="raw [ADC - baseline]"
-        )
-        axes[0].set_title("raw waveforms")
+        _draw_raw(fig, axes, raw.adc)
         axes = axes[::-1]  # the hits go on the deconvolved frame
     summary: dict[str, Any] = {
         "output": str(output),
@@ -154,29 +133,8 @@ def draw_event(
         "truth" if predicted is not None else "deconvolved" if raw is not None else ""
     )
     if predicted is not None:
-        scores = predicted.scores[sel]
-        classes = predicted.predicted[sel]
-        michel_score = scores[:, 3]
-        _draw_labels(axes[1], hits, classes, michel_score > michel_cut)
-        axes[1].set_title(f"predicted class (michel: score > {michel_cut:g})")
-        order = np.argsort(michel_score)  # high scores drawn on top
-        dots = axes[2].scatter(
-            hits.wire[order],
-            hits.peak_tick[order],
-            s=3,
-            c=michel_score[order],
-            cmap="plasma",
-            vmin=0,
-            vmax=1,
-        )
-        fig.colorbar(dots, ax=axes[2], label="michel score")
-        axes[2].set_title("Michel score")
         summary["reco"] = str(reco)
-        summary["same_class_as_truth"] = float(np.mean(classes == hits.label)) if len(hits) else 1.0
-        summary["michel_hits"] = {
-            "truth": int(hits.michel.sum()),
-            "predicted": int((michel_score > michel_cut).sum()),
-        }
+        summary.update(_draw_predicted(fig, axes, hits, predicted, sel, michel_cut))
     fig.suptitle(
         f"{det.name} run {ev.run} event {ev.event}: TPC {tpc}, plane {p.name}, {len(hits)} hits"
     )
@@ -185,3 +143,68 @@ def draw_event(
         fig.savefig(tmp, format="png")
     plt.close(fig)
     return summary
+
+
+def _load(
+    events_file: str | os.PathLike[str] | None, reco: str | os.PathLike[str] | None, event: int
+) -> tuple[RecoEvent | None, str | os.PathLike[str] | None, Any, Any]:
+    """(the reco event or None, the reco file, the event, the detector); the event file may
+    be a reco file, or be named by one."""
+    predicted: RecoEvent | None = None
+    if reco is None and is_reco_file(events_file):
+        reco, events_file = events_file, None
+    if reco is not None:
+        predicted, attrs = read_reco_event(reco, event)
+        if events_file is None:
+            events_file = _events_file_of(reco, str(attrs.get("events_file", "")))
+    with EventFile(events_file) as f:
+        det = f.detector
+        ev = f[event]
+    if predicted is not None and predicted.ids != (ev.run, ev.subrun, ev.event):
+        raise ArgonicError(
+            f"{reco} event {event} is run/subrun/event {predicted.ids}, but {events_file} "
+            f"has {(ev.run, ev.subrun, ev.event)}: not made from this event file"
+        )
+    return predicted, reco, ev, det
+
+
+def _draw_raw(fig: Any, axes: Any, adc: np.ndarray) -> None:
+    """The raw waveforms (baseline removed) on the first panel."""
+    adc = adc.astype(np.float32)
+    adc -= np.median(adc, axis=1, keepdims=True)
+    lim = max(float(np.percentile(np.abs(adc), 99.9)), 1.0)
+    axes[0].images[0].remove()
+    fig.colorbar(
+        _image(axes[0], adc, "RdBu_r", -lim, lim), ax=axes[1], label="raw [ADC - baseline]"
+    )
+    axes[0].set_title("raw waveforms")
+
+
+def _draw_predicted(
+    fig: Any, axes: Any, hits: Hits, predicted: RecoEvent, sel: np.ndarray, michel_cut: float
+) -> dict[str, Any]:
+    """The predicted classes and the Michel scores on panels 2 and 3; their summary."""
+    scores = predicted.scores[sel]
+    classes = predicted.predicted[sel]
+    michel_score = scores[:, 3]
+    _draw_labels(axes[1], hits, classes, michel_score > michel_cut)
+    axes[1].set_title(f"predicted class (michel: score > {michel_cut:g})")
+    order = np.argsort(michel_score)  # high scores drawn on top
+    dots = axes[2].scatter(
+        hits.wire[order],
+        hits.peak_tick[order],
+        s=3,
+        c=michel_score[order],
+        cmap="plasma",
+        vmin=0,
+        vmax=1,
+    )
+    fig.colorbar(dots, ax=axes[2], label="michel score")
+    axes[2].set_title("Michel score")
+    return {
+        "same_class_as_truth": float(np.mean(classes == hits.label)) if len(hits) else 1.0,
+        "michel_hits": {
+            "truth": int(hits.michel.sum()),
+            "predicted": int((michel_score > michel_cut).sum()),
+        },
+    }

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode
 
-from argonic.settings.base import _Table
+from argonic.settings.base import _Table, host_port, split_list
 
 #: Patches per network execution inside an interface or a backend (measured best on CPUs).
 EXECUTION_BATCH_SIZE = 256
@@ -130,18 +130,12 @@ class RemoteSettings(_Table):
     @field_validator("servers", mode="before")
     @classmethod
     def _split_servers(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [s.strip() for s in value.split(",") if s.strip()]
-        return value
+        return split_list(value)
 
     @field_validator("servers")
     @classmethod
     def _host_port(cls, value: list[str]) -> list[str]:
-        for address in value:
-            host, _, port = address.rpartition(":")
-            if not host or not port.isdigit():
-                raise ValueError(f'{address!r} is not "host:port"')
-        return value
+        return [host_port(address) for address in value]
 
     @model_validator(mode="after")
     def _consistent(self) -> RemoteSettings:

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode
 
-from argonic.settings.base import _Table
+from argonic.settings.base import _Table, split_list
 
 GRPC_PORT = 8001  # Triton's ports
 HTTP_PORT = 8000
@@ -117,9 +117,7 @@ class ServerSettings(_Table):
     @classmethod
     def _split(cls, value: Any) -> Any:
         """An environment variable gives one string: ``a;b`` (restrictions hold commas)."""
-        if isinstance(value, str):
-            return [s.strip() for s in value.split(";") if s.strip()]
-        return value
+        return split_list(value, ";")
 
     @model_validator(mode="after")
     def _consistent(self) -> ServerSettings:

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode
 
-from argonic.settings.base import _Table
+from argonic.settings.base import _Table, host_port, split_list
 
 #: farm sizes (clients) and server counts of the sizing report
 DEFAULT_FARMS = (400, 2000)
@@ -103,18 +103,12 @@ class StudySettings(_Table):
     @field_validator("clients", "farms", "farm_servers", mode="before")
     @classmethod
     def _split(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [s.strip() for s in value.split(",") if s.strip()]
-        return value
+        return split_list(value)
 
     @field_validator("server")
     @classmethod
     def _host_port(cls, value: str | None) -> str | None:
-        if value is not None:
-            host, _, port = value.rpartition(":")
-            if not host or not port.isdigit():
-                raise ValueError(f'{value!r} is not "host:port"')
-        return value
+        return None if value is None else host_port(value)
 
     @model_validator(mode="after")
     def _consistent(self) -> StudySettings:

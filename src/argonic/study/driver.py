@@ -25,6 +25,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -98,19 +99,7 @@ def run_study(cfg: StudySettings) -> dict[str, Any]:
         if cfg.show_progress
         else (lambda msg: None)
     )
-
-    from argonic.repository import shipped_repository
-
-    events_file = cfg.events_file
-    if events_file is None:
-        from argonic.reco.simulation import simulate_file
-
-        events_file = str(out / "events.h5")
-        pool = cfg.pool or cfg.events
-        say(f"simulating {pool} {cfg.detector} event(s) -> {events_file}")
-        simulate_file(
-            events_file, detector=cfg.detector, n_events=pool, seed=cfg.seed, show_progress=False
-        )
+    events_file = _events_file(cfg, out, say)
     say("measuring each event's modules once in this process (and local inference)")
     workload = prepare_workload(events_file, out, cfg.max_patches, cfg.local_baseline)
     (out / "workload.json").write_text(json.dumps(workload, indent=1))
@@ -122,40 +111,11 @@ def run_study(cfg: StudySettings) -> dict[str, Any]:
     ctx.set_forkserver_preload(["argonic.study.client"])
     helpers_before = procs.multiprocessing_helpers()
     try:
-        if cfg.server is None:
-            repository = (
-                Path(cfg.model_repository) if cfg.model_repository else shipped_repository()
-            )
-            if not cfg.dynamic_batching:
-                repository = repository_without_dynamic_batching(
-                    repository, cfg.model_name, out / "model_repository"
-                )
-            server = LocalServer(repository, cfg.model_name)
-            say(f"starting a local argonic serve ({repository})")
-            fallback_log = logging.getLogger("argonic.inference.local_server")
-            level = fallback_log.level
-            fallback_log.setLevel(logging.ERROR)  # it would call our server a "fallback server"
-            try:
-                address = server.start()
-            finally:
-                fallback_log.setLevel(level)
-            metrics_url = cfg.metrics_url or server.metrics_url
-        else:
-            address = cfg.server
-            metrics_url = cfg.metrics_url or f"http://{address.rpartition(':')[0]}:8002/metrics"
+        server, address, metrics_url = _server(cfg, out, say)
         _warm_up(address, cfg, out / "patches.npy")
         client_address = address
         if cfg.rtt_ms or cfg.link_gbps:
-            from argonic.study.netem import NetemProxy
-
-            proxy = NetemProxy(
-                address, rtt_ms=cfg.rtt_ms, link_gbps=cfg.link_gbps, shared_link=cfg.shared_link
-            )
-            client_address = proxy.start()
-            say(
-                f"network emulation: {client_address} -> {address}, RTT {cfg.rtt_ms:g} ms, "
-                f"link {cfg.link_gbps or 'unlimited'} Gbps"
-            )
+            proxy, client_address = _proxy(cfg, address, say)
         t_zero = time.monotonic()
         scraper = MetricsScraper(metrics_url, cfg.model_name, cfg.scrape_interval_s, t_zero)
         if scraper.scrape() is None:
@@ -178,28 +138,105 @@ def run_study(cfg: StudySettings) -> dict[str, Any]:
             phases.append(run_phase(ctx, n, base_spec, cfg, len(workload), scraper, t_zero))
         completed = True
     finally:
-        if scraper is not None:
-            scraper.stop()
-        if proxy is not None:
-            proxy.stop()
-        if server is not None:
-            server.stop()
+        for part in (scraper, proxy, server):
+            if part is not None:
+                part.stop()
         procs.stop_multiprocessing_helpers(helpers_before, tracker=completed)
 
+    samples = scraper.samples if scraper else []
     rows = [r for p in phases for r in p["rows"]]
     _write_csv(out / "results.csv", ROW_FIELDS, rows)
-    _write_csv(out / "server_metrics.csv", SAMPLE_FIELDS, scraper.samples if scraper else [])
+    _write_csv(out / "server_metrics.csv", SAMPLE_FIELDS, samples)
+    summary, fit, mva = _summary(cfg, phases, rows, workload, samples)
+    summary.update(
+        events_file=str(events_file),
+        server=cfg.server or f"local argonic serve ({address})",
+        metrics_url=metrics_url,
+        network=proxy.as_dict() if proxy else None,
+        scrape_failures=scraper.failures if scraper else 0,
+    )
+    if cfg.plots:
+        summary["files"]["plots"] = _plots(cfg, summary["per_n"], fit, mva, samples, out)
+    summary["files"].update(
+        results=str(out / "results.csv"),
+        server_metrics=str(out / "server_metrics.csv"),
+        summary=str(out / "summary.json"),
+    )
+    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=json_default))
+    return summary
+
+
+def _events_file(cfg: StudySettings, out: Path, say: Callable[[str], None]) -> str:
+    """The study's event file: the configured one, or ``pool`` events simulated now."""
+    if cfg.events_file is not None:
+        return cfg.events_file
+    from argonic.reco.simulation import simulate_file
+
+    events_file = str(out / "events.h5")
+    pool = cfg.pool or cfg.events
+    say(f"simulating {pool} {cfg.detector} event(s) -> {events_file}")
+    simulate_file(
+        events_file, detector=cfg.detector, n_events=pool, seed=cfg.seed, show_progress=False
+    )
+    return events_file
+
+
+def _server(
+    cfg: StudySettings, out: Path, say: Callable[[str], None]
+) -> tuple[LocalServer | None, str, str]:
+    """(the local server started, or None; its address; its /metrics URL)."""
+    if cfg.server is not None:
+        address = cfg.server
+        return None, address, cfg.metrics_url or f"http://{address.rpartition(':')[0]}:8002/metrics"
+    from argonic.repository import shipped_repository
+
+    repository = Path(cfg.model_repository) if cfg.model_repository else shipped_repository()
+    if not cfg.dynamic_batching:
+        repository = repository_without_dynamic_batching(
+            repository, cfg.model_name, out / "model_repository"
+        )
+    server = LocalServer(repository, cfg.model_name)
+    say(f"starting a local argonic serve ({repository})")
+    fallback_log = logging.getLogger("argonic.inference.local_server")
+    level = fallback_log.level
+    fallback_log.setLevel(logging.ERROR)  # it would call our server a "fallback server"
+    try:
+        address = server.start()
+    finally:
+        fallback_log.setLevel(level)
+    return server, address, cfg.metrics_url or server.metrics_url
+
+
+def _proxy(cfg: StudySettings, address: str, say: Callable[[str], None]) -> tuple[Any, str]:
+    """The network emulator in front of the server, and the address clients use."""
+    from argonic.study.netem import NetemProxy
+
+    proxy = NetemProxy(
+        address, rtt_ms=cfg.rtt_ms, link_gbps=cfg.link_gbps, shared_link=cfg.shared_link
+    )
+    client_address = proxy.start()
+    say(
+        f"network emulation: {client_address} -> {address}, RTT {cfg.rtt_ms:g} ms, "
+        f"link {cfg.link_gbps or 'unlimited'} Gbps"
+    )
+    return proxy, client_address
+
+
+def _summary(
+    cfg: StudySettings,
+    phases: list[dict[str, Any]],
+    rows: list[dict[str, Any]],
+    workload: list[dict[str, Any]],
+    samples: list[dict[str, Any]],
+) -> tuple[dict[str, Any], Any, Any]:
+    """(summary: per-N aggregates, the fits, Table 3, the sizing report; fit; MVA fit)."""
     per_n = [summarise_phase(p) for p in phases]
     fit = fit_study(per_n, workload, cfg)
     mva = fit_study_mva(fit)
-    summary: dict[str, Any] = {
+    summary = {
         "label": cfg.label,
         "client_cpu": cfg.client_cpu,
         "config": cfg.model_dump(),
-        "events_file": str(events_file),
-        "server": cfg.server or f"local argonic serve ({address})",
-        "metrics_url": metrics_url,
-        "network": proxy.as_dict() if proxy else None,
         "workload": {
             "events": len(workload),
             "patches_per_event": float(np.mean([w["patches"] for w in workload])),
@@ -217,27 +254,25 @@ def run_study(cfg: StudySettings) -> dict[str, Any]:
         "consistent": all(
             p["server"]["inference_count_equals_patches_sent"] is not False for p in per_n
         ),
-        "scrape_failures": scraper.failures if scraper else 0,
         "files": {},
     }
-    if cfg.plots:
-        from argonic.study.plots import plot_module_time, plot_server
+    return summary, fit, mva
 
-        plot_module_time(per_n, fit, out / "module_time_vs_clients.png", cfg.label, mva)
-        plot_server(
-            scraper.samples if scraper else [], per_n, out / "server_over_time.png", cfg.label
-        )
-        summary["files"]["plots"] = [
-            str(out / "module_time_vs_clients.png"),
-            str(out / "server_over_time.png"),
-        ]
-    summary["files"].update(
-        results=str(out / "results.csv"),
-        server_metrics=str(out / "server_metrics.csv"),
-        summary=str(out / "summary.json"),
-    )
-    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=json_default))
-    return summary
+
+def _plots(
+    cfg: StudySettings,
+    per_n: list[dict[str, Any]],
+    fit: Any,
+    mva: Any,
+    samples: list[dict[str, Any]],
+    out: Path,
+) -> list[str]:
+    """Figures 6 and 7 as PNG files."""
+    from argonic.study.plots import plot_module_time, plot_server
+
+    plot_module_time(per_n, fit, out / "module_time_vs_clients.png", cfg.label, mva)
+    plot_server(samples, per_n, out / "server_over_time.png", cfg.label)
+    return [str(out / "module_time_vs_clients.png"), str(out / "server_over_time.png")]
 
 
 def _warm_up(address: str, cfg: StudySettings, patches_file: Path) -> None:

@@ -218,6 +218,32 @@ def _objective(params: np.ndarray, n: np.ndarray, y: np.ndarray, t_other: float 
     return float(np.sum(((module_time(n, t_flat, t_gpu, other) - y) / y) ** 2))
 
 
+def _best_split(
+    n: np.ndarray, y: np.ndarray, t_other: float | None
+) -> tuple[float, np.ndarray] | None:
+    """(objective, parameters) of the best split of the points into a flat part and a
+    saturated part, each solved in closed form; None if no split can be solved."""
+    fit_other = t_other is None
+    best: tuple[float, np.ndarray] | None = None
+    w = 1.0 / y  # relative residuals: weight each point by 1 / measured
+    for k in range(1, n.size):  # points [0, k) flat, [k, end) saturated
+        t_flat = float(np.sum(w[:k]) / np.sum(w[:k] ** 2))
+        ns, ys, ws = n[k:], y[k:], w[k:]
+        if fit_other:
+            if ns.size < 2 or np.ptp(ns) == 0:
+                continue
+            a = np.stack([ns * ws, -ws], axis=1)  # y = t_gpu n - t_other
+            (t_gpu, other), *_ = np.linalg.lstsq(a, ys * ws, rcond=None)
+            params = np.array([t_flat, t_gpu, max(other, 0.0)])
+        else:
+            t_gpu = float(np.sum(ns * ws * (ys + t_other) * ws) / np.sum((ns * ws) ** 2))
+            params = np.array([t_flat, t_gpu])
+        score = _objective(params, n, y, t_other)
+        if best is None or score < best[0]:
+            best = (score, params)
+    return best
+
+
 def fit_module_time(
     clients: np.ndarray | list[float],
     module_s: np.ndarray | list[float],
@@ -247,24 +273,9 @@ def fit_module_time(
     order = np.argsort(n, kind="stable")
     n, y = n[order], y[order]
     fit_other = t_other is None
-    best: tuple[float, np.ndarray] | None = None
-    w = 1.0 / y  # relative residuals: weight each point by 1 / measured
-    for k in range(1, n.size):  # points [0, k) flat, [k, end) saturated
-        t_flat = float(np.sum(w[:k]) / np.sum(w[:k] ** 2))
-        ns, ys, ws = n[k:], y[k:], w[k:]
-        if fit_other:
-            if ns.size < 2 or np.ptp(ns) == 0:
-                continue
-            a = np.stack([ns * ws, -ws], axis=1)  # y = t_gpu n - t_other
-            (t_gpu, other), *_ = np.linalg.lstsq(a, ys * ws, rcond=None)
-            params = np.array([t_flat, t_gpu, max(other, 0.0)])
-        else:
-            t_gpu = float(np.sum(ns * ws * (ys + t_other) * ws) / np.sum((ns * ws) ** 2))
-            params = np.array([t_flat, t_gpu])
-        score = _objective(params, n, y, t_other)
-        if best is None or score < best[0]:
-            best = (score, params)
+    best = _best_split(n, y, t_other)
     source = "slope"
+    w = 1.0 / y
     t_flat_all = float(np.sum(w) / np.sum(w**2))
     other0 = 0.0 if fit_other else float(t_other)  # type: ignore[arg-type]
     if t_gpu_hint is not None:

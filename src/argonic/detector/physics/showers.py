@@ -209,7 +209,6 @@ def em_cascade(
     of that electron itself carry its Michel id (a new one from ``world.new_michel_id``);
     its bremsstrahlung photons and every particle they make are ordinary EM.
     """
-    rng = world.rng
     own = world.new_michel_id() if michel and kind == "e" else 0
     # stack entries: kind, position, direction, energy, Michel id of the particle itself
     stack: list[tuple[str, np.ndarray, np.ndarray, float, int]] = [
@@ -220,54 +219,80 @@ def em_cascade(
     while stack:
         k, p, d, e, mid = stack.pop()
         if k == "e":
-            while True:
-                if e < E_SHORT:
-                    small_e.append((p, d, e, mid))
-                    break
-                rate = _brems_rate_per_cm(e, K_HARD)
-                ell = rng.exponential(1 / rate) if rate > 0 else np.inf
-                p, d, e_left, inside = _electron_path(world, p, d, e, ell, time, mid, EM)
-                if not inside or e_left <= 1e-3:
-                    break
-                y = _brems_fraction(rng, K_HARD / e_left)
-                kphot = y * e_left
-                e = e_left - kphot
-                ang = rng.normal(0, ME / max(e_left, ME))
-                dg = rotate_from(d, np.array([math.cos(ang)]), rng.uniform(0, 2 * np.pi, 1))[0]
-                stack.append(("g", p, dg, kphot, 0))
+            _electron(world, p, d, e, mid, time, stack, small_e)
         else:
-            if e < K_HARD:
-                small_g.append((p, d, e))
-                continue
-            p = p + d * rng.exponential(float(photon_attenuation_cm(e)))
-            if not world.inside(p[None])[0]:
-                continue
-            if rng.random() < np.interp(math.log(e), np.log(_G_E), _G_PAIR):
-                avail = e - 2 * ME
-                u = rng.random()
-                for frac in (u, 1 - u):
-                    ang = rng.normal(0, ME / e)
-                    de_dir = rotate_from(
-                        d, np.array([math.cos(ang)]), rng.uniform(0, 2 * np.pi, 1)
-                    )[0]
-                    stack.append(("e", p, de_dir, frac * avail, 0))
-                back = isotropic(rng)  # positron annihilation: two 511 keV photons
-                small_g.extend([(p, back, ME), (p, -back, ME)])
-            else:
-                eps, cos_g = _compton(rng, e)
-                te = e * (1 - eps)
-                phi = rng.uniform(0, 2 * np.pi)
-                dg = rotate_from(d, np.array([cos_g]), np.array([phi]))[0]
-                # electron direction from momentum conservation
-                pe = e * d - e * eps * dg
-                stack.append(("e", p, _unit(pe), te, 0))
-                stack.append(("g", p, dg, e * eps, 0))
+            _photon(world, p, d, e, stack, small_g)
     if small_e:
         ps, ds_, es, ids = zip(*small_e, strict=True)
         short_electrons(world, np.array(ps), np.array(ds_), np.array(es), time, EM, np.array(ids))
     if small_g:
         ps, ds_, es = zip(*small_g, strict=True)
         absorb_photons(world, np.array(ps), np.array(ds_), np.array(es), time)
+
+
+def _electron(
+    world: World,
+    p: np.ndarray,
+    d: np.ndarray,
+    e: float,
+    mid: int,
+    time: float,
+    stack: list[tuple[str, np.ndarray, np.ndarray, float, int]],
+    small_e: list[tuple[np.ndarray, np.ndarray, float, int]],
+) -> None:
+    """An electron's steps between hard photons (pushed onto ``stack``), down to E_SHORT."""
+    rng = world.rng
+    while True:
+        if e < E_SHORT:
+            small_e.append((p, d, e, mid))
+            return
+        rate = _brems_rate_per_cm(e, K_HARD)
+        ell = rng.exponential(1 / rate) if rate > 0 else np.inf
+        p, d, e_left, inside = _electron_path(world, p, d, e, ell, time, mid, EM)
+        if not inside or e_left <= 1e-3:
+            return
+        y = _brems_fraction(rng, K_HARD / e_left)
+        kphot = y * e_left
+        e = e_left - kphot
+        ang = rng.normal(0, ME / max(e_left, ME))
+        dg = rotate_from(d, np.array([math.cos(ang)]), rng.uniform(0, 2 * np.pi, 1))[0]
+        stack.append(("g", p, dg, kphot, 0))
+
+
+def _photon(
+    world: World,
+    p: np.ndarray,
+    d: np.ndarray,
+    e: float,
+    stack: list[tuple[str, np.ndarray, np.ndarray, float, int]],
+    small_g: list[tuple[np.ndarray, np.ndarray, float]],
+) -> None:
+    """A photon's flight, then pair production or Compton scattering (products on ``stack``)."""
+    rng = world.rng
+    if e < K_HARD:
+        small_g.append((p, d, e))
+        return
+    p = p + d * rng.exponential(float(photon_attenuation_cm(e)))
+    if not world.inside(p[None])[0]:
+        return
+    if rng.random() < np.interp(math.log(e), np.log(_G_E), _G_PAIR):
+        avail = e - 2 * ME
+        u = rng.random()
+        for frac in (u, 1 - u):
+            ang = rng.normal(0, ME / e)
+            de_dir = rotate_from(d, np.array([math.cos(ang)]), rng.uniform(0, 2 * np.pi, 1))[0]
+            stack.append(("e", p, de_dir, frac * avail, 0))
+        back = isotropic(rng)  # positron annihilation: two 511 keV photons
+        small_g.extend([(p, back, ME), (p, -back, ME)])
+    else:
+        eps, cos_g = _compton(rng, e)
+        te = e * (1 - eps)
+        phi = rng.uniform(0, 2 * np.pi)
+        dg = rotate_from(d, np.array([cos_g]), np.array([phi]))[0]
+        # electron direction from momentum conservation
+        pe = e * d - e * eps * dg
+        stack.append(("e", p, _unit(pe), te, 0))
+        stack.append(("g", p, dg, e * eps, 0))
 
 
 def _compton(rng: np.random.Generator, e: float) -> tuple[float, float]:

@@ -15,21 +15,6 @@ from typing import Any
 
 from argonic.server.errors import InvalidArgument
 
-SUPPORTED = (
-    "Constant",
-    "Reshape",
-    "Flatten",
-    "Transpose",
-    "Conv",
-    "Gemm",
-    "MatMul",
-    "Add",
-    "Mul",
-    "Relu",
-    "Sigmoid",
-    "Softmax",
-)
-
 
 def onnx_module(model_file: Path) -> Any:
     """A ``torch.nn.Module`` computing the ONNX graph; ``forward(*inputs)`` returns a dict
@@ -87,49 +72,60 @@ def onnx_module(model_file: Path) -> Any:
     return OnnxModule().eval()
 
 
+def _reshape(torch: Any, x: list[Any], attrs: dict[str, Any]) -> Any:
+    shape = [
+        int(s) if s != 0 or attrs.get("allowzero", 0) else x[0].shape[i] for i, s in enumerate(x[1])
+    ]
+    return x[0].reshape(shape)
+
+
+def _flatten(torch: Any, x: list[Any], attrs: dict[str, Any]) -> Any:
+    return x[0].flatten(attrs.get("axis", 1)) if attrs.get("axis", 1) else x[0].reshape(1, -1)
+
+
+def _conv(torch: Any, x: list[Any], attrs: dict[str, Any]) -> Any:
+    pads = list(attrs.get("pads", [0, 0, 0, 0]))
+    if pads[:2] != pads[2:]:
+        raise InvalidArgument(f"Conv with asymmetric pads {pads} is not supported")
+    return torch.nn.functional.conv2d(
+        x[0],
+        x[1],
+        x[2] if len(x) > 2 else None,
+        stride=attrs.get("strides", 1),
+        padding=pads[:2],
+        dilation=attrs.get("dilations", 1),
+        groups=attrs.get("group", 1),
+    )
+
+
+def _gemm(torch: Any, x: list[Any], attrs: dict[str, Any]) -> Any:
+    a = x[0].T if attrs.get("transA", 0) else x[0]
+    b = x[1].T if attrs.get("transB", 0) else x[1]
+    y = (a @ b) * attrs.get("alpha", 1.0)
+    if len(x) > 2 and x[2] is not None:
+        y = y + x[2] * attrs.get("beta", 1.0)
+    return y
+
+
+#: ONNX operator -> its torch equivalent on (torch, inputs, attributes)
+_OPS: dict[str, Any] = {
+    "Reshape": _reshape,
+    "Flatten": _flatten,
+    "Transpose": lambda torch, x, attrs: x[0].permute(*attrs["perm"]),
+    "Conv": _conv,
+    "Gemm": _gemm,
+    "MatMul": lambda torch, x, attrs: x[0] @ x[1],
+    "Add": lambda torch, x, attrs: x[0] + x[1],
+    "Mul": lambda torch, x, attrs: x[0] * x[1],
+    "Relu": lambda torch, x, attrs: torch.relu(x[0]),
+    "Sigmoid": lambda torch, x, attrs: torch.sigmoid(x[0]),
+    "Softmax": lambda torch, x, attrs: torch.softmax(x[0], dim=attrs.get("axis", -1)),
+}
+SUPPORTED = ("Constant", *_OPS)  # Constant nodes are folded into the weights
+
+
 def _apply(torch: Any, op: str, x: list[Any], attrs: dict[str, Any]) -> Any:
     """One node: the torch equivalent of ONNX operator ``op`` on inputs ``x``."""
-    f = torch.nn.functional
-    if op == "Reshape":
-        shape = [
-            int(s) if s != 0 or attrs.get("allowzero", 0) else x[0].shape[i]
-            for i, s in enumerate(x[1])
-        ]
-        return x[0].reshape(shape)
-    if op == "Flatten":
-        return x[0].flatten(attrs.get("axis", 1)) if attrs.get("axis", 1) else x[0].reshape(1, -1)
-    if op == "Transpose":
-        return x[0].permute(*attrs["perm"])
-    if op == "Conv":
-        pads = list(attrs.get("pads", [0, 0, 0, 0]))
-        if pads[:2] != pads[2:]:
-            raise InvalidArgument(f"Conv with asymmetric pads {pads} is not supported")
-        return f.conv2d(
-            x[0],
-            x[1],
-            x[2] if len(x) > 2 else None,
-            stride=attrs.get("strides", 1),
-            padding=pads[:2],
-            dilation=attrs.get("dilations", 1),
-            groups=attrs.get("group", 1),
-        )
-    if op == "Gemm":
-        a = x[0].T if attrs.get("transA", 0) else x[0]
-        b = x[1].T if attrs.get("transB", 0) else x[1]
-        y = (a @ b) * attrs.get("alpha", 1.0)
-        if len(x) > 2 and x[2] is not None:
-            y = y + x[2] * attrs.get("beta", 1.0)
-        return y
-    if op == "MatMul":
-        return x[0] @ x[1]
-    if op == "Add":
-        return x[0] + x[1]
-    if op == "Mul":
-        return x[0] * x[1]
-    if op == "Relu":
-        return torch.relu(x[0])
-    if op == "Sigmoid":
-        return torch.sigmoid(x[0])
-    if op == "Softmax":
-        return torch.softmax(x[0], dim=attrs.get("axis", -1))
-    raise InvalidArgument(f"ONNX operator {op} is not supported")  # pragma: no cover
+    if op not in _OPS:  # pragma: no cover - the graph was checked against _OPS first
+        raise InvalidArgument(f"ONNX operator {op} is not supported")
+    return _OPS[op](torch, x, attrs)

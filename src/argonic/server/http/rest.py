@@ -133,13 +133,7 @@ def infer_request(name: str, version: str, body: bytes, header_length: int | Non
     view = memoryview(body)
     if header_length is None:
         header_length = len(view)
-    if not 0 <= header_length <= len(view):
-        raise InvalidArgument(f"{HEADER_LENGTH} {header_length} is outside the request body")
-    try:
-        header = json.loads(bytes(view[:header_length]))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidArgument(f"failed to parse the request JSON: {exc}") from None
-    header = _object(header, "the request")
+    header = _header(view, header_length)
     specs = header.get("inputs")
     if not isinstance(specs, list):
         raise InvalidArgument("the request's 'inputs' must be a list")
@@ -166,18 +160,33 @@ def infer_request(name: str, version: str, body: bytes, header_length: int | Non
     )
     decoded = RestRequest(request, binary_default=params.get("binary_data_output") is True)
     for i, spec in enumerate(out_specs):
-        spec = _object(spec, f"output {i}")
-        out = _str(spec.get("name"), f"output {i}: 'name'")
-        out_params = _object(spec.get("parameters", {}), f"output '{out}': 'parameters'")
-        if "classification" in out_params:
-            raise InvalidArgument(f"output '{out}': the classification extension is not supported")
-        request.outputs.append(out)
-        ref = shm.reference(out_params, f"output '{out}'")
-        if ref is not None:
-            request.output_regions[out] = ref
-        if "binary_data" in out_params:
-            decoded.binary_outputs[out] = out_params["binary_data"] is True
+        _output(decoded, _object(spec, f"output {i}"), i)
     return decoded
+
+
+def _header(view: memoryview, header_length: int) -> dict:
+    """The request's JSON header (the first ``header_length`` bytes of the body)."""
+    if not 0 <= header_length <= len(view):
+        raise InvalidArgument(f"{HEADER_LENGTH} {header_length} is outside the request body")
+    try:
+        header = json.loads(bytes(view[:header_length]))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidArgument(f"failed to parse the request JSON: {exc}") from None
+    return _object(header, "the request")
+
+
+def _output(decoded: RestRequest, spec: dict, i: int) -> None:
+    """One requested output: its name, shared-memory region and binary_data choice."""
+    out = _str(spec.get("name"), f"output {i}: 'name'")
+    out_params = _object(spec.get("parameters", {}), f"output '{out}': 'parameters'")
+    if "classification" in out_params:
+        raise InvalidArgument(f"output '{out}': the classification extension is not supported")
+    decoded.request.outputs.append(out)
+    ref = shm.reference(out_params, f"output '{out}'")
+    if ref is not None:
+        decoded.request.output_regions[out] = ref
+    if "binary_data" in out_params:
+        decoded.binary_outputs[out] = out_params["binary_data"] is True
 
 
 def infer_response(response: InferResponse, decoded: RestRequest) -> tuple[bytes, int | None]:
