@@ -116,7 +116,13 @@ CASES = {
     },
     "init-container": {
         "modelRepository": {"source": "init"},
-        "argonic": {"settings": {"load_model": "emtrkmichelid", "http_address": "127.0.0.1"}},
+        "argonic": {
+            "settings": {
+                "load_model": "emtrkmichelid",
+                "http_address": "127.0.0.1",
+                "saturation_threshold_ms": 100,
+            }
+        },
     },
     "secured": {
         "modelRepository": {"source": "hostPath"},
@@ -270,6 +276,7 @@ def test_argonic_container_command_is_accepted_by_argonic_serve():
     args = _serve_settings(c["args"], c)
     assert args.model_repository == "/models" and args.load_model == ["emtrkmichelid"]
     assert args.http_address == "127.0.0.1"  # the chart's settings map, as ARGONIC_SERVER__*
+    assert args.saturation_threshold_ms == 100  # saturation-aware discovery (SuperSONIC)
 
 
 def test_gpu_requests_and_model_volumes():

@@ -23,6 +23,7 @@ from support.processes import argonic_serve, wait_serving
 from tritonclient.utils import InferenceServerException
 
 from argonic.inference import make_interface
+from argonic.inference.remote.errors import RemoteInferenceError
 
 X = fuzz.patches(5, seed=11)
 ADMIN = ("admin-key", "s3cret")
@@ -55,7 +56,7 @@ def triton_scores(client, **kw) -> np.ndarray:
     )
 
 
-def remote_scores(address: str, repo: Path, **settings: str) -> np.ndarray:
+def remote_scores(address: str, repo: Path, **settings: object) -> np.ndarray:
     table = {"servers": [address], "model_repository": str(repo), "timeout_s": 10.0}
     interface = make_interface(
         {"interface": "remote", "batch_size": 64, "remote": {**table, **settings}}
@@ -172,7 +173,10 @@ def test_restricted_protocols(repo: Path, tmp_path: Path) -> None:
             client.unload_model(fuzz.MODEL, headers={key: value})
         assert client.is_server_live() and client.is_model_ready(fuzz.MODEL)
         # argonic's own client: its token setting sends "authorization: Bearer <token>"
-        mine = remote_scores(served.address, repo, token=TOKEN)
+        with pytest.raises(RemoteInferenceError, match="expecting header 'admin-key'"):
+            remote_scores(served.address, repo, token=TOKEN, retries=0)  # index restricted
+        # where the model-repository protocol is restricted, clients skip the index check
+        mine = remote_scores(served.address, repo, token=TOKEN, check_index=False)
         np.testing.assert_allclose(mine, truth(), atol=1e-5)
         # shared-memory registration is restricted too: refused before it touches /dev/shm
         with pytest.raises(InferenceServerException, match="expecting header 'admin-key'"):

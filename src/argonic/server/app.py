@@ -38,6 +38,7 @@ from argonic.server.http.endpoint import start_http
 from argonic.settings import ServerSettings
 
 log = logging.getLogger("argonic.server")
+SAMPLE_S = 1.0  # seconds between samples of the saturation metric
 
 
 class InferenceServer:
@@ -74,6 +75,7 @@ class InferenceServer:
         self._metrics = None
         self._stop_requested: asyncio.Event | None = None
         self._stopping: asyncio.Task | None = None
+        self._sampler: asyncio.Future | None = None
 
     async def start(self) -> None:
         """Load the models, then listen (ports 0 are replaced by the ports actually bound)."""
@@ -83,7 +85,13 @@ class InferenceServer:
             ModelRepository(self.model_repository),
             self.settings.model_control_mode,
             self.settings.max_inflight_bytes,
+            (
+                self.settings.saturation_threshold_ms,
+                self.settings.saturation_window_s,
+                self.settings.saturation_refuse_inference,
+            ),
         )
+        self._sampler = asyncio.ensure_future(self._sample_load())
         log.info("CPU %s", cpu.describe())
         await dp.load_all(self.settings.load_model or None)
         if self.settings.model_control_mode == "poll":
@@ -116,7 +124,7 @@ class InferenceServer:
                     dp, self.http_address, self.http_port, self.http_restricted, self.errors
                 )
             if self.metrics_port is not None:
-                exporter = MetricsExporter(self._model_stats)
+                exporter = MetricsExporter(self._model_stats, lambda: dp.saturation.load_ms)
                 self._metrics = start_metrics_server(exporter.render, self.host, self.metrics_port)
                 self.metrics_port = self._metrics.server_port
         except (RuntimeError, OSError) as exc:
@@ -156,8 +164,17 @@ class InferenceServer:
             self._stopping = asyncio.ensure_future(self._stop())
         return await asyncio.shield(self._stopping)
 
+    async def _sample_load(self) -> None:
+        """The saturation metric's samples, once a second (core.saturation)."""
+        while True:
+            if self.dataplane is not None:
+                self.dataplane.saturation.sample()
+            await asyncio.sleep(SAMPLE_S)
+
     async def _stop(self) -> dict[str, Any]:
         assert self.dataplane is not None
+        if self._sampler is not None:
+            self._sampler.cancel()
         if self.poller is not None:
             await self.poller.stop()
         log.info("draining: refusing new requests, waiting for in-flight ones")

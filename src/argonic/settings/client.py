@@ -70,6 +70,12 @@ class RemoteSettings(_Table):
     backoff_s: float = Field(
         0.5, ge=0, description="sleep before retry round k: `backoff_s * 2**(k - 1)`"
     )
+    check_index: bool = Field(
+        True,
+        description="ask a server for RepositoryIndex before using it (at start and after a "
+        "failure) and skip one that refuses: a saturated server refuses it (SuperSONIC's "
+        "signal, CMS's rule); `false` where the model-repository protocol is restricted",
+    )
     health_recheck_s: float = Field(
         10.0, ge=0, description="a failed server is tried last for this long"
     )

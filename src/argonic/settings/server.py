@@ -97,6 +97,21 @@ class ServerSettings(_Table):
         ge=1,
         description="largest gRPC message received or sent; above it RESOURCE_EXHAUSTED",
     )
+    saturation_threshold_ms: float = Field(
+        0.0,
+        ge=0,
+        description="refuse RepositoryIndex with UNAVAILABLE (SONIC clients then skip this "
+        "server) while the mean queue time per execution over `saturation_window_s` "
+        "(SuperSONIC's load metric) is above this many ms; 0: never",
+    )
+    saturation_window_s: float = Field(
+        30.0, gt=0, description="window of that metric, seconds (SuperSONIC's rate[30s])"
+    )
+    saturation_refuse_inference: bool = Field(
+        False,
+        description="while saturated, refuse new inference requests too (UNAVAILABLE), not "
+        "only RepositoryIndex",
+    )
     grpc_max_concurrent_streams: int = Field(
         MAX_CONCURRENT_STREAMS,
         ge=1,

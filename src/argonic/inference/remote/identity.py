@@ -190,10 +190,14 @@ def verify(
     model_name: str,
     version: str,
     options: CallOptions,
+    check_index: bool = True,
 ) -> ServedModel:
     """Readiness and identity checks of ``server`` (NotReady, ModelMismatchError,
-    grpc.RpcError); what it serves when they pass."""
+    grpc.RpcError); what it serves when they pass. ``check_index``: RepositoryIndex first,
+    which a saturated server refuses with UNAVAILABLE (the caller then skips it)."""
     kwargs = options.check()
+    if check_index:
+        server.rpc("RepositoryIndex")(service_pb2.RepositoryIndexRequest(ready=True), **kwargs)
     if not server.rpc("ServerReady")(service_pb2.ServerReadyRequest(), **kwargs).ready:
         raise NotReady("server not ready")
     model = {"name": model_name, "version": version}

@@ -2,7 +2,8 @@
 
 This module decides failover. Servers are tried in configured order, healthy ones first,
 then those that failed within ``health_recheck_s``; a server is used only once it passes
-the model checks (identity.verify) on its current channel. A request that fails with a
+the model checks (identity.verify: RepositoryIndex, which a saturated server refuses, then
+readiness and the model's identity) on its current channel. A request that fails with a
 retryable status (errors.RETRYABLE) is marked against that server and goes, whole, to the
 next; any other status is fatal. When every server failed the request in one round: start
 the local fallback server (``fallback = true``; started again if it died, at most
@@ -113,6 +114,7 @@ class ServerPool:
                 self.remote.model_name,
                 self.remote.model_version,
                 self.options,
+                self.remote.check_index,
             )
         except grpc.RpcError as error:
             code, text = status_code(error), describe(error)

@@ -20,6 +20,7 @@ from argonic.server.core.batcher import DynamicBatcher
 from argonic.server.core.limits import IdleTrim, InflightBytes
 from argonic.server.core.loader import LoadedFiles, ModelRepository
 from argonic.server.core.model_version import ModelVersion, batch_policy
+from argonic.server.core.saturation import Saturation
 from argonic.server.core.shm import SystemSharedMemory
 from argonic.server.core.stats import ModelStats
 from argonic.server.core.tensors import InferRequest, InferResponse
@@ -59,7 +60,9 @@ class DataPlane:
         repository: ModelRepository,
         model_control_mode: str = "none",
         max_inflight_bytes: int = MAX_INFLIGHT_BYTES,
+        saturation: tuple[float, float, bool] = (0.0, 30.0, False),
     ) -> None:
+        """``saturation``: (threshold ms, window s, refuse inference too); see core.saturation."""
         if model_control_mode not in MODEL_CONTROL_MODES:
             raise ValueError(f"model control mode must be one of {MODEL_CONTROL_MODES}")
         self.repository = repository
@@ -77,6 +80,11 @@ class DataPlane:
         self._idle.set()
         self._repository_lock = asyncio.Lock()  # one load/unload at a time
         self.shared_memory = SystemSharedMemory()
+        threshold_ms, window_s, self.refuse_inference = saturation
+        self.saturation = Saturation(self._all_stats, threshold_ms, window_s)
+
+    def _all_stats(self) -> list[ModelStats]:
+        return [m.stats for versions in list(self.models.values()) for m in list(versions.values())]
 
     # --- health -------------------------------------------------------------------------
 
@@ -126,6 +134,8 @@ class DataPlane:
         """Run one request; UNAVAILABLE once draining has begun."""
         if self.draining:
             raise Unavailable("Server is shutting down: new requests are refused")
+        if self.refuse_inference:
+            self.saturation.check("inference")
         model = self.model(request.model_name, request.model_version)
         self._in_flight += 1
         self._idle.clear()
@@ -151,7 +161,9 @@ class DataPlane:
     # --- repository ---------------------------------------------------------------------
 
     def index(self, ready_only: bool = False) -> list[IndexEntry]:
-        """RepositoryIndex: every model in the repository with its state."""
+        """RepositoryIndex: every model in the repository with its state (UNAVAILABLE while
+        saturated: core.saturation)."""
+        self.saturation.check("RepositoryIndex")
         entries = []
         for name in sorted(set(self.repository.names()) | set(self.models) | self.unloading):
             if self.models.get(name):

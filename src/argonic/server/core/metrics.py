@@ -4,7 +4,8 @@ The nv_* families are written by hand so that counters keep Triton's exact names
 (prometheus_client would append ``_total``), e.g. SuperSONIC's autoscaling query
 ``sum(rate(nv_inference_queue_duration_us[30s])) / (sum(rate(nv_inference_exec_count[30s]))*1000)``
 works unchanged. Durations are cumulative microseconds, as Triton's. Also exposed:
-``argonic_execution_batch_size`` (histogram of rows per model execution) and
+``argonic_execution_batch_size`` (histogram of rows per model execution),
+``argonic_queue_time_ms`` (SuperSONIC's load metric over the saturation window, core.saturation) and
 prometheus_client's process metrics (``process_cpu_seconds_total``, memory).
 """
 
@@ -124,8 +125,9 @@ def _gpu_utilization() -> dict[str, float]:
 class MetricsExporter:
     """Renders the text exposition for the models ``source`` lists."""
 
-    def __init__(self, source: ModelSource) -> None:
+    def __init__(self, source: ModelSource, load_ms: Callable[[], float] | None = None) -> None:
         self.source = source
+        self.load_ms = load_ms  # the saturation metric (core.saturation), if the server has one
         self.cpu = CpuUtilization()
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
@@ -149,6 +151,13 @@ class MetricsExporter:
                 "# TYPE nv_gpu_utilization gauge",
             ]
             lines += [f"nv_gpu_utilization{_labels(gpu_uuid=g)} {u}" for g, u in gpus.items()]
+        if self.load_ms is not None:
+            lines += [
+                "# HELP argonic_queue_time_ms Mean queue time per execution over the "
+                "saturation window, ms (SuperSONIC's load metric)",
+                "# TYPE argonic_queue_time_ms gauge",
+                f"argonic_queue_time_ms {self.load_ms():.6f}",
+            ]
         lines += [
             "# HELP argonic_execution_batch_size Rows per model execution",
             "# TYPE argonic_execution_batch_size histogram",
