@@ -30,9 +30,9 @@ SLOW_MODULES = {
     "test_python_api.py",
     "test_wheel.py",
     "reco/test_chain.py",
-    "server/test_overload.py",
+    "server/core/test_overload.py",
     "server/test_perf_analyzer.py",
-    "server/test_security.py",
+    "server/grpc/test_security.py",
     "study/test_runner.py",
 }
 _TESTS = Path(__file__).parent

@@ -1,8 +1,8 @@
 """Fuzzing the server over a real socket: valid seed messages for every RPC, byte mutations,
 raw sending through a grpc channel (identity serializers) and the statuses allowed back.
 
-Shared by tests/server/test_fuzz.py (hypothesis draws the mutations) and
-a long run of tests/server/test_fuzz.py (``ARGONIC_FUZZ_EXAMPLES``).
+Shared by tests/server/grpc/test_fuzz.py (hypothesis draws the mutations) and
+a long run of tests/server/grpc/test_fuzz.py (``ARGONIC_FUZZ_EXAMPLES``).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Valid seed messages of every RPC (tests/support/fuzz.py) are mutated byte-wise b
 hypothesis and sent raw through a grpc channel (identity serializers). Every answer must be
 a documented status (never UNKNOWN or INTERNAL), the server logs no traceback and a bounded
 number of lines, and a valid request afterwards gets the same scores as before. The long
-run: ``ARGONIC_FUZZ_EXAMPLES=10000 pytest tests/server/test_fuzz.py``.
+run: ``ARGONIC_FUZZ_EXAMPLES=10000 pytest tests/server/grpc/test_fuzz.py``.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from support.models import tiny_repository
 from argonic.server import running_server
 from argonic.server.core import shm
 
-SPEC = Path(__file__).parents[2] / "docs" / "openapi" / "kserve-v2.yaml"
+SPEC = Path(__file__).parents[3] / "docs" / "openapi" / "kserve-v2.yaml"
 schema = schemathesis.openapi.from_path(SPEC)
 CHECKS = [
     not_a_server_error,
