@@ -40,11 +40,10 @@ from argonic.patches import event_patches
 from argonic.procs import serve_command
 from argonic.repository import shipped_repository
 from argonic.repository.model_config import load_config
+from argonic.server.backends import cpu
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-#: the instruction sets that decide this project's speed (int8 VNNI, bf16, AMX)
-FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
 
 
 def _cpuinfo() -> dict[str, str]:
@@ -72,7 +71,6 @@ def machine() -> dict[str, Any]:
     """The machine a figure comes from: CPU model, cores, the relevant CPU flags, memory,
     Python, date and commit."""
     info = _cpuinfo()
-    flags = set(info.get("flags", "").split())
     affinity = getattr(os, "sched_getaffinity", None)
     pages = (
         os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 0
@@ -80,7 +78,7 @@ def machine() -> dict[str, Any]:
     return {
         "cpu": info.get("model name", platform.processor() or platform.machine()),
         "cores": len(affinity(0)) if affinity else os.cpu_count(),
-        "cpu_flags": [f for f in FLAGS if f in flags],
+        "cpu_flags": cpu.describe(),  # what the server reads: VNNI, AVX-512, BF16, AMX
         "memory_gib": round(pages / 2**30, 1),
         "python": platform.python_version(),
         "date": datetime.date.today().isoformat(),

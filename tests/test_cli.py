@@ -153,3 +153,20 @@ def test_show_draws_predictions_beside_the_truth(workdir):
     (workdir / "shown.h5").rename(workdir / "elsewhere" / "moved.h5")
     r = argonic("show", "moved.h5", "-o", "x.png", cwd=workdir / "elsewhere")
     assert r.returncode == 2 and "--reco" in r.stderr and len(r.stderr.splitlines()) == 1
+
+
+def test_health_builds_no_settings_flags():
+    """`argonic health` (the container's HEALTHCHECK, every few seconds) parses only its own
+    options: the flags generated from the settings models (pydantic) are not imported."""
+    code = (
+        "import contextlib, sys; from argonic.cli import main\n"
+        "with contextlib.suppress(SystemExit): main(['health', '127.0.0.1:1', '--timeout', '0.1'])\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('argonic.settings', 'pydantic'))))"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert run.stdout.strip().splitlines()[-1] == "[]", run.stdout + run.stderr
+    # and a serve command still gets every [server] key as a flag
+    from argonic.cli import build_parser
+
+    args = build_parser("serve").parse_args(["serve", "--saturation-threshold-ms", "5"])
+    assert getattr(args, "server.saturation_threshold_ms") == 5.0
