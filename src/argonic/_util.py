@@ -144,3 +144,20 @@ def release_free_memory() -> bool:
         return False
     trim(0)
     return True
+
+
+def raise_open_files_limit(need: int | None = None) -> tuple[int, int]:
+    """Raise this process's soft limit of open files to ``need`` (None: to the hard limit),
+    never above the hard limit; return (soft, hard) as they are now. A server with thousands
+    of client connections needs one descriptor per connection (as nginx's worker_rlimit_nofile
+    or Go's runtime do, the soft limit is raised rather than left at a distribution's 1024)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if need is None else need
+    if hard != resource.RLIM_INFINITY:
+        want = min(want, hard)
+    if soft != resource.RLIM_INFINITY and want > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        soft = want
+    return soft, hard

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -74,6 +75,16 @@ def port_free(host: str, port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def free_port_block(n: int, host: str = "127.0.0.1", start: int = 20000, stop: int = 32000) -> int:
+    """A random port p below the ephemeral range with p .. p+n-1 all free on ``host`` now."""
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(start, stop - n)
+        if all(port_free(host, base + i) for i in range(n)):
+            return base
+    raise RuntimeError(f"no block of {n} free ports found")
 
 
 # --- /proc ----------------------------------------------------------------------------------

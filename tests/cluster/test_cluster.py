@@ -22,15 +22,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tomllib
-from support.cluster import (
-    cluster_repository,
-    free_port_block,
-    metric,
-    remote_config,
-)
+from support.cluster import cluster_repository, metric, remote_config
 from support.models import ort_scores, random_patches
 
 from argonic import procs
+from argonic.procs import free_port_block
 
 pytestmark = pytest.mark.skipif(
     shutil.which("nginx") is None, reason="nginx not installed (Debian package nginx)"
@@ -67,17 +63,7 @@ def _cluster_up_cli(repo: Path, base: int, run_dir: Path, *extra: str) -> list[s
 def _cluster(repo: Path, run_dir: Path, replicas: int, **kw):
     from argonic.cluster import Cluster
 
-    base = free_port_block(1 + 2 * replicas)
-    return Cluster(
-        repo,
-        replicas,
-        grpc_port=base,
-        replica_port=base + 1,
-        metrics_port=base + 1 + replicas,
-        run_dir=run_dir,
-        start_timeout_s=60,
-        **kw,
-    )
+    return Cluster.on_free_ports(repo, replicas, run_dir=run_dir, start_timeout_s=60, **kw)
 
 
 def _scrape(endpoint: str) -> str:

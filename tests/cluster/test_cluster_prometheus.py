@@ -25,10 +25,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml  # PyYAML (test extra)
-from support.cluster import cluster_repository, free_port_block
+from support.cluster import cluster_repository
 from support.models import random_patches
 
 from argonic import procs
+from argonic.procs import free_port_block
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"

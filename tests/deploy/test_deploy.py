@@ -279,6 +279,34 @@ def test_argonic_container_command_is_accepted_by_argonic_serve():
     assert args.saturation_threshold_ms == 100  # saturation-aware discovery (SuperSONIC)
 
 
+def test_tracing_passes_tritons_trace_flags_to_either_server():
+    """SuperSONIC's --trace-config set, the pod's name from the downward API."""
+    from argonic.tracing import parse_trace_config
+
+    values = {"tracing": {"enabled": True, "url": "sonic-opentelemetry-collector:4318/v1/traces"}}
+    repository = {"source": "hostPath", "mountPath": "/models"}  # Triton's image has none
+    for server in ("argonic", "triton"):
+        c = server_container(render({**values, "server": server, "modelRepository": repository}))
+        flags = [a for a in c["args"] if a.startswith("--trace-config=")]
+        assert flags == [
+            "--trace-config=mode=opentelemetry",
+            "--trace-config=opentelemetry,url=sonic-opentelemetry-collector:4318/v1/traces",
+            "--trace-config=opentelemetry,resource=pod_name=$(POD_NAME)",
+            "--trace-config=rate=100",
+            "--trace-config=level=TIMESTAMPS",
+            "--trace-config=count=-1",
+        ]
+        env = {e["name"]: e for e in c["env"]}
+        assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    args = _serve_settings(server_container(render(values))["args"])
+    config = parse_trace_config(args.trace_config)
+    assert config.on and config.rate == 100 and config.resource == {"pod_name": "$(POD_NAME)"}
+    assert config.url == "http://sonic-opentelemetry-collector:4318/v1/traces"
+    assert not [a for a in server_container(render())["args"] if "trace" in a]
+    with pytest.raises(Exception, match="tracing.url"):
+        render({"tracing": {"enabled": True}})
+
+
 def test_gpu_requests_and_model_volumes():
     docs = render(CASES["triton-pvc-hpa"])
     c = server_container(docs)
@@ -667,9 +695,8 @@ def test_real_triton_accepts_the_charts_arguments_and_answers_its_grpc_probe(tmp
     import urllib.error
     import urllib.request
 
-    from support.cluster import free_port_block
-
     from argonic.cluster import health_check
+    from argonic.procs import free_port_block
 
     base = free_port_block(3)
     values = {
@@ -679,6 +706,8 @@ def test_real_triton_accepts_the_charts_arguments_and_answers_its_grpc_probe(tmp
         # PyTriton's tritonserver has only the Python backend, so it cannot load the
         # shipped ONNX model: start it on an empty repository, loading nothing
         "triton": {"loadModels": []},
+        # the same --trace-config flags as argonic's (OpenTelemetry mode, SuperSONIC's set)
+        "tracing": {"enabled": True, "url": f"127.0.0.1:{base}/v1/traces"},
     }
     c = server_container(render(values))
     probe_port = c["readinessProbe"]["grpc"]["port"]

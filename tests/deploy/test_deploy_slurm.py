@@ -20,7 +20,9 @@ from pathlib import Path
 
 import h5py
 import pytest
-from support.cluster import cluster_repository, free_port_block
+from support.cluster import cluster_repository
+
+from argonic.procs import free_port_block
 
 ROOT = Path(__file__).resolve().parents[2]
 SLURM = ROOT / "deploy" / "slurm"

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
-from argonic.procs import port_free
 from support.models import tiny_repository
 
 # queue bound and one thread per replica: servers leave the two shared cores to the load
@@ -56,13 +53,3 @@ def metric(text: str, name: str) -> float:
         if line.startswith(name + "{") or line.startswith(name + " "):
             total += float(line.rsplit(None, 1)[1])
     return total
-
-
-def free_port_block(n: int, host: str = "127.0.0.1", start: int = 20000, stop: int = 32000) -> int:
-    """A random port p below the ephemeral range with p .. p+n-1 all free on ``host`` now."""
-    rng = np.random.default_rng()
-    for _ in range(200):
-        base = int(rng.integers(start, stop - n))
-        if all(port_free(host, base + i) for i in range(n)):
-            return base
-    raise RuntimeError(f"no block of {n} free ports found")

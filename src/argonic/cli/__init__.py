@@ -43,7 +43,7 @@ from argonic.cli.serving import (
     _serve_args,
 )
 from argonic.cli.simulate import _show, _show_args, _simulate, _simulate_args
-from argonic.cli.study import _study, _study_args
+from argonic.cli.study import _farm, _farm_args, _study, _study_args
 from argonic.cli.train import (
     _quantize,
     _quantize_args,
@@ -127,6 +127,12 @@ COMMANDS: dict[
         "the scaling study: N simultaneous clients against one server, the latency-model fit, plots",
         _study_args,
         _study,
+    ),
+    "farm": (
+        "the farm model (discrete-event): the paper's saturation points, and the GPUs, per-site "
+        "bandwidth and autoscaling time a farm of N clients needs",
+        _farm_args,
+        _farm,
     ),
 }
 

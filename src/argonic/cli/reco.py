@@ -111,6 +111,9 @@ def reco_settings(a: argparse.Namespace) -> Settings:
 def _reco(a: argparse.Namespace) -> Summary:
     from argonic.reco.chain import format_table
     from argonic.reco.executors import run_reco
+    from argonic.tracing import install_client_tracing
+
+    install_client_tracing()  # OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT set: spans exported
 
     summary = run_reco(
         a.events_file,
@@ -224,6 +227,9 @@ def _run_args(p: argparse.ArgumentParser) -> None:
 def _run(a: argparse.Namespace) -> Summary | None:
     from argonic.pipeline import run_sonic
     from argonic.reco.chain import format_table
+    from argonic.tracing import install_client_tracing
+
+    install_client_tracing()
 
     s = run_sonic(
         a.workdir,

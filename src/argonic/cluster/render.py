@@ -33,6 +33,14 @@ def nginx_template() -> str:
         raise ClusterError(f"cannot read the nginx template {path}: {exc}") from None
 
 
+def _nofile(most: int = 65536) -> int:
+    """The open-file limit nginx may set itself (``worker_rlimit_nofile``)."""
+    import resource
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    return most if hard == resource.RLIM_INFINITY else min(most, hard)
+
+
 def render_nginx_config(
     template: str,
     run_dir: Path,
@@ -61,6 +69,10 @@ def render_nginx_config(
         "TIMEOUT_S": str(timeout_s),
         "MAX_BODY": max_body,
         "WORKERS": str(workers),
+        # two descriptors per client connection (client and replica side), up to what this
+        # process may give nginx (its hard limit): nginx raises its own soft limit to it
+        "NOFILE": str(_nofile()),
+        "CONNECTIONS": str(max(4096, _nofile() // 2)),
     }
     lines = []
     for line in template.splitlines():

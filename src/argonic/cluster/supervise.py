@@ -94,6 +94,14 @@ class Cluster:
         self.replicas: list[Proc] = []
         self.balancer: Proc | None = None
 
+    @classmethod
+    def on_free_ports(cls, model_repository: str | Path, replicas: int = 2, **kw: Any) -> Cluster:
+        """A cluster on loopback ports free now: the balancer's, then the replicas' gRPC
+        and metrics ports (tests and benchmarks)."""
+        base = procs.free_port_block(1 + 2 * replicas)
+        ports = {"grpc_port": base, "replica_port": base + 1, "metrics_port": base + 1 + replicas}
+        return cls(model_repository, replicas, **ports, **kw)
+
     def _write_server_config(self) -> None:
         """The replicas' ``[server]`` table (every key but those the cluster sets per
         replica) as the TOML file each replica reads with ``--config``."""

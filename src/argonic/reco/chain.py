@@ -32,6 +32,7 @@ from argonic.reco.michel_context import MichelContext
 from argonic.reco.module import EmTrackMichelId
 from argonic.reco.sigproc import deconvolve_frames, filter_frames
 from argonic.settings import RecoSettings
+from argonic.tracing import client_span
 
 
 @dataclass
@@ -51,9 +52,11 @@ class EventResult:
 
     @contextmanager
     def timed(self, module: str) -> Iterator[None]:
+        """Time one module (wall and CPU), as a tracing span too (argonic.tracing)."""
         w0, c0 = time.perf_counter(), time.process_time()
         try:
-            yield
+            with client_span(module):
+                yield
         finally:
             self.wall[module] = self.wall.get(module, 0.0) + time.perf_counter() - w0
             self.cpu[module] = self.cpu.get(module, 0.0) + time.process_time() - c0
@@ -103,7 +106,18 @@ def reco_event(
     """Run the chain's modules on event ``index`` of ``events``: read, signal processing
     where the event has raw waveforms, hit finding, EmTrackMichelId, then MichelContext
     where given; ``options``: the ``[reco]`` settings of the signal processing and of
-    what the result keeps (default: the defaults)."""
+    what the result keeps (default: the defaults). Traced as one "event" span."""
+    with client_span("event", **{"event.index": index}):
+        return _reco_event(events, index, module, context, options)
+
+
+def _reco_event(
+    events: EventFile,
+    index: int,
+    module: EmTrackMichelId,
+    context: MichelContext | None,
+    options: RecoSettings | None,
+) -> EventResult:
     options = options or RecoSettings()
     result = EventResult(index, (0, 0, 0), Hits(), np.zeros((0, 4), np.float32))
     p0, i0 = module.seconds_patches, module.seconds_inference

@@ -12,6 +12,7 @@ from argonic.detector.event import Event, Hits
 from argonic.detector.geometry import Detector, get_detector
 from argonic.inference.base import ModelInterface
 from argonic.patches import PATCH_SIZE, cut_patches, plane_image
+from argonic.tracing import client_span
 
 N_SCORES = 4  # [track, em, none, michel]
 
@@ -84,7 +85,8 @@ class EmTrackMichelId:
                 continue
             t1 = time.perf_counter()
             cut0 = self.interface.seconds_patches
-            scores[idx] = self.interface.predict_plane(image, wire, peak_tick)
+            with client_span("plane", **{"tpc": tpc, "plane": plane, "hits": len(idx)}):
+                scores[idx] = self.interface.predict_plane(image, wire, peak_tick)
             cut = self.interface.seconds_patches - cut0
             self.seconds_patches += t1 - t0 + cut
             self.seconds_inference += time.perf_counter() - t1 - cut

@@ -16,6 +16,7 @@ from typing import Any
 import grpc
 from grpc_reflection.v1alpha import reflection
 
+from argonic._util import raise_open_files_limit
 from argonic.repository import shipped_repository
 from argonic.server.backends import cpu
 from argonic.server.core.dataplane import DataPlane
@@ -36,9 +37,11 @@ from argonic.server.grpc.security import (
 from argonic.server.grpc.servicer import SERVICE_FULL_NAME, InferenceServicer, add_to_server
 from argonic.server.http.endpoint import start_http
 from argonic.settings import ServerSettings
+from argonic.tracing import ServerTracer, parse_trace_config, tracer_provider
 
 log = logging.getLogger("argonic.server")
 SAMPLE_S = 1.0  # seconds between samples of the saturation metric
+MAX_PENDING_CALLS = 1 << 16  # calls gRPC core may hold until the event loop takes them
 
 
 class InferenceServer:
@@ -91,6 +94,10 @@ class InferenceServer:
                 self.settings.saturation_refuse_inference,
             ),
         )
+        trace = parse_trace_config(self.settings.trace_config)
+        if trace.on:
+            dp.tracer = ServerTracer(trace, tracer_provider(trace, "argonic-server"))
+            log.info("tracing (OpenTelemetry) to %s, one request in %d", trace.url, trace.rate)
         self._sampler = asyncio.ensure_future(self._sample_load())
         log.info("CPU %s", cpu.describe())
         await dp.load_all(self.settings.load_model or None)
@@ -102,6 +109,11 @@ class InferenceServer:
             ("grpc.max_receive_message_length", self.settings.grpc_max_message_bytes),
             ("grpc.max_concurrent_streams", self.settings.grpc_max_concurrent_streams),
             ("grpc.so_reuseport", 0),
+            # gRPC core drops calls the event loop has not yet taken beyond 1,000 waiting
+            # (at random, all beyond 3,000) with CANCELLED, which clients do not retry; the
+            # server's own admission refuses with UNAVAILABLE instead (docs/operations.md)
+            ("grpc.server.max_pending_requests", MAX_PENDING_CALLS),
+            ("grpc.server.max_pending_requests_hard_limit", MAX_PENDING_CALLS),
         ]  # a busy port is an error, not a shared port
         self._grpc = grpc.aio.server(options=options, interceptors=self.interceptors)
         add_to_server(InferenceServicer(dp, self.errors), self._grpc)
@@ -146,6 +158,7 @@ class InferenceServer:
             f"http://{self.http_address}:{self.http_port}" if self._http else "(off)",
             f"http://{self.host}:{self.metrics_port}/metrics" if self._metrics else "(off)",
         )
+        log.info("open files limit %d (one per client connection)", raise_open_files_limit()[0])
 
     def request_stop(self) -> None:
         """Ask ``wait`` to drain and stop (call on the server's event loop, e.g. from a signal)."""
@@ -191,6 +204,8 @@ class InferenceServer:
         if self._metrics is not None:
             self._metrics.shutdown()
             self._metrics.server_close()
+        if self.dataplane.tracer is not None:
+            self.dataplane.tracer.shutdown()  # exports the spans still batched
         log.info("stopped (%s)", "all requests answered" if drained else "drain timed out")
         return {**summary, "drained": drained}
 
@@ -237,6 +252,7 @@ def serve(settings: ServerSettings) -> dict[str, Any]:
         logging.basicConfig(
             level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s"
         )
+    raise_open_files_limit()  # one per client connection (docs/operations.md)
 
     async def main() -> dict[str, Any]:
         server = InferenceServer(settings)

@@ -116,9 +116,15 @@ class ServerSettings(_Table):
         MAX_CONCURRENT_STREAMS,
         ge=1,
         description="HTTP/2 streams (calls) one gRPC connection may have open at once; the "
-        "excess is refused (REFUSED_STREAM: clients see UNAVAILABLE and retry). Without a "
-        "limit gRPC cancelled calls beyond ~2,300 on one connection (clients saw CANCELLED), "
-        "and with 1,024 a few still",
+        "excess is refused (REFUSED_STREAM: clients see UNAVAILABLE and retry)",
+    )
+    trace_config: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Triton's tracing settings, OpenTelemetry mode: `level=TIMESTAMPS` (on; "
+        "default OFF), `rate=N` (one request in N; default 1000), `count=N` (-1: no limit), "
+        "`opentelemetry,url=HOST:PORT/v1/traces` (OTLP/HTTP), `opentelemetry,resource=K=V`, "
+        "`opentelemetry,bsp_*=N`; a request carrying a sampled W3C traceparent is always "
+        "traced (repeatable; needs argonic[tracing])",
     )
     max_inflight_bytes: int = Field(
         MAX_INFLIGHT_BYTES,
@@ -128,7 +134,13 @@ class ServerSettings(_Table):
         "decoded (0: no cap)",
     )
 
-    @field_validator("load_model", "grpc_restricted_protocol", "http_restricted_api", mode="before")
+    @field_validator(
+        "load_model",
+        "grpc_restricted_protocol",
+        "http_restricted_api",
+        "trace_config",
+        mode="before",
+    )
     @classmethod
     def _split(cls, value: Any) -> Any:
         """An environment variable gives one string: ``a;b`` (restrictions hold commas)."""
@@ -145,4 +157,10 @@ class ServerSettings(_Table):
                 "grpc_use_ssl needs grpc_server_cert and grpc_server_key "
                 "(--grpc-use-ssl needs --grpc-server-cert and --grpc-server-key)"
             )
+        from argonic.tracing import TraceConfigError, parse_trace_config
+
+        try:  # a bad setting fails here, before anything starts
+            parse_trace_config(self.trace_config)
+        except TraceConfigError as exc:
+            raise ValueError(str(exc)) from None
         return self

@@ -10,6 +10,10 @@ from typing import Any
 
 import numpy as np
 
+from argonic.inference.base import PATCH_SHAPE
+from argonic.patches import cut_patches, encode_plane
+from argonic.settings import RemoteSettings
+
 
 class _CapturingInterface:
     """Stands in for the ModelInterface while measuring: keeps the patches, answers zeros."""
@@ -20,6 +24,58 @@ class _CapturingInterface:
     def predict(self, patches: np.ndarray) -> np.ndarray:
         self.planes.append(np.array(patches, np.float32, copy=True))
         return np.zeros((len(patches), 4), np.float32)
+
+
+class _PlaneCapturingInterface(_CapturingInterface):
+    """Also keeps each plane's image and hits (the module ships whole planes to an interface
+    with ``predict_plane``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.plane_inputs: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.seconds_patches = 0.0
+
+    def predict_plane(self, image: np.ndarray, wire: np.ndarray, tick: np.ndarray) -> np.ndarray:
+        image = np.array(image, np.float32)
+        self.plane_inputs.append((image, np.array(wire), np.array(tick)))
+        patches = np.zeros((len(wire), *PATCH_SHAPE), np.float32)
+        cut_patches(image, wire, tick, out=patches[..., 0])
+        return self.predict(patches)
+
+
+def recorded_requests(
+    events_file: str | os.PathLike[str],
+    mode: str = "patch",
+    batch_size: int = 16,
+    remote: RemoteSettings | None = None,
+) -> list[bytes]:
+    """The ModelInfer requests argonic's client sends for the events of ``events_file``:
+    patch mode, ``batch_size`` patches each (plain fp32), or plane mode, one per (TPC, plane)."""
+    from argonic.detector.eventfile import EventFile
+    from argonic.inference.remote.identity import ModelSignature
+    from argonic.inference.remote.wire import Encoder
+    from argonic.reco.chain import reco_event
+    from argonic.reco.module import EmTrackMichelId
+
+    if mode not in ("patch", "plane"):
+        raise ValueError(f"mode must be 'patch' or 'plane', not {mode!r}")
+    remote = remote or RemoteSettings()
+    encoder = Encoder(remote, ModelSignature.default(remote.model_name))
+    requests: list[bytes] = []
+    with EventFile(events_file) as events:
+        for i in range(len(events)):
+            capture = _PlaneCapturingInterface() if mode == "plane" else _CapturingInterface()
+            reco_event(events, i, EmTrackMichelId(capture, events.detector))  # type: ignore[arg-type]
+            if mode == "plane":
+                assert isinstance(capture, _PlaneCapturingInterface)
+                requests += [encoder.plane(encode_plane(*p), "none") for p in capture.plane_inputs]
+                continue
+            patches = np.concatenate(capture.planes)
+            requests += [
+                encoder.patches(patches[s : s + batch_size], ("FP32", "none"))
+                for s in range(0, len(patches), batch_size)
+            ]
+    return requests
 
 
 def prepare_workload(

@@ -49,3 +49,15 @@ grpc:
   port: {{ .Values.ports.grpc }}
 {{- end -}}
 {{- end }}
+
+{{/* Triton's --trace-config flags (both servers take them), from .Values.tracing */}}
+{{- define "argonic.traceArgs" -}}
+{{- if .Values.tracing.enabled }}
+- --trace-config=mode=opentelemetry
+- --trace-config=opentelemetry,url={{ required "tracing.url: the OTLP/HTTP collector, host:port/v1/traces" .Values.tracing.url }}
+- --trace-config=opentelemetry,resource=pod_name=$(POD_NAME)
+- --trace-config=rate={{ .Values.tracing.rate | int }}
+- --trace-config=level={{ .Values.tracing.level }}
+- --trace-config=count={{ .Values.tracing.count | int }}
+{{- end }}
+{{- end }}

@@ -13,6 +13,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 import numpy as np
@@ -24,6 +25,7 @@ from argonic.inference.remote.pool import Attempt, ServerPool
 from argonic.inference.remote.shm import SharedMemoryPatches, Slot
 from argonic.inference.remote.stats import CallStats
 from argonic.inference.remote.wire import Encoder, Encoding
+from argonic.tracing import end_request_span, start_request_span
 
 
 @dataclass
@@ -37,6 +39,7 @@ class Job:
     plane: dict[str, np.ndarray] | None = None  # a plane-mode request's tensors
     slot: Slot | None = None  # the shared memory slot holding its patches (same-host server)
     attempt: Attempt = field(default_factory=Attempt)
+    span: Any = None  # its OpenTelemetry span while in flight (argonic.tracing)
 
 
 InFlight = tuple[Job, Server, grpc.Future]
@@ -79,6 +82,7 @@ class Dispatcher:
         except BaseException:
             for job, _, future in in_flight:
                 future.cancel()
+                end_request_span(job.span)
                 self._free_slot(job)
             raise
         finally:
@@ -119,6 +123,7 @@ class Dispatcher:
             try:
                 raw = future.result()
             except grpc.RpcError as error:
+                end_request_span(job.span, error)
                 in_shm = job.slot is not None
                 self._free_slot(job)
                 call.wait_s += time.perf_counter() - t0
@@ -130,6 +135,7 @@ class Dispatcher:
                 pending.appendleft(job)
                 continue
             t1 = time.perf_counter()
+            end_request_span(job.span)
             if job.slot is not None:
                 try:
                     self.shm.scores(job.slot, raw, out[job.start : job.stop])
@@ -176,7 +182,9 @@ class Dispatcher:
             job.encoding = encoding
             call.serialise_s += time.perf_counter() - t0
         t0 = time.perf_counter()
-        future = server.rpc("ModelInfer", raw=True).future(job.payload, **self.options.infer())
+        job.span, traceparent = start_request_span("ModelInfer", server.address)
+        options = self.options.infer(traceparent)
+        future = server.rpc("ModelInfer", raw=True).future(job.payload, **options)
         call.serialise_s += time.perf_counter() - t0  # the send is queued here
         call.requests += 1
         call.bytes_sent += len(job.payload)

@@ -106,10 +106,10 @@ class CallOptions:
             "metadata": self.metadata,
         }
 
-    def infer(self) -> dict[str, Any]:
-        """Keyword arguments of a ModelInfer RPC."""
+    def infer(self, extra: tuple[tuple[str, str], ...] = ()) -> dict[str, Any]:
+        """Keyword arguments of a ModelInfer RPC (``extra``: more metadata, a traceparent)."""
         return {
             "timeout": self.timeout_s,
-            "metadata": self.metadata,
+            "metadata": (self.metadata or ()) + extra or None,
             "compression": self.compression,
         }

@@ -34,6 +34,7 @@ from argonic.server.errors import (
     unknown_model,
 )
 from argonic.settings.server import MAX_INFLIGHT_BYTES
+from argonic.tracing import RequestTrace, ServerTracer
 
 log = logging.getLogger("argonic.server")
 
@@ -82,6 +83,7 @@ class DataPlane:
         self.shared_memory = SystemSharedMemory()
         threshold_ms, window_s, self.refuse_inference = saturation
         self.saturation = Saturation(self._all_stats, threshold_ms, window_s)
+        self.tracer: ServerTracer | None = None  # set by the server when tracing is on
 
     def _all_stats(self) -> list[ModelStats]:
         return [m.stats for versions in list(self.models.values()) for m in list(versions.values())]
@@ -130,8 +132,25 @@ class DataPlane:
 
     # --- inference ----------------------------------------------------------------------
 
-    async def infer(self, request: InferRequest) -> InferResponse:
-        """Run one request; UNAVAILABLE once draining has begun."""
+    def begin_trace(self, headers: Any, protocol: str) -> RequestTrace | None:
+        """The trace of a request now received, if tracing is on and picks it."""
+        return None if self.tracer is None else self.tracer.begin(headers or (), protocol)
+
+    async def infer(
+        self, request: InferRequest, trace: RequestTrace | None = None
+    ) -> InferResponse:
+        """Run one request (its spans written when ``trace``); UNAVAILABLE once draining."""
+        if trace is None:
+            return await self._infer(request)
+        try:
+            response = await self._infer(request)
+        except BaseException as exc:
+            trace.end(request.model_name, exc)
+            raise
+        trace.end(request.model_name, response)
+        return response
+
+    async def _infer(self, request: InferRequest) -> InferResponse:
         if self.draining:
             raise Unavailable("Server is shutting down: new requests are refused")
         if self.refuse_inference:

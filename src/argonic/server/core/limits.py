@@ -76,8 +76,7 @@ class InflightBytes:
         # at HTTP/2 flow control (reading and dropping it instead let gRPC buffer every
         # refused message: 5.0 GB instead of 0.76 GB peak for 64 x 1693 patches). Clients
         # see UNAVAILABLE: the CANCELLED some saw under heavy overload came from gRPC
-        # cancelling calls beyond ~2,300 open on one connection, now refused first
-        # (ServerSettings.grpc_max_concurrent_streams).
+        # core's backlog of calls not yet taken by the event loop (app.MAX_PENDING_CALLS).
         self._take(guess)
         try:
             data = await anext(messages, None)

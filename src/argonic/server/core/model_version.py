@@ -19,7 +19,13 @@ from argonic.repository.model_config import (
 )
 from argonic.server.core.batcher import BatchPolicy, DynamicBatcher, QueuePolicy
 from argonic.server.core.stats import ModelStats
-from argonic.server.core.tensors import InferRequest, InferResponse, InputTensor, OutputTensor
+from argonic.server.core.tensors import (
+    InferRequest,
+    InferResponse,
+    InputTensor,
+    OutputTensor,
+    Timestamps,
+)
 from argonic.server.errors import InvalidArgument, ServerError
 
 
@@ -102,8 +108,10 @@ class ModelVersion:
     async def infer(self, request: InferRequest) -> InferResponse:
         """Validate, queue, wait for the result; count success or failure."""
         start = time.monotonic_ns()
+        received = time.time_ns()
         try:
             inputs, rows = self.validate(request)
+            queued = time.time_ns()
             outputs, timing = await self.batcher.submit(
                 inputs, rows, request.priority, request.timeout_us
             )
@@ -113,11 +121,15 @@ class ModelVersion:
         self.stats.record_success(rows, time.monotonic_ns() - start, timing)
         wanted = request.outputs or [o.name for o in self.config.output]
         types = {o.name: datatype_name(o.data_type) for o in self.config.output}
+        t = timing
         return InferResponse(
             self.name,
             str(self.version),
             request.id,
             [OutputTensor(n, types[n], outputs[n]) for n in wanted],
+            Timestamps(
+                received, queued, t.queue_ns, t.input_ns, t.infer_ns, t.output_ns, time.time_ns()
+            ),
         )
 
     def validate(self, request: InferRequest) -> tuple[dict[str, np.ndarray], int]:

@@ -53,6 +53,41 @@ class OutputTensor:
     shm: SharedMemoryRef | None = None  # written to shared memory: not sent in the response
 
 
+@dataclass(frozen=True)
+class Timestamps:
+    """When one request met Triton's trace points (epoch ns, for tracing): received by the
+    model, queued, computed (input, infer, output: the summed durations of its executions
+    laid end to end from the end of its queueing), answered."""
+
+    request_start: int
+    queue_start: int
+    queue_ns: int
+    input_ns: int
+    infer_ns: int
+    output_ns: int
+    request_end: int
+
+    @property
+    def compute_start(self) -> int:
+        return self.queue_start + self.queue_ns
+
+    @property
+    def compute_end(self) -> int:
+        return min(
+            self.request_end, self.compute_start + self.input_ns + self.infer_ns + self.output_ns
+        )
+
+    def compute_events(self) -> list[tuple[str, int]]:
+        """Triton's compute span events."""
+        t = self.compute_start
+        return [
+            ("COMPUTE_START", t),
+            ("COMPUTE_INPUT_END", t + self.input_ns),
+            ("COMPUTE_OUTPUT_START", t + self.input_ns + self.infer_ns),
+            ("COMPUTE_END", self.compute_end),
+        ]
+
+
 @dataclass
 class InferResponse:
     """The answer to one InferRequest."""
@@ -61,3 +96,4 @@ class InferResponse:
     model_version: str
     id: str
     outputs: list[OutputTensor]
+    timestamps: Timestamps | None = None

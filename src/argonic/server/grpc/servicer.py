@@ -90,6 +90,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(self, messages: AsyncIterator[bytes], context):
         """Registered stream-unary: its one message is read once admitted (limits.py)."""
         admission = self.dataplane.admission
+        trace = self.dataplane.begin_trace(context.invocation_metadata(), "grpc")
         async with admission.receive(messages) as data:
             request = _parse_infer(data)
             if isinstance(request, wire.Malformed):
@@ -97,7 +98,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             expands = codec.request_bytes(request.message, request.nbytes) - request.nbytes
             with admission.admit(expands):  # compressed tensors: room for what they expand to
                 decoded = codec.infer_request(request.message, request.raw)
-                return codec.infer_response(await self.dataplane.infer(decoded))
+                return codec.infer_response(await self.dataplane.infer(decoded, trace))
 
     async def ModelStreamInfer(
         self, request_iterator, context

@@ -116,24 +116,26 @@ class HttpRoutes:
     @_answers_errors
     async def infer(self, request: web.Request) -> web.Response:
         name, version = _name_version(request)
+        trace = self.dp.begin_trace(request.headers.items(), "http")
         length = request.headers.get(rest.HEADER_LENGTH)
         if length is not None and not length.strip().isdigit():
             raise InvalidArgument(f"{rest.HEADER_LENGTH} must be a non-negative integer")
         decoded = rest.infer_request(
             name, version, await request.read(), None if length is None else int(length)
         )
-        body, header_length = rest.infer_response(await self.dp.infer(decoded.request), decoded)
+        response = await self.dp.infer(decoded.request, trace)
+        body, header_length = rest.infer_response(response, decoded)
         if header_length is None:
-            response = web.Response(body=body, content_type="application/json")
+            reply = web.Response(body=body, content_type="application/json")
         else:
-            response = web.Response(
+            reply = web.Response(
                 body=body,
                 content_type="application/octet-stream",
                 headers={rest.HEADER_LENGTH: str(header_length)},
             )
         if request.headers.get("Accept-Encoding"):
-            response.enable_compression()
-        return response
+            reply.enable_compression()
+        return reply
 
     @_answers_errors
     async def statistics(self, request: web.Request) -> web.Response:
