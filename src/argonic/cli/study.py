@@ -69,6 +69,12 @@ def _farm_args(p: argparse.ArgumentParser) -> None:
         "--startup-s", type=float, default=60.0, help="from scale-out decision to a serving GPU"
     )
     p.add_argument(
+        "--max-gpus",
+        type=int,
+        default=None,
+        help="the autoscaler's maxReplicas (default: twice the GPUs patch mode needs)",
+    )
+    p.add_argument(
         "--start-fraction",
         type=float,
         default=0.5,
@@ -93,7 +99,9 @@ def _farm(a: argparse.Namespace) -> Summary | None:
         paper_clients=tuple(a.paper_clients),
         sites=a.sites,
         site_limits=tuple(g or None for g in a.site_gbps),
-        autoscaler=Autoscaler(a.threshold_ms, poll_s=a.poll_s, startup_s=a.startup_s),
+        autoscaler=Autoscaler(
+            a.threshold_ms, poll_s=a.poll_s, startup_s=a.startup_s, max_servers=a.max_gpus
+        ),
         start_fraction=a.start_fraction,
     )
     out.mkdir(parents=True, exist_ok=True)

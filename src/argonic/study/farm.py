@@ -83,16 +83,17 @@ class ClientModel:
 @dataclass(frozen=True)
 class Autoscaler:
     """KEDA's rule on SuperSONIC's metric (queue time per execution over ``window_s``, ms),
-    polled every ``poll_s``: the Kubernetes HPA of a KEDA Prometheus trigger (AverageValue)
-    wants ceil(metric / ``threshold_ms``) servers, grows by at most max(100 %, 4 servers)
-    per poll (the HPA's default scale-up policy), never shrinks here (scale-in waits
+    polled every ``poll_s``, as the Helm chart's ScaledObject sets it (``metricType:
+    Value``): the Kubernetes HPA wants ceil(servers x metric / ``threshold_ms``) servers
+    (no change within 10 % of the threshold), grows by at most max(100 %, 4 servers) per
+    poll (its default scale-up policy), never shrinks here (scale-in waits
     ``cooldownPeriod``, 300 s); a new server serves ``startup_s`` later."""
 
     threshold_ms: float
     window_s: float = 30.0
     poll_s: float = 15.0
     startup_s: float = 60.0
-    max_servers: int = 1000
+    max_servers: int | None = None  # the HPA's maxReplicas (None: no limit)
 
 
 @dataclass(frozen=True)
@@ -247,8 +248,11 @@ class _Farm:
             metric = self.metric_ms(a.window_s)
             self.timeline.append((self.env.now, len(self.servers), metric))
             current = len(self.servers) + self.pending_servers
-            desired = min(a.max_servers, math.ceil(metric / a.threshold_ms))
+            ratio = metric / a.threshold_ms
+            desired = math.ceil(current * ratio) if abs(ratio - 1.0) > 0.1 else current
             desired = min(desired, max(2 * current, current + 4))
+            if a.max_servers is not None:
+                desired = min(desired, a.max_servers)
             for _ in range(desired - current):
                 self.pending_servers += 1
                 self.env.process(self._start_server(a.startup_s))

@@ -198,7 +198,9 @@ def farm_report(
     """Every answer of the module docstring for a farm of ``clients``."""
     sizing = [gpus_for(clients, "patch"), gpus_for(clients, "plane")]
     gpus = sizing[0]["gpus"]
-    autoscaler = autoscaler or Autoscaler(threshold_ms=100.0, max_servers=4 * gpus)
+    autoscaler = autoscaler or Autoscaler(threshold_ms=100.0)
+    if autoscaler.max_servers is None:  # maxReplicas with the headroom an operator would give
+        autoscaler = replace(autoscaler, max_servers=2 * gpus)
     return {
         "paper": reproduce_paper(list(paper_clients)),
         "sizing": sizing,
