@@ -195,8 +195,11 @@ class _Farm:
             with self.links[site].request() as turn:
                 yield turn
                 yield self.env.timeout(rows * c.bytes_per_row * 8 / (self.c.site_gbps * 1e9))
-        yield self.env.timeout(c.rtt_s / 2)
-        yield from self._busy(1, c.request_overhead_s)
+        if self.cores is None:  # no shared host: half a round trip and the overhead at once
+            yield self.env.timeout(c.rtt_s / 2 + c.request_overhead_s)
+        else:
+            yield self.env.timeout(c.rtt_s / 2)
+            yield from self._busy(1, c.request_overhead_s)
         server = min(self.servers, key=lambda s: s.outstanding)
         request = _Request(rows, self.env.now, self.env.event(), server)
         server.outstanding += 1
@@ -221,12 +224,16 @@ class _Farm:
             yield self.env.timeout(event.t_other_s)
             t1 = self.env.now
             yield self.env.timeout(event.t_preprocess_s)
-            sent = []
-            for rows in event.requests:
-                slot = window.request()
-                yield slot
-                sent.append(self.env.process(self._request(window, slot, site, rows)))
-            yield self.env.all_of(sent)
+            if c.window == 1:  # one request at a time: no process per request
+                for rows in event.requests:
+                    yield from self._send(site, rows)
+            else:
+                sent = []
+                for rows in event.requests:
+                    slot = window.request()
+                    yield slot
+                    sent.append(self.env.process(self._request(window, slot, site, rows)))
+                yield self.env.all_of(sent)
             self.rows.append(
                 {
                     "client": index,
