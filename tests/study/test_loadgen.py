@@ -76,17 +76,16 @@ def test_a_thousand_connections_while_the_server_is_busy(tiny_repo, patch_reques
 
 @pytest.mark.slow
 def test_too_few_file_descriptors_is_a_clear_error(tmp_path):
-    """A hard limit below what the connections need: LoadError naming the limit, at once."""
+    """A hard limit below what the connections need: LoadError naming the limit, not a hang
+    (the subprocess's timeout is the hang guard)."""
     code = (
         "import asyncio, resource\n"
         "resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))\n"
         "from argonic.study.loadgen import LoadSpec, run_load\n"
         "asyncio.run(run_load('127.0.0.1:1', [b''], LoadSpec(2000)))\n"
     )
-    t0 = time.perf_counter()
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert run.returncode != 0
     assert "LoadError" in run.stderr
     assert "2000 connections need about 2064 open files" in run.stderr
     assert "at most 256" in run.stderr
-    assert time.perf_counter() - t0 < 30

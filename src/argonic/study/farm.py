@@ -289,10 +289,12 @@ def summarize(
     """Means over the events run while every client was running (begun after the last
     client's start, ended before the first client's end: the study's "all clients running"
     for clients that start together), and over all events."""
-    first_done = min(max(r["end"] for r in rows if r["client"] == i) for i in range(config.clients))
-    all_started = max(
-        min(r["start"] for r in rows if r["client"] == i) for i in range(config.clients)
-    )
+    ends: dict[int, float] = {}
+    starts: dict[int, float] = {}
+    for r in rows:  # one pass (a scan of every event per client was quadratic in clients)
+        ends[r["client"]] = max(ends.get(r["client"], r["end"]), r["end"])
+        starts[r["client"]] = min(starts.get(r["client"], r["start"]), r["start"])
+    first_done, all_started = min(ends.values()), max(starts.values())
     steady = [r for r in rows if r["start"] >= all_started and r["end"] <= first_done]
     steady = steady or [r for r in rows if r["end"] <= first_done] or rows
     span = max(r["end"] for r in rows)

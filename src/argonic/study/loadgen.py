@@ -33,6 +33,7 @@ import numpy as np
 from tritonclient.grpc import service_pb2
 
 from argonic._util import raise_open_files_limit
+from argonic.inference.remote import channel
 from argonic.inference.remote.channel import SERVICE
 from argonic.inference.remote.errors import RETRYABLE
 from argonic.study.errors import StudyError
@@ -41,13 +42,8 @@ from argonic.study.errors import StudyError
 CLEAN_REFUSALS = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
 #: file descriptors kept free for everything but the connections (files, the event loop)
 FD_MARGIN = 64
-CHANNEL_OPTIONS = [
-    ("grpc.use_local_subchannel_pool", 1),  # one connection per channel
-    ("grpc.max_send_message_length", -1),
-    ("grpc.max_receive_message_length", -1),
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 1000),
-]
+#: argonic's client channel options, and one connection per channel
+CHANNEL_OPTIONS = [("grpc.use_local_subchannel_pool", 1), *channel.CHANNEL_OPTIONS]
 
 
 class LoadError(StudyError):

@@ -117,17 +117,24 @@ async def hold_instance(client, server, model: str):
     return first
 
 
+def queued_behind_one(server, model: str, xs: list) -> list:
+    """The results of a first request (holding the instance) and of ``xs``, sent while it
+    runs and released together once all of them are queued."""
+
+    async def body(client):
+        first = await hold_instance(client, server, model)
+        tasks = [asyncio.create_task(infer(client, model, x)) for x in xs]
+        await wait_until(lambda: pending(server, model) == len(xs), f"{len(xs)} requests queued")
+        GATES[model].set()
+        return await asyncio.gather(first, *tasks)
+
+    return run_with_client(server, body)
+
+
 def test_concurrent_requests_are_merged_into_one_execution(server) -> None:
     xs = [marked(2, 1 + i) for i in range(5)]
 
-    async def body(client):
-        first = await hold_instance(client, server, "merge")
-        tasks = [asyncio.create_task(infer(client, "merge", x)) for x in xs]
-        await wait_until(lambda: pending(server, "merge") == 5, "5 requests queued")
-        GATES["merge"].set()
-        return await asyncio.gather(first, *tasks)
-
-    results = run_with_client(server, body)
+    results = queued_behind_one(server, "merge", xs)
     for x, out in zip(xs, results[1:], strict=True):
         np.testing.assert_array_equal(out, x)
     assert [sorted(e) for e in EXECUTIONS["merge"]] == [[0.5], [1, 1, 2, 2, 3, 3, 4, 4, 5, 5]]
@@ -143,14 +150,7 @@ def test_concurrent_requests_are_merged_into_one_execution(server) -> None:
 def test_without_dynamic_batching_requests_run_alone(server) -> None:
     xs = [marked(2, 1 + i) for i in range(3)]
 
-    async def body(client):
-        first = await hold_instance(client, server, "unbatched")
-        tasks = [asyncio.create_task(infer(client, "unbatched", x)) for x in xs]
-        await wait_until(lambda: pending(server, "unbatched") == 3, "3 requests queued")
-        GATES["unbatched"].set()
-        return await asyncio.gather(first, *tasks)
-
-    results = run_with_client(server, body)
+    results = queued_behind_one(server, "unbatched", xs)
     assert all(np.array_equal(out, x) for x, out in zip(xs, results[1:], strict=True))
     assert len(EXECUTIONS["unbatched"]) == 4
 

